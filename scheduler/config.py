@@ -1,0 +1,346 @@
+"""TOML config -> frozen dataclasses, validated once; every error names file and key.
+
+Lookup order: ``--config FILE``, env ``GRIDSHIFT_CONFIG``, ``$XDG_CONFIG_HOME/gridshift/
+config.toml``, else built-in defaults (Great Britain national from the UK Carbon Intensity
+API). ``config/gridshift.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import BadInput, ConfigError
+from scheduler.timespec import parse_duration
+
+BUILTIN = "<built-in defaults>"
+
+PROVIDER_KINDS = ("carbonintensity_uk", "csv", "electricitymaps", "watttime", "carbon_aware_sdk")
+DEFAULT_BASE_URLS = {
+    "carbonintensity_uk": "https://api.carbonintensity.org.uk",
+    "electricitymaps": "https://api.electricitymap.org",
+    "watttime": "https://api.watttime.org",
+    "carbon_aware_sdk": "http://localhost:8080",
+}
+# The signal each kind publishes: average intensity or marginal (MOER) emissions.
+DEFAULT_SIGNALS = {
+    "carbonintensity_uk": "average",
+    "csv": "average",
+    "electricitymaps": "average",
+    "watttime": "marginal",
+    "carbon_aware_sdk": "marginal",
+}
+SECRET_ENV = {
+    ("electricitymaps", "token"): "GRIDSHIFT_ELECTRICITYMAPS_TOKEN",
+    ("watttime", "username"): "GRIDSHIFT_WATTTIME_USERNAME",
+    ("watttime", "password"): "GRIDSHIFT_WATTTIME_PASSWORD",
+}
+_PROVIDER_KEYS: dict[str, set[str]] = {
+    "carbonintensity_uk": {"kind", "base_url", "timeout"},
+    "csv": {"kind", "path", "signal", "basis"},
+    "electricitymaps": {"kind", "base_url", "timeout", "token"},
+    "watttime": {"kind", "base_url", "timeout", "username", "password"},
+    "carbon_aware_sdk": {"kind", "base_url", "timeout", "signal"},
+}
+_DAEMON_KEYS = {
+    "refresh_every",
+    "tick",
+    "log_dir",
+    "default_power_watts",
+    "kill_grace",
+    "actuals_every",
+    "actuals_give_up",
+    "retention",
+    "max_log_bytes",
+}
+_REGION_KEYS = {"provider", "zone", "slots", "launcher"}
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str | None = None
+    path: Path | None = None
+    signal: str = "average"
+    basis: str | None = None
+    timeout: timedelta = timedelta(seconds=10)
+    # Secrets never appear in repr(), logs or output.
+    token: str | None = field(default=None, repr=False)
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.token, self.username, self.password) if s]
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    name: str
+    provider: str
+    zone: str
+    slots: int = 1
+    launcher: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    refresh_every: timedelta = timedelta(minutes=30)
+    tick: timedelta = timedelta(seconds=5)
+    log_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "logs")
+    default_power_watts: float = 300.0
+    kill_grace: timedelta = timedelta(seconds=30)
+    actuals_every: timedelta = timedelta(hours=1)
+    actuals_give_up: timedelta = timedelta(days=7)
+    retention: timedelta = timedelta(days=30)
+    max_log_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    database_url: str
+    daemon: DaemonConfig
+    providers: Mapping[str, ProviderConfig]
+    regions: Mapping[str, RegionConfig]
+
+    def region(self, name: str) -> RegionConfig:
+        try:
+            return self.regions[name]
+        except KeyError:
+            known = ", ".join(self.regions) or "none"
+            raise BadInput(f"unknown region {name!r} (configured: {known})") from None
+
+    def provider_for(self, region: str) -> ProviderConfig:
+        return self.providers[self.region(region).provider]
+
+    def signal_of(self, region: str) -> str:
+        return self.provider_for(region).signal
+
+    def secrets(self) -> list[str]:
+        return [s for p in self.providers.values() for s in p.secrets()]
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    base = os.environ.get(variable) or str(Path.home() / fallback)
+    return Path(base) / "gridshift"
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{_xdg('XDG_DATA_HOME', '.local/share') / 'gridshift.db'}"
+
+
+def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """Where the config comes from, or None for the built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("GRIDSHIFT_CONFIG"):
+        return Path(environ["GRIDSHIFT_CONFIG"])
+    xdg = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    candidate = Path(xdg) / "gridshift" / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+def load_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Find, read and validate the config; raise ConfigError naming file and key."""
+    env = os.environ if environ is None else environ
+    path = find_config_path(explicit, env)
+    if path is None:
+        return parse_config({}, BUILTIN, env)
+    source = str(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(source, "-", f"cannot read: {error.strerror or error}") from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(source, "-", f"not valid TOML: {error}") from None
+    config = parse_config(raw, source, env)
+    _refuse_world_readable_secrets(path, raw)
+    return config
+
+
+def _refuse_world_readable_secrets(path: Path, raw: Mapping[str, Any]) -> None:
+    providers = raw.get("providers", {})
+    holds_secret = any(
+        isinstance(p, dict) and ({"token", "password"} & p.keys()) for p in providers.values()
+    )
+    if holds_secret and path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):
+        raise ConfigError(
+            str(path), "providers", f"holds a token or password but is readable by every user "
+            f"on this machine; run: chmod 600 {path}"
+        )
+
+
+def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
+    """Validate a parsed TOML document (``{}`` gives the built-in defaults)."""
+    _check_keys(raw, {"database", "daemon", "providers", "regions"}, source, "")
+    database = _table(raw, "database", source)
+    _check_keys(database, {"url"}, source, "database.")
+    url = database.get("url", default_database_url())
+    if not isinstance(url, str) or not url.startswith("sqlite:///"):
+        raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
+
+    daemon = _parse_daemon(_table(raw, "daemon", source), source)
+
+    raw_providers = _table(raw, "providers", source)
+    raw_regions = _table(raw, "regions", source)
+    if not raw_providers and not raw_regions:
+        raw_providers = {"uk": {"kind": "carbonintensity_uk"}}
+        raw_regions = {"gb": {"provider": "uk", "zone": "national"}}
+    providers = {
+        name: _parse_provider(name, _subtable(raw_providers, name, source, "providers"),
+                              source, environ)
+        for name in raw_providers
+    }
+    regions = {
+        name: _parse_region(name, _subtable(raw_regions, name, source, "regions"), providers,
+                            source)
+        for name in raw_regions
+    }
+    if not regions:
+        raise ConfigError(source, "regions", "configure at least one region")
+    return Config(source, url, daemon, providers, regions)
+
+
+def _parse_daemon(table: Mapping[str, Any], source: str) -> DaemonConfig:
+    _check_keys(table, _DAEMON_KEYS, source, "daemon.")
+    defaults = DaemonConfig()
+    durations = {
+        key: _duration(table, key, source, "daemon.", getattr(defaults, key))
+        for key in ("refresh_every", "tick", "kill_grace", "actuals_every", "actuals_give_up",
+                    "retention")
+    }
+    log_dir = table.get("log_dir", defaults.log_dir)
+    if not isinstance(log_dir, (str, Path)) or not str(log_dir):
+        raise ConfigError(source, "daemon.log_dir", "must be a path")
+    power = table.get("default_power_watts", defaults.default_power_watts)
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not power > 0:
+        raise ConfigError(source, "daemon.default_power_watts", "must be a number above zero")
+    max_log = table.get("max_log_bytes", defaults.max_log_bytes)
+    if isinstance(max_log, bool) or not isinstance(max_log, int) or max_log < 1024:
+        raise ConfigError(source, "daemon.max_log_bytes", "must be a whole number >= 1024")
+    return DaemonConfig(
+        log_dir=Path(log_dir).expanduser(),
+        default_power_watts=float(power),
+        max_log_bytes=max_log,
+        **durations,
+    )
+
+
+def _parse_provider(
+    name: str, table: Mapping[str, Any], source: str, environ: Mapping[str, str]
+) -> ProviderConfig:
+    prefix = f"providers.{name}."
+    kind = table.get("kind")
+    if kind not in PROVIDER_KINDS:
+        raise ConfigError(source, prefix + "kind", f"must be one of {', '.join(PROVIDER_KINDS)}")
+    _check_keys(table, _PROVIDER_KEYS[kind], source, prefix)
+    values: dict[str, Any] = {"name": name, "kind": kind}
+    for key in ("base_url", "path", "token", "username", "password", "signal", "basis"):
+        if key in table and not (isinstance(table[key], str) and table[key]):
+            raise ConfigError(source, prefix + key, "must be a non-empty string")
+    if kind != "csv":
+        base_url = table.get("base_url", DEFAULT_BASE_URLS[kind])
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(source, prefix + "base_url", "must start with http:// or https://")
+        values["base_url"] = base_url.rstrip("/")
+        values["timeout"] = _duration(table, "timeout", source, prefix, timedelta(seconds=10))
+    else:
+        if "path" not in table:
+            raise ConfigError(source, prefix + "path", "a csv provider needs a path")
+        csv_path = Path(table["path"]).expanduser()
+        if not csv_path.is_absolute() and source != BUILTIN:
+            csv_path = Path(source).parent / csv_path
+        if not csv_path.is_file():
+            raise ConfigError(source, prefix + "path", f"no such file: {csv_path}")
+        values["path"] = csv_path
+    signal = table.get("signal", DEFAULT_SIGNALS[kind])
+    if signal not in ("average", "marginal"):
+        raise ConfigError(source, prefix + "signal", "must be 'average' or 'marginal'")
+    values["signal"] = signal
+    if "basis" in table:
+        if table["basis"] not in ("lifecycle", "direct"):
+            raise ConfigError(source, prefix + "basis", "must be 'lifecycle' or 'direct'")
+        values["basis"] = table["basis"]
+    for (secret_kind, key), variable in SECRET_ENV.items():
+        if kind == secret_kind:
+            values[key] = table.get(key) or environ.get(variable) or None
+    return ProviderConfig(**values)
+
+
+def _parse_region(
+    name: str, table: Mapping[str, Any], providers: Mapping[str, ProviderConfig], source: str
+) -> RegionConfig:
+    prefix = f"regions.{name}."
+    _check_keys(table, _REGION_KEYS, source, prefix)
+    provider = table.get("provider")
+    if not isinstance(provider, str) or provider not in providers:
+        known = ", ".join(providers) or "none"
+        raise ConfigError(source, prefix + "provider",
+                          f"unknown provider {provider!r} (configured: {known})")
+    kind = providers[provider].kind
+    zone = table.get("zone", "national" if kind == "carbonintensity_uk" else "")
+    if not isinstance(zone, str) or (not zone and kind != "csv"):
+        raise ConfigError(source, prefix + "zone", "must be a non-empty string")
+    if kind == "carbonintensity_uk" and not _valid_uk_zone(zone):
+        raise ConfigError(source, prefix + "zone",
+                          "must be 'national', a region id 1..17 or 'postcode:OUTCODE'")
+    slots = table.get("slots", 1)
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise ConfigError(source, prefix + "slots", "must be a whole number >= 1")
+    launcher = table.get("launcher", [])
+    if not isinstance(launcher, list) or not all(isinstance(a, str) and a for a in launcher):
+        raise ConfigError(source, prefix + "launcher", "must be a list of non-empty strings")
+    return RegionConfig(name, provider, zone, slots, tuple(launcher))
+
+
+def _valid_uk_zone(zone: str) -> bool:
+    if zone == "national":
+        return True
+    if zone.startswith("postcode:"):
+        outcode = zone.removeprefix("postcode:")
+        return 2 <= len(outcode) <= 4 and outcode.isalnum()
+    return zone.isdigit() and 1 <= int(zone) <= 17
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], source: str, prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            allowed_keys = ", ".join(sorted(allowed))
+            raise ConfigError(source, prefix + key, f"unknown key (allowed: {allowed_keys})")
+
+
+def _table(raw: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(source, key, "must be a table")
+    return value
+
+
+def _subtable(raw: Mapping[str, Any], name: str, source: str, parent: str) -> Mapping[str, Any]:
+    value = raw[name]
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"{parent}.{name}", "must be a table")
+    return value
+
+
+def _duration(
+    table: Mapping[str, Any], key: str, source: str, prefix: str, default: timedelta
+) -> timedelta:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        raise ConfigError(source, prefix + key, "must be a duration string like \"30m\"")
+    try:
+        return parse_duration(value)
+    except BadInput as error:
+        raise ConfigError(source, prefix + key, str(error)) from None

@@ -1,0 +1,327 @@
+"""The daemon: refresh forecasts, plan, launch due jobs, reap finished ones.
+
+The database is the only source of truth; APScheduler (3.11, BlockingScheduler in UTC)
+only decides when each piece of periodic work runs and keeps its jobs in memory. Every
+piece of work reads the clock once and passes ``now`` down; ``run_once`` runs one full
+iteration without threads or sleeping, for tests and the simulator.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from scheduler import forecasting, launcher, planning
+from scheduler.config import Config
+from scheduler.errors import GridshiftError, StateConflict
+from scheduler.jobwrapper import COULD_NOT_START
+from scheduler.models import Job, JobState
+from scheduler.providers import Provider, build_provider
+from scheduler.store import Store, sqlite_path
+from scheduler.timespec import utc_now
+
+log = logging.getLogger("gridshift.daemon")
+
+# How long SIGTERM waits for in-flight work before the process exits anyway.
+STOP_WAIT_S = 3.0
+
+
+class AlreadyRunning(GridshiftError):
+    pass
+
+
+class DaemonLock:
+    """One daemon per database: an exclusive flock on ``<db>.daemon.lock``."""
+
+    def __init__(self, database_url: str) -> None:
+        self.path = Path(f"{sqlite_path(database_url)}.daemon.lock")
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise AlreadyRunning(
+                f"another gridshift daemon (pid {holder}) is already running for "
+                f"{self.path.name.removesuffix('.daemon.lock')}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def notify(message: str) -> None:
+    """sd_notify(3) over $NOTIFY_SOCKET with the standard library; no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode("utf-8"))
+    except OSError as error:
+        log.warning("cannot notify systemd at %s: %s", address, error)
+
+
+@dataclass
+class Daemon:
+    config: Config
+    store: Store
+    providers: dict[str, Provider] = field(default_factory=dict)
+    clock: Callable[[], datetime] = utc_now
+    _children: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _last_marker: tuple[int, int, int] | None = None
+    _stopping: bool = False
+    _started_at: datetime | None = None
+    _work_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if not self.providers:
+            self.providers = {name: build_provider(p) for name, p in self.config.providers.items()}
+
+    # One iteration --------------------------------------------------------------------
+
+    def run_once(self, now: datetime) -> None:
+        """Reconcile, refresh, plan and dispatch once: what the scheduler does over time."""
+        self.reconcile(now)
+        self.refresh(now)
+        self.tick(now)
+
+    def reconcile(self, now: datetime) -> None:
+        """At start: record the outcome of jobs that ended while no daemon watched them."""
+        for job in self.store.running_jobs():
+            self._reap(job, now)
+
+    def refresh(self, now: datetime) -> None:
+        """Fetch forecasts for every configured (provider, zone); failures keep old data."""
+        for provider_name, zone in forecasting.zones_of(self.config):
+            if self._stopping:
+                return
+            forecasting.refresh_zone(self.store, self.providers[provider_name], zone, now)
+
+    def tick(self, now: datetime) -> None:
+        """Reap finished jobs, enforce kill grace, re-plan on change, launch due jobs."""
+        with self._work_lock:
+            for job in self.store.running_jobs():
+                self._reap(job, now)
+                self._enforce_cancel(job, now)
+            marker = self.store.change_marker()
+            if marker != self._last_marker:
+                planning.replan(self.store, self.config, now)
+                self._last_marker = self.store.change_marker()
+            if not self._stopping:
+                self._dispatch(now)
+            self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
+
+    # Launching ---------------------------------------------------------------------------
+
+    def _dispatch(self, now: datetime) -> None:
+        running = self.store.running_jobs()
+        in_use: dict[str, int] = {}
+        for job in running:
+            region = job.run_region or ""
+            in_use[region] = in_use.get(region, 0) + 1
+        due = [j for j in self.store.list_jobs((JobState.PLANNED,))
+               if j.planned_start is not None and j.planned_start <= now]
+        due.sort(key=lambda j: (j.planned_start, j.id))
+        for job in due:
+            region = job.planned_region or job.regions[0]
+            latest_start = job.deadline - timedelta(seconds=job.duration_s)
+            free = self.config.regions[region].slots - in_use.get(region, 0)
+            if free <= 0 and now < latest_start:
+                continue  # waits for a slot; the planner moves it, the deadline forces it
+            if free <= 0:
+                log.warning("job %d: region %s is full but the job reached its latest start; "
+                            "launching over capacity to keep its deadline", job.id, region)
+            if self._launch(job, region, now, latest_start):
+                in_use[region] = in_use.get(region, 0) + 1
+
+    def _launch(self, job: Job, region: str, now: datetime, latest_start: datetime) -> bool:
+        late = now > latest_start
+        reason = f"launched in {region}" + (" after its latest start: will miss its deadline"
+                                            if late else "")
+        try:  # Claim first: a cancel that lands before this wins, and nothing starts.
+            self.store.transition(job.id, (JobState.PLANNED,), JobState.RUNNING, now, reason,
+                                  run_region=region, started_at=now, deadline_missed=late)
+        except StateConflict:
+            return False
+        settings = self.config.regions[region]
+        try:
+            launched, process = launcher.launch(job.id, job.argv, job.cwd, job.env, region,
+                                                settings.launcher, self.config.daemon.log_dir)
+        except OSError as error:
+            log.error("job %d: cannot start the job wrapper: %s", job.id, error)
+            self.store.transition(job.id, (JobState.RUNNING,), JobState.FAILED, now,
+                                  f"could not start: {error}", ended_at=now, exit_code=None)
+            return False
+        self._children[job.id] = process
+        self.store.update_job_fields(job.id, pid=launched.pid,
+                                     pid_started_at=launched.pid_started_at,
+                                     log_path=str(launched.log_path))
+        log.info("job %d: launched in %s (pid %d): %s", job.id, region, launched.pid,
+                 " ".join(job.argv))
+        if self.store.get_job(job.id).cancel_requested_at is not None:
+            launcher.signal_group(launched.pid, launched.pid_started_at, signal.SIGTERM)
+        return True
+
+    # Reaping -----------------------------------------------------------------------------
+
+    def _reap(self, job: Job, now: datetime) -> None:
+        status_path = launcher.status_path_for(self.config.daemon.log_dir, job.id)
+        process = self._children.get(job.id)
+        if process is not None:
+            return_code = process.poll()
+            if return_code is None:
+                return
+            outcome = launcher.read_status(status_path) or launcher.Outcome(return_code, now)
+            del self._children[job.id]
+        else:
+            checked = launcher.check(job.pid, job.pid_started_at, status_path)
+            if checked is None:
+                return
+            outcome = checked
+        self._record_end(job, outcome, now)
+
+    def _record_end(self, job: Job, outcome: launcher.Outcome, now: datetime) -> None:
+        ended_at = outcome.ended_at or now
+        missed = job.deadline_missed or ended_at > job.deadline
+        if outcome.lost:
+            state, reason = JobState.LOST, outcome.reason
+        elif job.cancel_requested_at is not None:
+            state, reason = JobState.CANCELLED, f"cancelled; exit status {outcome.exit_code}"
+        elif outcome.exit_code == 0:
+            state, reason = JobState.SUCCEEDED, "exit status 0"
+        elif outcome.exit_code == COULD_NOT_START:
+            state, reason = JobState.FAILED, "the command could not be started (see its log)"
+        else:
+            state, reason = JobState.FAILED, f"exit status {outcome.exit_code}"
+        try:
+            self.store.transition(job.id, (JobState.RUNNING,), state, now, reason,
+                                  ended_at=None if outcome.lost else ended_at,
+                                  exit_code=outcome.exit_code, deadline_missed=missed,
+                                  end_reason=reason)
+        except StateConflict:
+            return
+        log.info("job %d: %s (%s)", job.id, state.value, reason)
+
+    def _enforce_cancel(self, job: Job, now: datetime) -> None:
+        if job.cancel_requested_at is None or job.pid is None:
+            return
+        if now - job.cancel_requested_at >= self.config.daemon.kill_grace and (
+            launcher.signal_group(job.pid, job.pid_started_at, signal.SIGKILL)
+        ):
+            log.warning("job %d: still running %s after SIGTERM: sent SIGKILL", job.id,
+                        self.config.daemon.kill_grace)
+
+    # Serving -----------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code. The caller holds the lock."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        now = self.clock()
+        self._started_at = now
+        if os.geteuid() == 0:
+            log.warning("running as root: every queued job will run as root; "
+                        "run the daemon as a dedicated user (see config/gridshift.service)")
+        log.info("daemon started (pid %d), database %s, %d region(s)", os.getpid(),
+                 self.config.database_url, len(self.config.regions))
+        self.reconcile(now)
+        scheduler = BlockingScheduler(timezone="UTC",
+                                      executors={"default": ThreadPoolExecutor(4)},
+                                      job_defaults={"coalesce": True, "max_instances": 1,
+                                                    "misfire_grace_time": None})
+        daemon_settings = self.config.daemon
+        scheduler.add_job(self._guarded(self.refresh), "interval",
+                          seconds=daemon_settings.refresh_every.total_seconds(),
+                          next_run_time=now, id="refresh")
+        scheduler.add_job(self._guarded(self.tick), "interval",
+                          seconds=daemon_settings.tick.total_seconds(),
+                          next_run_time=now, id="tick")
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            # Only flags and the scheduler's wake-up event here; the loop does the rest.
+            self._stopping = True
+            scheduler.shutdown(wait=False)
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        notify("READY=1\nSTATUS=scheduling")
+        try:
+            scheduler.start()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        notify("STOPPING=1")
+        finished = self._work_lock.acquire(timeout=STOP_WAIT_S)
+        self.store.mark_stopped(os.getpid(), self.clock())
+        log.info("daemon stopping; %d running job(s) keep running", len(self._children))
+        if not finished:
+            log.warning("daemon stopping while work is in flight; the database stays "
+                        "consistent (every change is one transaction)")
+        return 0
+
+    def _guarded(self, work: Callable[[datetime], None]) -> Callable[[], None]:
+        def run() -> None:
+            if self._stopping:
+                return
+            try:
+                work(self.clock())
+                notify("WATCHDOG=1")
+            except Exception:  # a failing iteration must never stop the daemon
+                log.exception("%s failed; will try again", work.__name__)
+
+        return run
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One plain, grep-able line per event, with UTC time."""
+    formatter = logging.Formatter("%(asctime)sZ %(levelname)s %(message)s",
+                                  datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("apscheduler", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_daemon(config: Config, store: Store) -> int:
+    lock = DaemonLock(config.database_url)
+    lock.acquire()
+    try:
+        code = Daemon(config, store).serve()
+    finally:
+        lock.release()
+    # Worker threads may still wait on a slow fetch; nothing is lost by not waiting for them.
+    logging.shutdown()
+    os._exit(code)

@@ -1,0 +1,237 @@
+"""SQLAlchemy tables, and the job state machine with its legal transitions written down.
+
+The schema is created and changed only through Alembic migrations in ``migrations/``;
+``tests/test_migrations.py`` checks that ``upgrade head`` matches this metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  # submitted, not yet placed (no forecast read for it yet)
+    PLANNED = "planned"  # placed in a region and start time; re-planned until it starts
+    RUNNING = "running"  # launched; the process (or its wrapper) is alive
+    SUCCEEDED = "succeeded"  # exited with status 0
+    FAILED = "failed"  # exited non-zero, was killed by a signal, or could not start
+    CANCELLED = "cancelled"  # cancelled by a user before or while it ran
+    LOST = "lost"  # the process vanished and no exit status was recorded (a reboot)
+
+
+# Every legal transition; store.transition() refuses anything else.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.PLANNED, JobState.CANCELLED}),
+    JobState.PLANNED: frozenset({JobState.PLANNED, JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST}
+    ),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.LOST: frozenset(),
+}
+UNSTARTED = (JobState.QUEUED, JobState.PLANNED)
+FINISHED = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored as naive UTC text."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class JSONList(TypeDecorator[list[Any]]):
+    """A JSON array stored as text (argv, regions)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[Any] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> list[Any] | None:
+        return None if value is None else list(json.loads(value))
+
+
+class JSONDict(TypeDecorator[dict[str, Any]]):
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: dict[str, Any] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> dict[str, Any] | None:
+        return None if value is None else dict(json.loads(value))
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+_STATES = ", ".join(f"'{s.value}'" for s in JobState)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_STATES})", name="ck_jobs_state"),
+        CheckConstraint("duration_s > 0", name="ck_jobs_duration_positive"),
+        CheckConstraint("power_watts > 0", name="ck_jobs_power_positive"),
+        Index("ix_jobs_state", "state"),
+        Index("ix_jobs_submitted_at", "submitted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
+    argv: Mapped[list[Any]] = mapped_column(JSONList)
+    cwd: Mapped[str] = mapped_column(Text)
+    env: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+    duration_s: Mapped[int] = mapped_column(Integer)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    regions: Mapped[list[Any]] = mapped_column(JSONList)
+    power_watts: Mapped[float] = mapped_column(Float)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    # The plan: re-written at every re-plan until the job starts.
+    planned_region: Mapped[str | None] = mapped_column(String(100), default=None)
+    planned_start: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    planned_intensity: Mapped[float | None] = mapped_column(Float, default=None)
+    planned_vintage: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    plan_note: Mapped[str | None] = mapped_column(Text, default=None)
+    signal: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Counterfactual: mean forecast intensity over [submitted_at, +duration) in the
+    # job's first region, fixed at submission.
+    run_now_intensity: Mapped[float | None] = mapped_column(Float, default=None)
+
+    # The run.
+    run_region: Mapped[str | None] = mapped_column(String(100), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    pid_started_at: Mapped[float | None] = mapped_column(Float, default=None)
+    log_path: Mapped[str | None] = mapped_column(Text, default=None)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    deadline_missed: Mapped[bool] = mapped_column(default=False)
+    end_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+    # Emissions review (filled after the run).
+    energy_kwh: Mapped[float | None] = mapped_column(Float, default=None)
+    energy_method: Mapped[str | None] = mapped_column(String(16), default=None)
+    energy_note: Mapped[str | None] = mapped_column(Text, default=None)
+    actual_intensity: Mapped[float | None] = mapped_column(Float, default=None)
+    run_now_actual_intensity: Mapped[float | None] = mapped_column(Float, default=None)
+    planned_window_actual_intensity: Mapped[float | None] = mapped_column(Float, default=None)
+    intensity_estimated: Mapped[bool | None] = mapped_column(default=None)
+    actuals_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    actuals_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class JobEvent(Base):
+    """Append-only history: every transition with time, old and new state, and reason."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    old_state: Mapped[str | None] = mapped_column(String(16))
+    new_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class ForecastPoint(Base):
+    """One published value for one slot of one zone, as issued at one vintage.
+
+    Every vintage is kept (later work compares forecasts with what happened); the
+    unique constraint keeps an identical point from being stored twice.
+    """
+
+    __tablename__ = "forecast_points"
+    __table_args__ = (
+        UniqueConstraint("provider", "zone", "kind", "start", "end", "vintage",
+                         name="uq_forecast_points_identity"),
+        CheckConstraint("kind IN ('forecast', 'actual')", name="ck_forecast_points_kind"),
+        CheckConstraint("\"end\" > start", name="ck_forecast_points_interval"),
+        Index("ix_forecast_points_lookup", "provider", "zone", "kind", "start"),
+        Index("ix_forecast_points_vintage", "vintage"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(100))
+    zone: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(8))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    value: Mapped[float] = mapped_column(Float)
+    units: Mapped[str] = mapped_column(String(24), default="gco2_per_kwh")
+    signal: Mapped[str] = mapped_column(String(16), default="average")
+    basis: Mapped[str | None] = mapped_column(String(16), default=None)
+    estimated: Mapped[bool] = mapped_column(default=False)
+    vintage: Mapped[datetime] = mapped_column(UTCDateTime)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProviderRefresh(Base):
+    """The outcome of the latest refresh per provider, zone and kind (for `status`)."""
+
+    __tablename__ = "provider_refreshes"
+    __table_args__ = (UniqueConstraint("provider", "zone", "kind", name="uq_provider_refreshes"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(100))
+    zone: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ok: Mapped[bool] = mapped_column()
+    message: Mapped[str] = mapped_column(Text)
+    points: Mapped[int] = mapped_column(Integer, default=0)
+    horizon_end: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class DaemonHeartbeat(Base):
+    """One row per database: the running daemon's pid and last sign of life."""
+
+    __tablename__ = "daemon_heartbeat"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_daemon_heartbeat_single"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,0 +1,200 @@
+"""Planning as the CLI and the daemon use it: read the store, call the pure planner, save.
+
+This is the glue between ``store`` (what is known) and ``planner`` (the math): it turns
+stored forecast points into step functions, holds slots for running jobs, and writes
+placements back as conditional updates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from scheduler import planner
+from scheduler.config import Config
+from scheduler.errors import BadInput
+from scheduler.models import Job
+from scheduler.store import PlanUpdate, Series, Store
+from scheduler.timespec import from_epoch, to_epoch
+
+log = logging.getLogger("gridshift.planning")
+
+# A running job past its estimated end still holds its slot for at least this long.
+OVERRUN_HOLD = timedelta(minutes=5)
+# How far back forecasts are read: a window may start now, a running job started earlier.
+LOOKBACK = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class RegionForecast:
+    region: str
+    forecast: planner.Forecast
+    series: Series
+
+
+def load_forecast(
+    store: Store, config: Config, region: str, start: datetime, end: datetime,
+    issued_before: datetime | None = None,
+) -> RegionForecast:
+    """The newest forecast for ``region`` over [start, end) as a planner step function."""
+    settings = config.region(region)
+    series = store.series(settings.provider, settings.zone, start, end,
+                          issued_before=issued_before)
+    forecast = planner.Forecast.from_lists(
+        [to_epoch(s) for s in series.starts], [to_epoch(e) for e in series.ends], series.values
+    )
+    return RegionForecast(region, forecast, series)
+
+
+def load_forecasts(
+    store: Store, config: Config, regions: Sequence[str], now: datetime, until: datetime
+) -> dict[str, RegionForecast]:
+    return {r: load_forecast(store, config, r, now - LOOKBACK, until) for r in regions}
+
+
+def check_signals(config: Config, regions: Sequence[str]) -> str:
+    """The one signal a job's regions share; BadInput when they mix average and marginal."""
+    signals = {r: config.signal_of(r) for r in regions}
+    if len(set(signals.values())) > 1:
+        listed = ", ".join(f"{r} ({s})" for r, s in signals.items())
+        raise BadInput(
+            f"regions mix average and marginal intensity signals, which cannot be compared: "
+            f"{listed}; submit with --region for regions of one signal"
+        )
+    return next(iter(signals.values()))
+
+
+def _request(job: Job) -> planner.JobRequest:
+    return planner.JobRequest(
+        job_id=job.id,
+        duration_s=float(job.duration_s),
+        not_before=to_epoch(job.not_before),
+        deadline=to_epoch(job.deadline),
+        regions=tuple(job.regions),
+    )
+
+
+def _busy(jobs: Sequence[Job], now: datetime) -> list[planner.Busy]:
+    held = []
+    for job in jobs:
+        region = job.run_region or job.planned_region
+        if region is None or job.started_at is None:
+            continue
+        end = max(job.started_at + timedelta(seconds=job.duration_s), now + OVERRUN_HOLD)
+        held.append(planner.Busy(region, to_epoch(job.started_at), to_epoch(end)))
+    return held
+
+
+def _newest_vintage(series: Series, start: datetime, end: datetime) -> datetime | None:
+    used = [v for s, e, v in zip(series.starts, series.ends, series.vintages, strict=True)
+            if s < end and e > start]
+    return max(used) if used else None
+
+
+def replan(store: Store, config: Config, now: datetime,
+           jobs: Sequence[Job] | None = None) -> list[PlanUpdate]:
+    """Re-place every job that has not started and store the plans; return them."""
+    pending = list(store.unstarted_jobs() if jobs is None else jobs)
+    if not pending:
+        return []
+    regions = [r for r in config.regions if any(r in job.regions for job in pending)]
+    pending = [job for job in pending if all(r in config.regions for r in job.regions)]
+    until = max(job.deadline for job in pending)
+    forecasts = load_forecasts(store, config, regions, now, until)
+    placements = planner.plan(
+        [_request(job) for job in pending],
+        {r: f.forecast for r, f in forecasts.items()},
+        {r: config.regions[r].slots for r in regions},
+        to_epoch(now),
+        _busy(store.running_jobs(), now),
+    )
+    updates = []
+    for placement in placements:
+        start = from_epoch(placement.start)
+        duration = next(j.duration_s for j in pending if j.id == placement.job_id)
+        series = forecasts[placement.region].series
+        updates.append(PlanUpdate(
+            job_id=placement.job_id,
+            region=placement.region,
+            start=start,
+            intensity=placement.intensity if placement.covered else None,
+            vintage=_newest_vintage(series, start, start + timedelta(seconds=duration)),
+            note=placement.note,
+        ))
+    store.save_plans(updates, now)
+    for update in updates:
+        if "no region has forecasts" in update.note:
+            log.info("job %d: %s", update.job_id, update.note)
+    return updates
+
+
+def run_now_intensity(
+    store: Store, config: Config, region: str, now: datetime, duration: timedelta
+) -> float | None:
+    """Mean forecast over [now, now + duration) in ``region``; None unless fully covered."""
+    loaded = load_forecast(store, config, region, now - LOOKBACK, now + duration)
+    mean, covered = planner.window_mean(loaded.forecast, to_epoch(now), duration.total_seconds())
+    return mean if covered else None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A dry-run plan (`gridshift plan`): the cleanest window per region, best first."""
+
+    now: datetime
+    options: list[planner.WindowOption]
+    run_now_region: str
+    run_now_intensity: float | None
+    signal: str
+
+    @property
+    def saving_pct(self) -> float | None:
+        best = self.options[0].intensity if self.options else None
+        if best is None or not self.run_now_intensity:
+            return None
+        return 100.0 * (self.run_now_intensity - best) / self.run_now_intensity
+
+
+def preview(
+    store: Store, config: Config, duration: timedelta, not_before: datetime,
+    deadline: datetime, regions: Sequence[str], now: datetime,
+) -> Preview:
+    signal = check_signals(config, regions)
+    forecasts = load_forecasts(store, config, regions, now, deadline)
+    options = planner.region_options(
+        duration.total_seconds(), to_epoch(not_before), to_epoch(deadline), regions,
+        {r: f.forecast for r, f in forecasts.items()}, to_epoch(now),
+    )
+    start = max(now, not_before)
+    run_now, covered = planner.window_mean(forecasts[regions[0]].forecast, to_epoch(start),
+                                           duration.total_seconds())
+    return Preview(now, options, regions[0], run_now if covered else None, signal)
+
+
+def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> PlanUpdate | None:
+    """Place one new job around the others' current plans (the daemon re-plans them all)."""
+    job = store.get_job(job_id)
+    others = [j for j in store.unstarted_jobs() if j.id != job_id and j.planned_start]
+    held = _busy(store.running_jobs(), now) + [
+        planner.Busy(j.planned_region or "", to_epoch(j.planned_start),
+                     to_epoch(j.planned_start) + j.duration_s)
+        for j in others if j.planned_start is not None
+    ]
+    forecasts = load_forecasts(store, config, job.regions, now, job.deadline)
+    placement = planner.plan(
+        [_request(job)], {r: f.forecast for r, f in forecasts.items()},
+        {r: config.regions[r].slots for r in job.regions}, to_epoch(now),
+        [b for b in held if b.region in job.regions],
+    )[0]
+    start = from_epoch(placement.start)
+    update = PlanUpdate(
+        job_id=job.id, region=placement.region, start=start,
+        intensity=placement.intensity if placement.covered else None,
+        vintage=_newest_vintage(forecasts[placement.region].series, start,
+                                start + timedelta(seconds=job.duration_s)),
+        note=placement.note,
+    )
+    store.save_plans([update], now)
+    return update

@@ -1,0 +1,87 @@
+"""The ``csv`` provider: a local file ``start,end,gco2_per_kwh[,kind]``, re-read at every refresh.
+
+Times are ISO-8601 UTC; ``kind`` is ``forecast`` (the default) or ``actual``. The vintage of
+every point is the file's modification time, so an edited file is a new vintage.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scheduler.config import ProviderConfig
+from scheduler.providers.base import Provider, ProviderError, check_points
+from scheduler.store import PointRecord
+
+REQUIRED_COLUMNS = ("start", "end", "gco2_per_kwh")
+
+
+def parse_csv(text: str, signal: str, basis: str | None, vintage: datetime | None,
+              where: str) -> list[PointRecord]:
+    """Parse the whole file; any bad row rejects the file (naming the line)."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ProviderError(f"{where}: missing column(s) {', '.join(missing)}")
+    points = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            start = _utc(row["start"])
+            end = _utc(row["end"])
+            value = float(row["gco2_per_kwh"])
+        except (TypeError, ValueError) as error:
+            raise ProviderError(f"{where}: line {line}: {error}") from None
+        kind = (row.get("kind") or "forecast").strip()
+        if kind not in ("forecast", "actual"):
+            raise ProviderError(f"{where}: line {line}: kind must be forecast or actual")
+        points.append(PointRecord(start=start, end=end, value=value, kind=kind, signal=signal,
+                                  basis=basis, vintage=vintage))
+    points.sort(key=lambda p: (p.kind, p.start))
+    forecasts = [p for p in points if p.kind == "forecast"]
+    actuals = [p for p in points if p.kind == "actual"]
+    if forecasts:
+        check_points(forecasts, where)
+    if actuals:
+        check_points(actuals, where)
+    if not points:
+        raise ProviderError(f"{where}: no data rows")
+    return points
+
+
+def _utc(text: str | None) -> datetime:
+    if not text:
+        raise ValueError("empty time")
+    cleaned = text.strip()
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(cleaned)
+    if parsed.tzinfo is None:
+        raise ValueError(f"time {text!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+class CsvProvider(Provider):
+    kind = "csv"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        assert config.path is not None  # config validation requires it
+        self.path: Path = config.path
+
+    def _read(self, zone: str) -> list[PointRecord]:
+        where = f"{self.name} (csv {self.path})"
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            vintage = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+        except (OSError, UnicodeDecodeError) as error:
+            raise ProviderError(f"{where}: cannot read: {error}") from None
+        return parse_csv(text, self.config.signal, self.config.basis, vintage, where)
+
+    def fetch_forecast(self, zone: str, now: datetime) -> list[PointRecord]:
+        return [p for p in self._read(zone) if p.kind == "forecast"]
+
+    def fetch_actuals(self, zone: str, start: datetime, end: datetime) -> list[PointRecord]:
+        return [p for p in self._read(zone)
+                if p.kind == "actual" and p.start < end and p.end > start]

@@ -1,0 +1,463 @@
+"""The only module that writes SQL: jobs, their conditional transitions, forecast points.
+
+SQLite runs in WAL mode with a busy timeout. Every write transaction starts with
+``BEGIN IMMEDIATE``: a deferred transaction that later upgrades to a write fails with
+"database is locked" under concurrency even with a busy timeout. Every job state change
+is ``UPDATE ... WHERE id = :id AND state IN (:expected)`` checked by row count, so the
+CLI and the daemon never race.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from scheduler.errors import GridshiftError, StateConflict, UnknownJob
+from scheduler.models import (
+    FINISHED,
+    TRANSITIONS,
+    UNSTARTED,
+    DaemonHeartbeat,
+    ForecastPoint,
+    Job,
+    JobEvent,
+    JobState,
+    ProviderRefresh,
+)
+
+BUSY_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What `submit` knows about a job before it is stored."""
+
+    name: str
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    duration_s: int
+    not_before: datetime
+    deadline: datetime
+    regions: list[str]
+    power_watts: float
+    signal: str | None = None
+    run_now_intensity: float | None = None
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """One forecast or actual value, as a provider returns it (before storage)."""
+
+    start: datetime
+    end: datetime
+    value: float
+    kind: str = "forecast"  # forecast | actual
+    units: str = "gco2_per_kwh"  # or "percentile" (a relative index, never emissions)
+    signal: str = "average"  # average | marginal
+    basis: str | None = None  # lifecycle | direct, where the provider says
+    estimated: bool = False
+    vintage: datetime | None = None  # provider's issue time; None = fetch time
+
+
+@dataclass(frozen=True)
+class Series:
+    """A step function: value i holds over [starts[i], ends[i]); sorted, non-overlapping."""
+
+    starts: list[datetime]
+    ends: list[datetime]
+    values: list[float]
+    vintages: list[datetime]
+    estimated: list[bool] = field(default_factory=list)
+    signal: str | None = None
+    basis: str | None = None
+    units: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with WAL, a busy timeout and owner-only files; writes use BEGIN IMMEDIATE."""
+    path = sqlite_path(url)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("gridshift_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+class Store:
+    """All reads and writes of gridshift's state. Methods take ``now`` where they stamp time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_engine = engine.execution_options(gridshift_begin="IMMEDIATE")
+
+    @classmethod
+    def open(cls, url: str, migrate: bool = True) -> Store:
+        engine = make_engine(url)
+        if migrate:
+            from scheduler.migrate import ensure_schema
+
+            ensure_schema(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction that holds SQLite's write lock from its first statement."""
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # Jobs -----------------------------------------------------------------------------
+
+    def add_job(self, new: NewJob, now: datetime) -> Job:
+        """Insert a job in state ``queued`` with its first event; return it with its id."""
+        job = Job(
+            name=new.name,
+            state=JobState.QUEUED.value,
+            argv=list(new.argv),
+            cwd=new.cwd,
+            env=dict(new.env),
+            duration_s=new.duration_s,
+            not_before=new.not_before,
+            deadline=new.deadline,
+            regions=list(new.regions),
+            power_watts=new.power_watts,
+            submitted_at=now,
+            signal=new.signal,
+            run_now_intensity=new.run_now_intensity,
+        )
+        with self.writing() as session:
+            session.add(job)
+            session.flush()
+            session.add(JobEvent(job_id=job.id, at=now, old_state=None,
+                                 new_state=JobState.QUEUED.value, reason="submitted"))
+        return job
+
+    def get_job(self, job_id: int) -> Job:
+        with self.reading() as session:
+            job = session.get(Job, job_id)
+        if job is None:
+            raise UnknownJob(job_id)
+        return job
+
+    def list_jobs(
+        self,
+        states: Collection[JobState] = (),
+        submitted_since: datetime | None = None,
+        submitted_until: datetime | None = None,
+    ) -> list[Job]:
+        query = select(Job).order_by(Job.id)
+        if states:
+            query = query.where(Job.state.in_([s.value for s in states]))
+        if submitted_since is not None:
+            query = query.where(Job.submitted_at >= submitted_since)
+        if submitted_until is not None:
+            query = query.where(Job.submitted_at < submitted_until)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
+    def unstarted_jobs(self) -> list[Job]:
+        return self.list_jobs(UNSTARTED)
+
+    def running_jobs(self) -> list[Job]:
+        return self.list_jobs((JobState.RUNNING,))
+
+    def job_events(self, job_id: int) -> list[JobEvent]:
+        query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
+    def transition(
+        self,
+        job_id: int,
+        expected: Collection[JobState],
+        new_state: JobState,
+        now: datetime,
+        reason: str,
+        **fields: Any,
+    ) -> None:
+        """Move a job from one of ``expected`` to ``new_state`` and record the event.
+
+        The update is conditional on the current state; raise StateConflict (and change
+        nothing) when the job is not in an expected state.
+        """
+        for state in expected:
+            if new_state not in TRANSITIONS[state]:
+                raise ValueError(f"illegal transition {state.value} -> {new_state.value}")
+        with self.writing() as session:
+            old_state = session.scalar(select(Job.state).where(Job.id == job_id))
+            if old_state is None:
+                raise UnknownJob(job_id)
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_([s.value for s in expected]))
+                .values(state=new_state.value, **fields)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise StateConflict(
+                    f"job {job_id} is {old_state}, not {'/'.join(s.value for s in expected)}"
+                )
+            session.add(JobEvent(job_id=job_id, at=now, old_state=old_state,
+                                 new_state=new_state.value, reason=reason))
+
+    def update_job_fields(self, job_id: int, **fields: Any) -> None:
+        """Set fields that are not a state change (pid after launch, emissions review)."""
+        with self.writing() as session:
+            result = session.execute(
+                update(Job).where(Job.id == job_id).values(**fields)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise UnknownJob(job_id)
+
+    def save_plans(self, plans: Sequence[PlanUpdate], now: datetime) -> int:
+        """Write placements for jobs that have not started; skip jobs that started meanwhile.
+
+        A job moving from queued to planned, or whose region or start changed, gets an
+        event. Returns how many plans changed.
+        """
+        changed = 0
+        with self.writing() as session:
+            for plan in plans:
+                current = session.execute(
+                    select(Job.state, Job.planned_region, Job.planned_start)
+                    .where(Job.id == plan.job_id)
+                ).one_or_none()
+                if current is None or current.state not in (s.value for s in UNSTARTED):
+                    continue
+                same = (current.planned_region == plan.region
+                        and current.planned_start == plan.start)
+                session.execute(
+                    update(Job)
+                    .where(Job.id == plan.job_id,
+                           Job.state.in_([s.value for s in UNSTARTED]))
+                    .values(state=JobState.PLANNED.value, planned_region=plan.region,
+                            planned_start=plan.start, planned_intensity=plan.intensity,
+                            planned_vintage=plan.vintage, plan_note=plan.note)
+                    .execution_options(synchronize_session=False)
+                )
+                if current.state == JobState.PLANNED.value and same:
+                    continue
+                changed += 1
+                verb = "planned" if current.state == JobState.QUEUED.value else "re-planned"
+                session.add(JobEvent(job_id=plan.job_id, at=now, old_state=current.state,
+                                     new_state=JobState.PLANNED.value,
+                                     reason=f"{verb}: {plan.describe()}"))
+        return changed
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.reading() as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
+            return {str(state): int(count) for state, count in rows.tuples()}
+
+    def change_marker(self) -> tuple[int, int, int]:
+        """Cheap fingerprint of what the planner depends on: newest point, job and event."""
+        with self.reading() as session:
+            return (
+                session.scalar(select(func.max(ForecastPoint.id))) or 0,
+                session.scalar(select(func.max(Job.id))) or 0,
+                session.scalar(select(func.max(JobEvent.id))) or 0,
+            )
+
+    def finished_jobs(self) -> list[Job]:
+        return self.list_jobs(FINISHED)
+
+    # Forecast points ---------------------------------------------------------------------
+
+    def add_points(
+        self, provider: str, zone: str, points: Sequence[PointRecord], fetched_at: datetime
+    ) -> int:
+        """Store points, skipping any identical one already stored; return how many were new."""
+        if not points:
+            return 0
+        rows = [
+            {
+                "provider": provider, "zone": zone, "kind": p.kind, "start": p.start,
+                "end": p.end, "value": p.value, "units": p.units, "signal": p.signal,
+                "basis": p.basis, "estimated": p.estimated,
+                "vintage": p.vintage or fetched_at, "fetched_at": fetched_at,
+            }
+            for p in points
+        ]
+        statement = sqlite_insert(ForecastPoint).on_conflict_do_nothing()
+        stored = 0
+        with self.writing() as session:
+            # Chunked: SQLite limits the number of bound parameters per statement.
+            for offset in range(0, len(rows), 500):
+                result = session.execute(statement, rows[offset:offset + 500])
+                stored += max(result.rowcount, 0)  # type: ignore[attr-defined]
+        return stored
+
+    def series(
+        self,
+        provider: str,
+        zone: str,
+        start: datetime,
+        end: datetime,
+        kind: str = "forecast",
+        issued_before: datetime | None = None,
+    ) -> Series:
+        """The newest value for each slot overlapping [start, end), as a step function.
+
+        ``issued_before`` limits it to vintages issued before that time (what was known
+        then). Where slots of different vintages overlap, the newer vintage wins.
+        """
+        query = (
+            select(ForecastPoint.start, ForecastPoint.end, ForecastPoint.value,
+                   ForecastPoint.vintage, ForecastPoint.estimated, ForecastPoint.signal,
+                   ForecastPoint.basis, ForecastPoint.units)
+            .where(ForecastPoint.provider == provider, ForecastPoint.zone == zone,
+                   ForecastPoint.kind == kind, ForecastPoint.start < end,
+                   ForecastPoint.end > start)
+            .order_by(ForecastPoint.vintage.desc(), ForecastPoint.id.desc())
+        )
+        if issued_before is not None:
+            query = query.where(ForecastPoint.vintage < issued_before)
+        with self.reading() as session:
+            rows = session.execute(query).all()
+        chosen: list[Any] = []
+        taken: list[tuple[datetime, datetime]] = []
+        for row in rows:  # newest vintage first: keep a slot unless a newer one covers it
+            if any(row.start < t_end and row.end > t_start for t_start, t_end in taken):
+                continue
+            taken.append((row.start, row.end))
+            chosen.append(row)
+        chosen.sort(key=lambda r: r.start)
+        first = chosen[0] if chosen else None
+        return Series(
+            starts=[r.start for r in chosen],
+            ends=[r.end for r in chosen],
+            values=[r.value for r in chosen],
+            vintages=[r.vintage for r in chosen],
+            estimated=[bool(r.estimated) for r in chosen],
+            signal=first.signal if first else None,
+            basis=first.basis if first else None,
+            units=first.units if first else None,
+        )
+
+    def record_refresh(
+        self,
+        provider: str,
+        zone: str,
+        kind: str,
+        now: datetime,
+        ok: bool,
+        message: str,
+        points: int = 0,
+        horizon_end: datetime | None = None,
+    ) -> None:
+        """Remember the latest refresh outcome per provider, zone and kind."""
+        values = {"at": now, "ok": ok, "message": message, "points": points,
+                  "horizon_end": horizon_end}
+        if ok:
+            values["last_success_at"] = now
+        statement = sqlite_insert(ProviderRefresh).values(
+            provider=provider, zone=zone, kind=kind, **values
+        ).on_conflict_do_update(index_elements=["provider", "zone", "kind"], set_=values)
+        with self.writing() as session:
+            session.execute(statement)
+
+    def refreshes(self) -> list[ProviderRefresh]:
+        query = select(ProviderRefresh).order_by(ProviderRefresh.provider,
+                                                 ProviderRefresh.zone, ProviderRefresh.kind)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
+    def prune_points(self, older_than: datetime, keep_vintages: Collection[datetime]) -> int:
+        """Delete forecast vintages issued before ``older_than``, except ``keep_vintages``."""
+        with self.writing() as session:
+            statement = delete(ForecastPoint).where(ForecastPoint.vintage < older_than)
+            if keep_vintages:
+                statement = statement.where(ForecastPoint.vintage.not_in(list(keep_vintages)))
+            result = session.execute(statement)
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # Daemon heartbeat ----------------------------------------------------------------------
+
+    def beat(self, pid: int, hostname: str, started_at: datetime, now: datetime) -> None:
+        values = {"pid": pid, "hostname": hostname, "started_at": started_at,
+                  "heartbeat_at": now, "stopped_at": None}
+        statement = sqlite_insert(DaemonHeartbeat).values(id=1, **values)
+        statement = statement.on_conflict_do_update(index_elements=["id"], set_=values)
+        with self.writing() as session:
+            session.execute(statement)
+
+    def mark_stopped(self, pid: int, now: datetime) -> None:
+        with self.writing() as session:
+            session.execute(update(DaemonHeartbeat).where(DaemonHeartbeat.pid == pid)
+                            .values(stopped_at=now))
+
+    def heartbeat(self) -> DaemonHeartbeat | None:
+        with self.reading() as session:
+            return session.get(DaemonHeartbeat, 1)
+
+    def jobs_needing_actuals(self) -> list[Job]:
+        query = select(Job).where(
+            Job.state.in_([JobState.SUCCEEDED.value, JobState.FAILED.value,
+                           JobState.CANCELLED.value, JobState.LOST.value]),
+            Job.started_at.is_not(None),
+            or_(Job.actuals_state.is_(None), Job.actuals_state == "pending"),
+        ).order_by(Job.id)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class PlanUpdate:
+    """A placement to store for one unstarted job."""
+
+    job_id: int
+    region: str
+    start: datetime
+    intensity: float | None
+    vintage: datetime | None
+    note: str
+
+    def describe(self) -> str:
+        shown = "no forecast" if self.intensity is None else f"{self.intensity:.0f} g/kWh"
+        return f"{self.region} at {self.start.isoformat()} ({shown}); {self.note}"
+
+
+class StoreError(GridshiftError):
+    pass
