@@ -320,14 +320,11 @@ class Store:
             }
             for p in points
         ]
-        statement = sqlite_insert(ForecastPoint).on_conflict_do_nothing()
-        stored = 0
+        statement = sqlite_insert(ForecastPoint.__table__).on_conflict_do_nothing()
         with self.writing() as session:
-            # Chunked: SQLite limits the number of bound parameters per statement.
-            for offset in range(0, len(rows), 500):
-                result = session.execute(statement, rows[offset:offset + 500])
-                stored += max(result.rowcount, 0)  # type: ignore[attr-defined]
-        return stored
+            # Core executemany: SQLite reports the rows it really inserted.
+            result = session.connection().execute(statement, rows)
+            return max(int(result.rowcount), 0)
 
     def series(
         self,
