@@ -5,22 +5,24 @@ Exit codes: 0 ok, 1 failure, 2 bad input (which writes nothing).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from scheduler import render
+from scheduler import render, submitpath
 from scheduler.config import Config, load_config
-from scheduler.errors import BadInput, GridshiftError, StateConflict
-from scheduler.models import JobState
-from scheduler.store import NewJob, Store
+from scheduler.errors import EXIT_FAILURE, BadInput, GridshiftError, StateConflict
+from scheduler.simulate.cli import simulate_app
 from scheduler.timespec import (
     format_duration,
     format_local,
@@ -29,6 +31,9 @@ from scheduler.timespec import (
     parse_when,
     utc_now,
 )
+
+if TYPE_CHECKING:  # SQLAlchemy stays off `submit`'s start-up path (scheduler/submitpath.py)
+    from scheduler.store import Store
 
 app = typer.Typer(
     name="gridshift",
@@ -39,6 +44,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(simulate_app, name="simulate")
+service_app = typer.Typer(help="Run the daemon as a systemd service.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,7 +56,8 @@ class State:
 
 
 def handle_errors(command: F) -> F:
-    """Show a GridshiftError as one line on stderr and exit with its code."""
+    """Show a GridshiftError as one line on stderr and exit with its code; a database or
+    file system failure (unwritable database path, disk full) as one line with exit 1."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -57,8 +66,28 @@ def handle_errors(command: F) -> F:
         except GridshiftError as error:
             render.error(str(error))
             raise typer.Exit(error.exit_code) from None
+        except OSError as error:
+            render.error(str(error))
+            raise typer.Exit(EXIT_FAILURE) from None
+        except Exception as error:
+            cause = _database_error(error)
+            if cause is None:
+                raise
+            render.error(f"database error: {cause}")
+            raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _database_error(error: Exception) -> object | None:
+    """The driver's error behind a database failure, else None. SQLAlchemy's wrapper is
+    looked for only where SQLAlchemy is loaded: the fast submit path never imports it."""
+    if isinstance(error, sqlite3.Error):
+        return error
+    exc = sys.modules.get("sqlalchemy.exc")
+    if exc is not None and isinstance(error, exc.DBAPIError):
+        return error.orig  # type: ignore[no-any-return]
+    return None
 
 
 @app.callback()
@@ -74,6 +103,8 @@ def _config() -> Config:
 
 
 def _store(config: Config) -> Store:
+    from scheduler.store import Store
+
     return Store.open(config.database_url)
 
 
@@ -141,34 +172,25 @@ def submit(
     earliest = parse_when(not_before, now) if not_before else now
     finish_by = _deadline(deadline, within, now)
     _check_fits(max(now, earliest), length, finish_by)
-    if power is not None and not power > 0:
-        raise BadInput("--power must be above zero")
+    if power is not None and not 0 < power < float("inf"):
+        raise BadInput("--power must be a number of watts above zero")
     overrides = _parse_env(env or [])
     config = _config()
     regions = _regions(config, region)
 
-    from scheduler import planning
-
-    signal_kind = planning.check_signals(config, regions)
-    store = _store(config)
-    job = store.add_job(
-        NewJob(
-            name=name or Path(argv[0]).name,
-            argv=argv,
-            cwd=os.getcwd(),
-            env=overrides,
-            duration_s=int(length.total_seconds()),
-            not_before=earliest,
-            deadline=finish_by,
-            regions=regions,
-            power_watts=power or config.daemon.default_power_watts,
-            signal=signal_kind,
-            run_now_intensity=planning.run_now_intensity(store, config, regions[0], now, length),
-        ),
-        now,
+    spec = submitpath.JobSpec(
+        name=name or Path(argv[0]).name,
+        argv=argv,
+        cwd=os.getcwd(),
+        env=overrides,
+        duration_s=int(length.total_seconds()),
+        not_before=earliest,
+        deadline=finish_by,
+        regions=regions,
+        power_watts=power or config.daemon.default_power_watts,
+        signal=config.shared_signal(regions),
     )
-    planning.plan_new_job(store, config, job.id, now)
-    job = store.get_job(job.id)
+    job = _submit(config, spec, now)
     if json_output:
         render.print_json(render.job_json(job))
         return
@@ -179,6 +201,21 @@ def submit(
                      f"(run now: {render.intensity(job.run_now_intensity)} g/kWh)\n")
     if job.plan_note and job.plan_note != "cleanest covered window":
         render.message(f"note: {job.plan_note}")
+
+
+def _submit(config: Config, spec: submitpath.JobSpec, now: datetime) -> Any:
+    """Store and plan the job: through submitpath (sqlite3, fast) where the database is at
+    the head revision, else through the Store, which creates or migrates it first."""
+    connection = submitpath.connect(config.database_url)
+    if connection is not None:
+        with closing(connection):
+            return submitpath.submit(connection, config, spec, now)
+    from dataclasses import asdict
+
+    from scheduler import planning
+    from scheduler.store import NewJob
+
+    return planning.submit_job(_store(config), config, NewJob(**asdict(spec)), now)
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -199,6 +236,8 @@ def list_jobs(
     json_output: JsonOpt = False,
 ) -> None:
     """List jobs, oldest first."""
+    from scheduler.models import JobState
+
     states = []
     for value in state or []:
         try:
@@ -235,6 +274,8 @@ def show(
 @handle_errors
 def cancel(job_id: Annotated[int, typer.Argument(metavar="JOB_ID")]) -> None:
     """Cancel a job: unstarted jobs never start; a running job gets SIGTERM, then SIGKILL."""
+    from scheduler.models import JobState
+
     config = _config()
     store = _store(config)
     now = utc_now()
@@ -328,7 +369,11 @@ def forecast(
     now = utc_now()
     from scheduler import forecasting
 
+    results: list[forecasting.RefreshResult] = []
     if refresh:
+        # The per-zone lines below are the report; without a handler, Python's last-resort
+        # logger would repeat every failure on stderr.
+        logging.getLogger("gridshift").addHandler(logging.NullHandler())
         results = forecasting.refresh_all(config, store, now, regions)
         failed = [r for r in results if not r.ok]
         for result in results:
@@ -337,7 +382,10 @@ def forecast(
             raise GridshiftError("every provider failed; stored forecasts are unchanged")
     views = forecasting.region_views(config, store, regions, now)
     if json_output:
-        render.print_json({"regions": [view.as_json() for view in views]})
+        document: dict[str, Any] = {"regions": [view.as_json() for view in views]}
+        if refresh:
+            document["refresh"] = [result.as_json() for result in results]
+        render.print_json(document)
         return
     for view in views:
         view.print_table()
@@ -355,6 +403,57 @@ def daemon() -> None:
     raise typer.Exit(run_daemon(config, store))
 
 
+@app.command()
+@handle_errors
+def status(json_output: JsonOpt = False) -> None:
+    """Health check: daemon heartbeat, forecast refreshes, queue and next launches.
+
+    Exit code 1 when no daemon is running or its heartbeat is stale.
+    """
+    from scheduler import status as status_module
+    from scheduler.store import sqlite_path
+
+    config = _config()
+    if not sqlite_path(config.database_url).exists():
+        raise GridshiftError(f"no database at {sqlite_path(config.database_url)}: "
+                             "no daemon has run with this config")
+    report = status_module.gather(_store(config), config, utc_now())
+    if json_output:
+        render.print_json(report.as_json())
+    else:
+        report.print_text()
+    if not report.healthy:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@service_app.command("install")
+@handle_errors
+def service_install(
+    user: Annotated[bool, typer.Option("--user", help="A user unit (systemctl --user) "
+                                       "instead of a system unit.")] = False,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the unit; write "
+                                             "nothing.")] = False,
+    service_user: Annotated[str, typer.Option("--service-user", metavar="NAME",
+                            help="Account a system unit runs as.")] = "gridshift",
+) -> None:
+    """Write the systemd unit for this installation and say which commands come next."""
+    from scheduler import service
+    from scheduler.config import find_config_path
+
+    _config()  # refuse a broken config before writing a unit that points at it
+    config_path = find_config_path(State.config_path, os.environ)
+    paths = service.this_installation(str(config_path) if config_path else None, user,
+                                      service_user)
+    unit = service.render_unit(paths)
+    if print_only:
+        sys.stdout.write(unit)
+        return
+    installed = service.install(unit, user)
+    sys.stdout.write(f"wrote {installed.path}\nnext:\n")
+    for step in installed.next_steps:
+        sys.stdout.write(f"  {step}\n")
+
+
 @db_app.command("upgrade")
 @handle_errors
 def db_upgrade() -> None:
@@ -365,6 +464,56 @@ def db_upgrade() -> None:
     store = _store(config)
     sys.stdout.write(f"database {config.database_url} at revision "
                      f"{current_revision(store.engine) or HEAD_REVISION}\n")
+
+
+@app.command()
+@handle_errors
+def report(
+    since: Annotated[str | None, typer.Option("--since", metavar="WHEN",
+                     help="Only jobs that started at or after this time.")] = None,
+    until: Annotated[str | None, typer.Option("--until", metavar="WHEN",
+                     help="Only jobs that started before this time.")] = None,
+    region: Annotated[list[str] | None, typer.Option("--region", metavar="NAME",
+                      help="Only jobs that ran in this region (repeat).")] = None,
+    json_output: JsonOpt = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print one CSV row per job.")] = False,
+    plot: Annotated[str | None, typer.Option("--plot", metavar="FILE.png",
+                    help="Write charts per region and per job (needs matplotlib).")] = None,
+    html_file: Annotated[str | None, typer.Option("--html", metavar="FILE.html",
+                         help="Write one self-contained HTML page with totals, table "
+                              "and charts.")] = None,
+) -> None:
+    """Scheduled versus actual versus run-now emissions of finished jobs, with totals."""
+    now = utc_now()
+    if json_output and csv_output:
+        raise BadInput("give --json or --csv, not both")
+    start = parse_when(since, now) if since else None
+    end = parse_when(until, now) if until else None
+    if start is not None and end is not None and start >= end:
+        raise BadInput("--since must be before --until")
+    outputs = [Path(p) for p in (plot, html_file) if p]
+    for path in outputs:
+        if not path.parent.is_dir():
+            raise BadInput(f"cannot write {path}: no such directory {path.parent}")
+    config = _config()
+    regions = _regions(config, region) if region else []
+    from scheduler import report as reporting
+
+    store = _store(config)
+    built = reporting.build(store, config, start, end, regions)
+    if plot:
+        reporting.write_file(Path(plot), reporting.plot_png(built, store, config))
+    if html_file:
+        page = reporting.html_report(built, store, config)
+        reporting.write_file(Path(html_file), page.encode("utf-8"))
+    if json_output:
+        reporting.write_json(built, sys.stdout)
+    elif csv_output:
+        reporting.write_csv(built, sys.stdout)
+    else:
+        reporting.write_text(built, sys.stdout)
+    for path in outputs:
+        render.message(f"wrote {path}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -44,9 +44,9 @@ SECRET_ENV = {
 _PROVIDER_KEYS: dict[str, set[str]] = {
     "carbonintensity_uk": {"kind", "base_url", "timeout"},
     "csv": {"kind", "path", "signal", "basis"},
-    "electricitymaps": {"kind", "base_url", "timeout", "token"},
+    "electricitymaps": {"kind", "base_url", "timeout", "token", "basis"},
     "watttime": {"kind", "base_url", "timeout", "username", "password"},
-    "carbon_aware_sdk": {"kind", "base_url", "timeout", "signal"},
+    "carbon_aware_sdk": {"kind", "base_url", "timeout", "signal", "basis"},
 }
 _DAEMON_KEYS = {
     "refresh_every",
@@ -58,6 +58,7 @@ _DAEMON_KEYS = {
     "actuals_give_up",
     "retention",
     "max_log_bytes",
+    "powercap_root",
 }
 _REGION_KEYS = {"provider", "zone", "slots", "launcher"}
 
@@ -100,6 +101,8 @@ class DaemonConfig:
     actuals_give_up: timedelta = timedelta(days=7)
     retention: timedelta = timedelta(days=30)
     max_log_bytes: int = 100 * 1024 * 1024
+    # Where the RAPL energy counters are (scheduler/energy.py); elsewhere in containers.
+    powercap_root: Path = Path("/sys/class/powercap")
 
 
 @dataclass(frozen=True)
@@ -123,17 +126,29 @@ class Config:
     def signal_of(self, region: str) -> str:
         return self.provider_for(region).signal
 
+    def shared_signal(self, regions: Sequence[str]) -> str:
+        """The one signal ``regions`` share; BadInput when they mix average and marginal."""
+        signals = {r: self.signal_of(r) for r in regions}
+        if len(set(signals.values())) > 1:
+            listed = ", ".join(f"{r} ({s})" for r, s in signals.items())
+            raise BadInput(
+                f"regions mix average and marginal intensity signals, which cannot be "
+                f"compared: {listed}; submit with --region for regions of one signal"
+            )
+        return next(iter(signals.values()))
+
     def secrets(self) -> list[str]:
         return [s for p in self.providers.values() for s in p.secrets()]
 
 
-def _xdg(variable: str, fallback: str) -> Path:
-    base = os.environ.get(variable) or str(Path.home() / fallback)
+def _xdg(variable: str, fallback: str, environ: Mapping[str, str] | None = None) -> Path:
+    base = (os.environ if environ is None else environ).get(variable) or str(
+        Path.home() / fallback)
     return Path(base) / "gridshift"
 
 
-def default_database_url() -> str:
-    return f"sqlite:///{_xdg('XDG_DATA_HOME', '.local/share') / 'gridshift.db'}"
+def default_database_url(environ: Mapping[str, str] | None = None) -> str:
+    return f"sqlite:///{_xdg('XDG_DATA_HOME', '.local/share', environ) / 'gridshift.db'}"
 
 
 def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -184,11 +199,11 @@ def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]
     _check_keys(raw, {"database", "daemon", "providers", "regions"}, source, "")
     database = _table(raw, "database", source)
     _check_keys(database, {"url"}, source, "database.")
-    url = database.get("url", default_database_url())
+    url = database.get("url", default_database_url(environ))
     if not isinstance(url, str) or not url.startswith("sqlite:///"):
         raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
 
-    daemon = _parse_daemon(_table(raw, "daemon", source), source)
+    daemon = _parse_daemon(_table(raw, "daemon", source), source, environ)
 
     raw_providers = _table(raw, "providers", source)
     raw_regions = _table(raw, "regions", source)
@@ -210,7 +225,9 @@ def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]
     return Config(source, url, daemon, providers, regions)
 
 
-def _parse_daemon(table: Mapping[str, Any], source: str) -> DaemonConfig:
+def _parse_daemon(
+    table: Mapping[str, Any], source: str, environ: Mapping[str, str]
+) -> DaemonConfig:
     _check_keys(table, _DAEMON_KEYS, source, "daemon.")
     defaults = DaemonConfig()
     durations = {
@@ -218,7 +235,7 @@ def _parse_daemon(table: Mapping[str, Any], source: str) -> DaemonConfig:
         for key in ("refresh_every", "tick", "kill_grace", "actuals_every", "actuals_give_up",
                     "retention")
     }
-    log_dir = table.get("log_dir", defaults.log_dir)
+    log_dir = table.get("log_dir", _xdg("XDG_STATE_HOME", ".local/state", environ) / "logs")
     if not isinstance(log_dir, (str, Path)) or not str(log_dir):
         raise ConfigError(source, "daemon.log_dir", "must be a path")
     power = table.get("default_power_watts", defaults.default_power_watts)
@@ -227,10 +244,14 @@ def _parse_daemon(table: Mapping[str, Any], source: str) -> DaemonConfig:
     max_log = table.get("max_log_bytes", defaults.max_log_bytes)
     if isinstance(max_log, bool) or not isinstance(max_log, int) or max_log < 1024:
         raise ConfigError(source, "daemon.max_log_bytes", "must be a whole number >= 1024")
+    powercap_root = table.get("powercap_root", str(defaults.powercap_root))
+    if not isinstance(powercap_root, str) or not powercap_root:
+        raise ConfigError(source, "daemon.powercap_root", "must be a path")
     return DaemonConfig(
         log_dir=Path(log_dir).expanduser(),
         default_power_watts=float(power),
         max_log_bytes=max_log,
+        powercap_root=Path(powercap_root).expanduser(),
         **durations,
     )
 

@@ -1,6 +1,6 @@
 """The daemon: refresh forecasts, plan, launch due jobs, reap finished ones.
 
-The database is the only source of truth; APScheduler (3.11, BlockingScheduler in UTC)
+The database is the only source of truth; APScheduler (3.11, BackgroundScheduler in UTC)
 only decides when each piece of periodic work runs and keeps its jobs in memory. Every
 piece of work reads the clock once and passes ``now`` down; ``run_once`` runs one full
 iteration without threads or sleeping, for tests and the simulator.
@@ -23,12 +23,14 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from scheduler import forecasting, launcher, planning
+from scheduler import accounting, forecasting, launcher, planning
 from scheduler.config import Config
+from scheduler.energy import EnergyMonitor
 from scheduler.errors import GridshiftError, StateConflict
 from scheduler.jobwrapper import COULD_NOT_START
 from scheduler.models import Job, JobState
 from scheduler.providers import Provider, build_provider
+from scheduler.service import notify, watchdog_interval
 from scheduler.store import Store, sqlite_path
 from scheduler.timespec import utc_now
 
@@ -36,6 +38,12 @@ log = logging.getLogger("gridshift.daemon")
 
 # How long SIGTERM waits for in-flight work before the process exits anyway.
 STOP_WAIT_S = 3.0
+# The first actuals fetch waits this long after start (or actuals_every if shorter).
+ACTUALS_FIRST_DELAY = timedelta(minutes=2)
+# How often the main thread looks at the stop flag a signal handler set.
+STOP_POLL_S = 0.2
+# How often forecast vintages older than daemon.retention are pruned.
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class AlreadyRunning(GridshiftError):
@@ -75,34 +83,25 @@ class DaemonLock:
             self._handle = None
 
 
-def notify(message: str) -> None:
-    """sd_notify(3) over $NOTIFY_SOCKET with the standard library; no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace socket
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode("utf-8"))
-    except OSError as error:
-        log.warning("cannot notify systemd at %s: %s", address, error)
-
-
 @dataclass
 class Daemon:
     config: Config
     store: Store
     providers: dict[str, Provider] = field(default_factory=dict)
     clock: Callable[[], datetime] = utc_now
+    # Per-job energy meters, in memory: a job re-adopted after a restart gets declared power.
+    energy: EnergyMonitor | None = None
+    _meters: EnergyMonitor = field(init=False, repr=False)
     _children: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     _last_marker: tuple[int, int, int] | None = None
     _stopping: bool = False
     _started_at: datetime | None = None
     _work_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
+    _last_status: str = ""
 
     def __post_init__(self) -> None:
+        self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
         if not self.providers:
             self.providers = {name: build_provider(p) for name, p in self.config.providers.items()}
 
@@ -113,9 +112,11 @@ class Daemon:
         self.reconcile(now)
         self.refresh(now)
         self.tick(now)
+        self.backfill_actuals(now)
 
     def reconcile(self, now: datetime) -> None:
         """At start: record the outcome of jobs that ended while no daemon watched them."""
+        self._meters.sample(now)
         for job in self.store.running_jobs():
             self._reap(job, now)
 
@@ -126,9 +127,19 @@ class Daemon:
                 return
             forecasting.refresh_zone(self.store, self.providers[provider_name], zone, now)
 
+    def refresh_actuals(self, now: datetime) -> None:
+        """Fetch recent actual intensity for every (provider, zone), for emissions review."""
+        forecasting.refresh_actuals(self.config, self.store, now, self.providers)
+
+    def backfill_actuals(self, now: datetime) -> None:
+        """Fill actual intensity (emissions review) for finished jobs still awaiting it."""
+        accounting.backfill_actuals(self.store, self.config, now, self.providers)
+
     def tick(self, now: datetime) -> None:
         """Reap finished jobs, enforce kill grace, re-plan on change, launch due jobs."""
         with self._work_lock:
+            # Before reaping: a job that just ended still has its CPU times readable.
+            self._meters.sample(now)
             for job in self.store.running_jobs():
                 self._reap(job, now)
                 self._enforce_cancel(job, now)
@@ -139,6 +150,39 @@ class Daemon:
             if not self._stopping:
                 self._dispatch(now)
             self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
+            self._last_tick_done = time.monotonic()
+            self._report_status()
+
+    def _report_status(self) -> None:
+        """A one-line STATUS= for `systemctl status`, sent when it changes."""
+        counts = self.store.count_by_state()
+        line = ", ".join(f"{counts.get(s.value, 0)} {s.value}"
+                         for s in (JobState.RUNNING, JobState.PLANNED, JobState.QUEUED))
+        if line != self._last_status:
+            self._last_status = line
+            notify(f"STATUS={line}")
+
+    def watchdog(self, interval: timedelta) -> None:
+        """WATCHDOG=1 only while ticks complete: a hung loop gets restarted by systemd."""
+        limit = max(2 * interval, 3 * self.config.daemon.tick).total_seconds()
+        if self._last_tick_done is not None and time.monotonic() - self._last_tick_done < limit:
+            notify("WATCHDOG=1")
+
+    def prune(self, now: datetime) -> int:
+        """Delete forecast vintages older than daemon.retention that no job's plan used.
+
+        Points a pending emissions review may still read (from a day before the oldest
+        unreviewed run) are kept too. Returns how many points were deleted.
+        """
+        cutoff = now - self.config.daemon.retention
+        pending = self.store.oldest_pending_review()
+        if pending is not None:
+            cutoff = min(cutoff, pending - planning.LOOKBACK)
+        deleted = self.store.prune_points(cutoff, self.store.vintages_in_use())
+        if deleted:
+            log.info("retention: pruned %d forecast points issued before %s", deleted,
+                     cutoff.isoformat())
+        return deleted
 
     # Launching ---------------------------------------------------------------------------
 
@@ -152,7 +196,11 @@ class Daemon:
                if j.planned_start is not None and j.planned_start <= now]
         due.sort(key=lambda j: (j.planned_start, j.id))
         for job in due:
+            if self._stopping:
+                return  # SIGTERM: launch nothing more; the next daemon picks these up
             region = job.planned_region or job.regions[0]
+            if region not in self.config.regions:
+                continue  # its region left the config; planning logs it and moves it
             latest_start = job.deadline - timedelta(seconds=job.duration_s)
             free = self.config.regions[region].slots - in_use.get(region, 0)
             if free <= 0 and now < latest_start:
@@ -175,7 +223,8 @@ class Daemon:
         settings = self.config.regions[region]
         try:
             launched, process = launcher.launch(job.id, job.argv, job.cwd, job.env, region,
-                                                settings.launcher, self.config.daemon.log_dir)
+                                                settings.launcher, self.config.daemon.log_dir,
+                                                self.config.daemon.max_log_bytes)
         except OSError as error:
             log.error("job %d: cannot start the job wrapper: %s", job.id, error)
             self.store.transition(job.id, (JobState.RUNNING,), JobState.FAILED, now,
@@ -185,6 +234,9 @@ class Daemon:
         self.store.update_job_fields(job.id, pid=launched.pid,
                                      pid_started_at=launched.pid_started_at,
                                      log_path=str(launched.log_path))
+        remote = (f"runs through region {region}'s launcher {settings.launcher[0]!r}, "
+                  f"out of sight of this machine's meters" if settings.launcher else None)
+        self._meters.start(job.id, launched.pid, {**os.environ, **job.env}, now, remote)
         log.info("job %d: launched in %s (pid %d): %s", job.id, region, launched.pid,
                  " ".join(job.argv))
         if self.store.get_job(job.id).cancel_requested_at is not None:
@@ -203,16 +255,33 @@ class Daemon:
             outcome = launcher.read_status(status_path) or launcher.Outcome(return_code, now)
             del self._children[job.id]
         else:
+            if job.pid is None:
+                job = self._adopt(job, status_path)
             checked = launcher.check(job.pid, job.pid_started_at, status_path)
             if checked is None:
                 return
             outcome = checked
         self._record_end(job, outcome, now)
 
+    def _adopt(self, job: Job, status_path: Path) -> Job:
+        """A daemon killed between launching a job and storing its pid left the pid in the
+        wrapper's pid file: record it, so the job is watched instead of called lost."""
+        written = launcher.read_pid_file(status_path)
+        if written is None:
+            return job
+        pid, pid_started_at = written
+        self.store.update_job_fields(job.id, pid=pid, pid_started_at=pid_started_at,
+                                     log_path=str(launcher.log_path_for(
+                                         self.config.daemon.log_dir, job.id)))
+        log.info("job %d: adopted its process (pid %d) from the wrapper's pid file", job.id, pid)
+        return self.store.get_job(job.id)
+
     def _record_end(self, job: Job, outcome: launcher.Outcome, now: datetime) -> None:
         ended_at = outcome.ended_at or now
         missed = job.deadline_missed or ended_at > job.deadline
-        if outcome.lost:
+        if outcome.lost and job.cancel_requested_at is not None:
+            state, reason = JobState.CANCELLED, "cancelled; killed, no exit status recorded"
+        elif outcome.lost:
             state, reason = JobState.LOST, outcome.reason
         elif job.cancel_requested_at is not None:
             state, reason = JobState.CANCELLED, f"cancelled; exit status {outcome.exit_code}"
@@ -222,11 +291,14 @@ class Daemon:
             state, reason = JobState.FAILED, "the command could not be started (see its log)"
         else:
             state, reason = JobState.FAILED, f"exit status {outcome.exit_code}"
+        energy = self._meters.stop(job.id, now, job.power_watts, job.started_at,
+                                   None if outcome.lost else ended_at)
         try:
             self.store.transition(job.id, (JobState.RUNNING,), state, now, reason,
                                   ended_at=None if outcome.lost else ended_at,
                                   exit_code=outcome.exit_code, deadline_missed=missed,
-                                  end_reason=reason)
+                                  end_reason=reason, energy_kwh=energy.energy_kwh,
+                                  energy_method=energy.method, energy_note=energy.note)
         except StateConflict:
             return
         log.info("job %d: %s (%s)", job.id, state.value, reason)
@@ -245,8 +317,15 @@ class Daemon:
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code. The caller holds the lock."""
         from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.blocking import BlockingScheduler
+        from apscheduler.schedulers.background import BackgroundScheduler
 
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            # Only a flag: the handler may run while the main thread holds any lock (a
+            # scheduler.shutdown() here deadlocked against the executor's own lock).
+            self._stopping = True
+
+        # Installed before reconciling, so an early SIGTERM is a clean stop, not a kill.
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         now = self.clock()
         self._started_at = now
         if os.geteuid() == 0:
@@ -255,31 +334,47 @@ class Daemon:
         log.info("daemon started (pid %d), database %s, %d region(s)", os.getpid(),
                  self.config.database_url, len(self.config.regions))
         self.reconcile(now)
-        scheduler = BlockingScheduler(timezone="UTC",
-                                      executors={"default": ThreadPoolExecutor(4)},
-                                      job_defaults={"coalesce": True, "max_instances": 1,
-                                                    "misfire_grace_time": None})
+        # One thread per periodic job (each runs at most once at a time): a hung fetch
+        # never starves the tick or the watchdog.
+        scheduler = BackgroundScheduler(timezone="UTC",
+                                        executors={"default": ThreadPoolExecutor(10)},
+                                        job_defaults={"coalesce": True, "max_instances": 1,
+                                                      "misfire_grace_time": None})
         daemon_settings = self.config.daemon
         scheduler.add_job(self._guarded(self.refresh), "interval",
                           seconds=daemon_settings.refresh_every.total_seconds(),
                           next_run_time=now, id="refresh")
+        # Actuals: first soon after start (not at once: the forecast refresh goes first).
+        scheduler.add_job(self._guarded(self.refresh_actuals), "interval",
+                          seconds=daemon_settings.actuals_every.total_seconds(),
+                          next_run_time=now + min(daemon_settings.actuals_every,
+                                                  ACTUALS_FIRST_DELAY),
+                          id="actuals")
         scheduler.add_job(self._guarded(self.tick), "interval",
                           seconds=daemon_settings.tick.total_seconds(),
                           next_run_time=now, id="tick")
+        # Emissions review: estimates at once for jobs that ended while no daemon ran,
+        # then actual intensities as the actuals fetch stores them.
+        scheduler.add_job(self._guarded(self.backfill_actuals), "interval",
+                          seconds=daemon_settings.actuals_every.total_seconds(),
+                          next_run_time=now, id="backfill_actuals")
+        scheduler.add_job(self._guarded(self.prune), "interval",
+                          seconds=PRUNE_EVERY.total_seconds(), next_run_time=now, id="prune")
+        watchdog_every = watchdog_interval()
+        if watchdog_every is not None:
+            scheduler.add_job(self.watchdog, "interval", args=[watchdog_every],
+                              seconds=watchdog_every.total_seconds(), id="watchdog")
 
-        def stop(signum: int, _frame: FrameType | None) -> None:
-            # Only flags and the scheduler's wake-up event here; the loop does the rest.
-            self._stopping = True
-            scheduler.shutdown(wait=False)
-
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        notify("READY=1\nSTATUS=scheduling")
         try:
+            notify("READY=1\nSTATUS=scheduling")
             scheduler.start()
+            while not self._stopping:
+                time.sleep(STOP_POLL_S)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         notify("STOPPING=1")
+        scheduler.shutdown(wait=False)
         finished = self._work_lock.acquire(timeout=STOP_WAIT_S)
         self.store.mark_stopped(os.getpid(), self.clock())
         log.info("daemon stopping; %d running job(s) keep running", len(self._children))
@@ -288,13 +383,12 @@ class Daemon:
                         "consistent (every change is one transaction)")
         return 0
 
-    def _guarded(self, work: Callable[[datetime], None]) -> Callable[[], None]:
+    def _guarded(self, work: Callable[[datetime], object]) -> Callable[[], None]:
         def run() -> None:
             if self._stopping:
                 return
             try:
                 work(self.clock())
-                notify("WATCHDOG=1")
             except Exception:  # a failing iteration must never stop the daemon
                 log.exception("%s failed; will try again", work.__name__)
 
@@ -311,8 +405,11 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "urllib3"):
+    # alembic's per-plugin set-up lines; migrate.py logs the migration itself in one line.
+    for noisy in ("apscheduler", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # urllib3 warns once per retry; forecasting logs the fetch's outcome in one line.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def run_daemon(config: Config, store: Store) -> int:

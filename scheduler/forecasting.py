@@ -2,7 +2,8 @@
 
 Used by the daemon's periodic refresh and by ``gridshift forecast --refresh``. A failed or
 malformed fetch stores nothing and keeps the previous forecasts; the outcome of every
-fetch is recorded for ``gridshift status``.
+fetch is recorded for ``gridshift status``. ``refresh_actuals`` does the same for the
+actual (historical) intensity of the recent past, for the emissions review.
 """
 
 from __future__ import annotations
@@ -10,20 +11,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler import render
 from scheduler.config import Config
 from scheduler.providers import Provider, ProviderError, build_provider
-from scheduler.store import Series, Store
+from scheduler.store import PointRecord, Series, Store
 from scheduler.timespec import format_local, iso_utc
 
 log = logging.getLogger("gridshift.forecasting")
 
 
+# How far back the daemon asks for actuals when none are stored yet; afterwards it asks
+# from the end of the newest stored actual (never further back than this).
+ACTUALS_LOOKBACK = timedelta(hours=48)
+
+
 @dataclass(frozen=True)
 class RefreshResult:
+    """The outcome of one fetch for one (provider, zone): what ``forecast --refresh`` and
+    the daemon's log report. ``error`` and ``note`` never hold a credential."""
+
     provider: str
     zone: str
     ok: bool
@@ -32,13 +41,28 @@ class RefreshResult:
     horizon_end: datetime | None = None
     vintage: datetime | None = None
     error: str = ""
+    kind: str = "forecast"
+    note: str = ""  # e.g. a horizon shorter than the provider's usual one
 
     def describe(self) -> str:
+        label = "" if self.kind == "forecast" else f" {self.kind}s"
         if not self.ok:
-            return f"{self.provider} zone {self.zone}: FAILED: {self.error}"
-        return (f"{self.provider} zone {self.zone}: {self.points} points ({self.stored} new), "
-                f"horizon to {format_local(self.horizon_end)}, "
+            return f"{self.provider} zone {self.zone}{label}: FAILED: {self.error}"
+        if not self.points:
+            return f"{self.provider} zone {self.zone}{label}: {self.note or 'no new data'}"
+        reach = "horizon to" if self.kind == "forecast" else "up to"
+        text = (f"{self.provider} zone {self.zone}{label}: {self.points} points "
+                f"({self.stored} new), {reach} {format_local(self.horizon_end)}, "
                 f"vintage {format_local(self.vintage)}")
+        return f"{text}; {self.note}" if self.note else text
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider, "zone": self.zone, "kind": self.kind, "ok": self.ok,
+            "points": self.points, "stored": self.stored,
+            "horizon_end": iso_utc(self.horizon_end), "vintage": iso_utc(self.vintage),
+            "error": self.error or None, "note": self.note or None,
+        }
 
 
 def zones_of(config: Config, regions: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -51,22 +75,45 @@ def zones_of(config: Config, regions: Sequence[str] | None = None) -> list[tuple
     return list(pairs)
 
 
+def _short_horizon_note(provider: Provider, points: Sequence[PointRecord],
+                        now: datetime) -> str:
+    usual = provider.usual_horizon
+    if usual is None or not points:
+        return ""
+    covered = max(p.end for p in points) - now
+    # Half the usual horizon still counts as usual: providers trim it by a slot or two.
+    if covered >= usual / 2:
+        return ""
+    hours = max(covered.total_seconds(), 0) / 3600
+    return (f"horizon only {hours:.1f} h ahead (usually {usual.total_seconds() / 3600:.0f} h); "
+            f"stored and used")
+
+
 def refresh_zone(store: Store, provider: Provider, zone: str, now: datetime) -> RefreshResult:
-    """Fetch one zone's forecast and store it; a failure changes no forecast."""
+    """Fetch one zone's forecast and store it; a failure changes no forecast.
+
+    Logs exactly one line naming provider, zone and outcome, and records the outcome
+    with ``store.record_refresh`` (kind "forecast").
+    """
     try:
         points = provider.fetch_forecast(zone, now)
     except ProviderError as error:
-        log.warning("refresh %s zone %s failed: %s", provider.name, zone, error)
-        store.record_refresh(provider.name, zone, "forecast", now, False, str(error))
-        return RefreshResult(provider.name, zone, False, error=str(error))
+        log.warning("forecast refresh %s zone %s failed: %s; stored forecasts unchanged",
+                    provider.name, zone, error.problem)
+        store.record_refresh(provider.name, zone, "forecast", now, False, error.problem)
+        return RefreshResult(provider.name, zone, False, error=error.problem)
     stored = store.add_points(provider.name, zone, points, now)
     horizon = max((p.end for p in points), default=None)
     vintage = max((p.vintage or now for p in points), default=None)
-    result = RefreshResult(provider.name, zone, True, len(points), stored, horizon, vintage)
-    log.info("refresh %s zone %s: %d points, %d new, horizon to %s", provider.name, zone,
-             len(points), stored, iso_utc(horizon))
+    note = _short_horizon_note(provider, points, now)
+    result = RefreshResult(provider.name, zone, True, len(points), stored, horizon, vintage,
+                           note=note)
+    log.log(logging.WARNING if note else logging.INFO,
+            "forecast refresh %s zone %s: %d points, %d new, horizon to %s%s", provider.name,
+            zone, len(points), stored, iso_utc(horizon), f"; {note}" if note else "")
     store.record_refresh(provider.name, zone, "forecast", now, True,
-                         f"{len(points)} points, {stored} new", len(points), horizon)
+                         f"{len(points)} points, {stored} new" + (f"; {note}" if note else ""),
+                         len(points), horizon)
     return result
 
 
@@ -74,13 +121,67 @@ def refresh_all(
     config: Config, store: Store, now: datetime, regions: Sequence[str] | None = None,
     providers: Mapping[str, Provider] | None = None,
 ) -> list[RefreshResult]:
-    built = dict(providers or {})
-    results = []
-    for provider_name, zone in zones_of(config, regions):
-        if provider_name not in built:
-            built[provider_name] = build_provider(config.providers[provider_name])
-        results.append(refresh_zone(store, built[provider_name], zone, now))
-    return results
+    """Refresh the forecast of every (provider, zone) of ``regions`` (default: all)."""
+    pairs = zones_of(config, regions)
+    built = _providers(config, providers, pairs)
+    return [refresh_zone(store, built[name], zone, now) for name, zone in pairs]
+
+
+def _providers(config: Config, given: Mapping[str, Provider] | None,
+               pairs: Sequence[tuple[str, str]]) -> dict[str, Provider]:
+    """The given providers, plus one built for each other provider ``pairs`` name."""
+    built = dict(given or {})
+    for name, _zone in pairs:
+        if name not in built:
+            built[name] = build_provider(config.providers[name])
+    return built
+
+
+def actuals_window(store: Store, provider: str, zone: str,
+                   now: datetime) -> tuple[datetime, datetime]:
+    """[start, now): from the end of the newest stored actual, at most ACTUALS_LOOKBACK back."""
+    earliest = now - ACTUALS_LOOKBACK
+    stored = store.series(provider, zone, earliest, now, kind="actual")
+    start = max([earliest, *stored.ends])
+    return start, now
+
+
+def refresh_actuals_zone(store: Store, provider: Provider, zone: str,
+                         now: datetime) -> RefreshResult:
+    """Fetch one zone's recent actuals and store them (kind "actual"); never raises for a
+    provider failure: it is logged once, recorded, and the next run tries again."""
+    if not provider.publishes_actuals(zone):
+        return RefreshResult(provider.name, zone, True, kind="actual",
+                             note="the provider publishes no actuals for this zone")
+    start, end = actuals_window(store, provider.name, zone, now)
+    if start >= end:
+        return RefreshResult(provider.name, zone, True, kind="actual", note="up to date")
+    try:
+        points = provider.fetch_actuals(zone, start, end)
+    except ProviderError as error:
+        log.warning("actuals refresh %s zone %s failed: %s", provider.name, zone,
+                    error.problem)
+        store.record_refresh(provider.name, zone, "actual", now, False, error.problem)
+        return RefreshResult(provider.name, zone, False, error=error.problem, kind="actual")
+    stored = store.add_points(provider.name, zone, points, now)
+    newest = max((p.end for p in points), default=None)
+    vintage = max((p.vintage or now for p in points), default=None)
+    log.info("actuals refresh %s zone %s: %d points, %d new, up to %s", provider.name, zone,
+             len(points), stored, iso_utc(newest))
+    store.record_refresh(provider.name, zone, "actual", now, True,
+                         f"{len(points)} points, {stored} new", len(points), newest)
+    return RefreshResult(provider.name, zone, True, len(points), stored, newest, vintage,
+                         kind="actual", note="" if points else "no new actuals published yet")
+
+
+def refresh_actuals(
+    config: Config, store: Store, now: datetime,
+    providers: Mapping[str, Provider] | None = None,
+) -> list[RefreshResult]:
+    """Fetch actuals for every configured (provider, zone) over its recent past window."""
+    pairs = zones_of(config)
+    built = _providers(config, providers, pairs)
+    return [refresh_actuals_zone(store, built[name], zone, now) for name, zone in pairs]
 
 
 @dataclass(frozen=True)
@@ -109,9 +210,11 @@ class RegionView:
         }
 
     def print_table(self) -> None:
-        units = "index" if self.series.units == "percentile" else "gCO2eq/kWh"
+        units = ("percentile index, not emissions" if self.series.units == "percentile"
+                 else "gCO2eq/kWh")
+        basis = f" ({self.series.basis})" if self.series.basis else ""
         title = (f"{self.region} ({self.provider} zone {self.zone}; "
-                 f"{self.series.signal or self.signal} intensity, {units})")
+                 f"{self.series.signal or self.signal} intensity{basis}, {units})")
         if not len(self.series):
             render.message(f"{title}: no forecast stored from now on; "
                            f"try gridshift forecast --refresh")

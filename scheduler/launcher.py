@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from scheduler.jobwrapper import pid_path_for
 from scheduler.timespec import from_epoch
 
 # Process start times from psutil are floats rounded by the kernel's clock ticks.
@@ -60,17 +61,23 @@ def launch(
     region: str,
     launcher_prefix: Sequence[str],
     log_dir: Path,
+    max_log_bytes: int | None = None,
 ) -> tuple[Launched, subprocess.Popen[bytes]]:
-    """Start the job; raise OSError when even the wrapper cannot be started."""
+    """Start the job; raise OSError when even the wrapper cannot be started.
+
+    The wrapper copies at most ``max_log_bytes`` of the job's output to its log.
+    """
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = log_path_for(log_dir, job_id)
     status_path = status_path_for(log_dir, job_id)
     status_path.unlink(missing_ok=True)
+    Path(pid_path_for(str(status_path))).unlink(missing_ok=True)
     env = dict(os.environ)
     env.update(env_overrides)
     env["GRIDSHIFT_JOB_ID"] = str(job_id)
     env["GRIDSHIFT_REGION"] = region
-    command = [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--",
+    cap = [] if max_log_bytes is None else ["--max-log-bytes", str(max_log_bytes)]
+    command = [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), *cap, "--",
                *launcher_prefix, *argv]
     descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -108,6 +115,15 @@ def read_status(status_path: Path) -> Outcome | None:
     try:
         record = json.loads(status_path.read_text(encoding="utf-8"))
         return Outcome(int(record["exit_code"]), from_epoch(float(record["ended_at"])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_pid_file(status_path: Path) -> tuple[int, float] | None:
+    """The (pid, start time) the job's wrapper wrote when it started, if it did."""
+    try:
+        record = json.loads(Path(pid_path_for(str(status_path))).read_text(encoding="utf-8"))
+        return int(record["pid"]), float(record["started_at"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-
-from sqlalchemy import Engine, inspect, text
+from typing import TYPE_CHECKING
 
 from scheduler.errors import GridshiftError
 
+if TYPE_CHECKING:  # submitpath reads HEAD_REVISION on the fast submit path, without SQLAlchemy
+    from sqlalchemy import Connection, Engine
+
+log = logging.getLogger("gridshift.migrate")
+
 # The newest revision in migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
-        if not inspect(connection).has_table("alembic_version"):
-            return None
-        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return _revision(connection)
+
+
+def _revision(connection: Connection) -> str | None:
+    from sqlalchemy import inspect, text
+
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -35,6 +46,13 @@ def upgrade(engine: Engine) -> None:
         raise GridshiftError(f"migrations not found at {MIGRATIONS_DIR}; install with pip -e")
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
+    # Take the write lock first (BEGIN IMMEDIATE, see store.make_engine): processes starting
+    # together on a fresh database migrate one after the other, and the later ones find
+    # the work done.
+    with engine.execution_options(gridshift_begin="IMMEDIATE").begin() as connection:
+        before = _revision(connection)
+        if before == HEAD_REVISION:
+            return
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+    log.info("database migrated from revision %s to %s", before or "(empty)", HEAD_REVISION)

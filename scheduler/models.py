@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     CheckConstraint,
     DateTime,
     Float,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -171,6 +173,17 @@ class JobEvent(Base):
     old_state: Mapped[str | None] = mapped_column(String(16))
     new_state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
+
+
+# The database itself refuses to change or delete a job event (migration 0002 adds the
+# same triggers to existing databases; tests/test_migrations.py compares them).
+JOB_EVENTS_APPEND_ONLY = tuple(
+    f"CREATE TRIGGER job_events_no_{verb.lower()} BEFORE {verb} ON job_events "
+    f"BEGIN SELECT RAISE(ABORT, 'job_events is append-only'); END"
+    for verb in ("UPDATE", "DELETE")
+)
+for _trigger in JOB_EVENTS_APPEND_ONLY:
+    event.listen(JobEvent.__table__, "after_create", DDL(_trigger))  # type: ignore[no-untyped-call]
 
 
 class ForecastPoint(Base):

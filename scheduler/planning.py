@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from scheduler import planner
 from scheduler.config import Config
-from scheduler.errors import BadInput
 from scheduler.models import Job
-from scheduler.store import PlanUpdate, Series, Store
+from scheduler.store import NewJob, PlanUpdate, Series, Store
 from scheduler.timespec import from_epoch, to_epoch
 
 log = logging.getLogger("gridshift.planning")
@@ -56,23 +55,16 @@ def load_forecasts(
 
 def check_signals(config: Config, regions: Sequence[str]) -> str:
     """The one signal a job's regions share; BadInput when they mix average and marginal."""
-    signals = {r: config.signal_of(r) for r in regions}
-    if len(set(signals.values())) > 1:
-        listed = ", ".join(f"{r} ({s})" for r, s in signals.items())
-        raise BadInput(
-            f"regions mix average and marginal intensity signals, which cannot be compared: "
-            f"{listed}; submit with --region for regions of one signal"
-        )
-    return next(iter(signals.values()))
+    return config.shared_signal(regions)
 
 
-def _request(job: Job) -> planner.JobRequest:
+def _request(job: Job, regions: Sequence[str] | None = None) -> planner.JobRequest:
     return planner.JobRequest(
         job_id=job.id,
         duration_s=float(job.duration_s),
         not_before=to_epoch(job.not_before),
         deadline=to_epoch(job.deadline),
-        regions=tuple(job.regions),
+        regions=tuple(job.regions if regions is None else regions),
     )
 
 
@@ -99,16 +91,25 @@ def replan(store: Store, config: Config, now: datetime,
     pending = list(store.unstarted_jobs() if jobs is None else jobs)
     if not pending:
         return []
-    regions = [r for r in config.regions if any(r in job.regions for job in pending)]
-    pending = [job for job in pending if all(r in config.regions for r in job.regions)]
+    # A region removed from the config (and the daemon restarted) is no option any more;
+    # a job left with none waits, and says so, instead of failing every re-plan.
+    usable = {job.id: [r for r in job.regions if r in config.regions] for job in pending}
+    for job in pending:
+        if not usable[job.id]:
+            log.warning("job %d: none of its regions (%s) is configured; it waits",
+                        job.id, ", ".join(job.regions))
+    pending = [job for job in pending if usable[job.id]]
+    if not pending:
+        return []
+    regions = [r for r in config.regions if any(r in usable[job.id] for job in pending)]
     until = max(job.deadline for job in pending)
     forecasts = load_forecasts(store, config, regions, now, until)
     placements = planner.plan(
-        [_request(job) for job in pending],
+        [_request(job, usable[job.id]) for job in pending],
         {r: f.forecast for r, f in forecasts.items()},
         {r: config.regions[r].slots for r in regions},
         to_epoch(now),
-        _busy(store.running_jobs(), now),
+        [b for b in _busy(store.running_jobs(), now) if b.region in config.regions],
     )
     updates = []
     for placement in placements:
@@ -176,11 +177,11 @@ def preview(
 def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> PlanUpdate | None:
     """Place one new job around the others' current plans (the daemon re-plans them all)."""
     job = store.get_job(job_id)
-    others = [j for j in store.unstarted_jobs() if j.id != job_id and j.planned_start]
+    # Only (region, start, duration) of the others: a full row per queued job made every
+    # submit slower as the queue grew.
     held = _busy(store.running_jobs(), now) + [
-        planner.Busy(j.planned_region or "", to_epoch(j.planned_start),
-                     to_epoch(j.planned_start) + j.duration_s)
-        for j in others if j.planned_start is not None
+        planner.Busy(region, to_epoch(start), to_epoch(start) + duration_s)
+        for region, start, duration_s in store.planned_slots(job.regions, exclude=job_id)
     ]
     forecasts = load_forecasts(store, config, job.regions, now, job.deadline)
     placement = planner.plan(
@@ -198,3 +199,15 @@ def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> Pl
     )
     store.save_plans([update], now)
     return update
+
+
+def submit_job(store: Store, config: Config, new: NewJob, now: datetime) -> Job:
+    """Store a new job with its run-now intensity, place it, and return it as stored.
+
+    ``submitpath.submit`` does the same without SQLAlchemy (tests/test_submitpath.py).
+    """
+    length = timedelta(seconds=new.duration_s)
+    run_now = run_now_intensity(store, config, new.regions[0], now, length)
+    job = store.add_job(replace(new, run_now_intensity=run_now), now)
+    plan_new_job(store, config, job.id, now)
+    return store.get_job(job.id)

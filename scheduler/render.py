@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scheduler.models import Job, JobEvent
+from scheduler import accounting
 from scheduler.timespec import format_duration, format_local, iso_utc
+
+if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
+    from scheduler.models import Job, JobEvent
+    from scheduler.submitpath import JobRow
 
 JOB_FIELDS = (
     "id", "name", "state", "argv", "cwd", "duration_s", "not_before", "deadline", "regions",
@@ -22,8 +26,12 @@ JOB_FIELDS = (
 )
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """The job object of every ``--json`` output (keys fixed by the CLI contract)."""
+def job_json(job: Job | JobRow) -> dict[str, Any]:
+    """The job object of every ``--json`` output (keys fixed by the CLI contract), from an
+    ORM Job or the fast submit path's row (submitpath.JobRow).
+
+    ``gridshift report`` builds the same objects from plain rows (report.job_objects).
+    """
     document: dict[str, Any] = {}
     for name in JOB_FIELDS:
         value = getattr(job, name)
@@ -33,6 +41,20 @@ def job_json(job: Job) -> dict[str, Any]:
     document["planned_end"] = (
         iso_utc(job.planned_start + _seconds(job.duration_s)) if job.planned_start else None
     )
+    # Emissions review: measured energy, backfilled intensity, and emissions derived from them.
+    emissions = accounting.job_emissions(job)
+    document.update({
+        "energy_kwh": job.energy_kwh,
+        "energy_method": job.energy_method,
+        "energy_note": job.energy_note,
+        "actual_intensity": job.actual_intensity,
+        "intensity_estimated": job.intensity_estimated,
+        "actuals_state": job.actuals_state,
+        "scheduled_emissions_g": emissions.scheduled_g,
+        "actual_emissions_g": emissions.actual_g,
+        "run_now_emissions_g": emissions.run_now_g,
+        "saved_g": emissions.saved_g,
+    })
     return document
 
 
@@ -114,7 +136,26 @@ def job_detail(job: Job, events: Sequence[JobEvent]) -> None:
         "ended": format_local(job.ended_at),
         "exit code": "-" if job.exit_code is None else job.exit_code,
         "log": job.log_path or "-",
+        "energy": ("-" if job.energy_kwh is None else
+                   f"{job.energy_kwh:.4g} kWh ({job.energy_method}: {job.energy_note or '-'})"),
+        "emissions": _emissions_line(job),
     }
     table(None, ("field", "value"), fields.items())
     table("history", ("time", "from", "to", "reason"),
           [(format_local(e.at), e.old_state or "-", e.new_state, e.reason) for e in events])
+
+
+def _emissions_line(job: Job) -> str:
+    """Scheduled, actual and run-now gCO2eq of a finished job, in one line."""
+    numbers = accounting.job_emissions(job)
+    if job.started_at is None:
+        return "-"
+
+    def grams(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} g"
+
+    estimated = " (actual intensity estimated from forecasts)" if job.intensity_estimated else ""
+    waiting = " (awaiting actuals)" if job.actuals_state in accounting.AWAITING else ""
+    return (f"scheduled {grams(numbers.scheduled_g)}, actual {grams(numbers.actual_g)}, "
+            f"run now {grams(numbers.run_now_g)}, saved {grams(numbers.saved_g)}"
+            f"{estimated}{waiting}")

@@ -9,6 +9,7 @@ CLI and the daemon never race.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,7 +18,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    String,
+    case,
+    column,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -32,6 +46,7 @@ from scheduler.models import (
     JobEvent,
     JobState,
     ProviderRefresh,
+    UTCDateTime,
 )
 
 BUSY_TIMEOUT_S = 60
@@ -193,6 +208,10 @@ class Store:
             query = query.where(Job.submitted_at >= submitted_since)
         if submitted_until is not None:
             query = query.where(Job.submitted_at < submitted_until)
+        if submitted_since is not None or submitted_until is not None:
+            # Ordered by submission so SQLite reads ix_jobs_submitted_at instead of
+            # scanning every job in id order (ids follow submission order anyway).
+            query = query.order_by(None).order_by(Job.submitted_at, Job.id)
         with self.reading() as session:
             return list(session.scalars(query))
 
@@ -320,7 +339,7 @@ class Store:
             }
             for p in points
         ]
-        statement = sqlite_insert(ForecastPoint.__table__).on_conflict_do_nothing()
+        statement = sqlite_insert(ForecastPoint).on_conflict_do_nothing()
         with self.writing() as session:
             # Core executemany: SQLite reports the rows it really inserted.
             result = session.connection().execute(statement, rows)
@@ -340,27 +359,34 @@ class Store:
         ``issued_before`` limits it to vintages issued before that time (what was known
         then). Where slots of different vintages overlap, the newer vintage wins.
         """
+        # Every refresh stores a vintage of the same slots: keep one row per slot in SQL.
+        # With a single max() SQLite takes the other (bare) columns from that newest row.
         query = (
             select(ForecastPoint.start, ForecastPoint.end, ForecastPoint.value,
-                   ForecastPoint.vintage, ForecastPoint.estimated, ForecastPoint.signal,
-                   ForecastPoint.basis, ForecastPoint.units)
+                   func.max(ForecastPoint.vintage).label("vintage"), ForecastPoint.estimated,
+                   ForecastPoint.signal, ForecastPoint.basis, ForecastPoint.units)
             .where(ForecastPoint.provider == provider, ForecastPoint.zone == zone,
                    ForecastPoint.kind == kind, ForecastPoint.start < end,
                    ForecastPoint.end > start)
-            .order_by(ForecastPoint.vintage.desc(), ForecastPoint.id.desc())
+            .group_by(ForecastPoint.start, ForecastPoint.end)
         )
         if issued_before is not None:
             query = query.where(ForecastPoint.vintage < issued_before)
         with self.reading() as session:
-            rows = session.execute(query).all()
+            rows = sorted(session.execute(query).all(), key=lambda r: r.vintage, reverse=True)
+        # Slots of different lengths may overlap: newest vintage first, keep a slot unless a
+        # kept one overlaps it. Kept slots never overlap, so they stay sorted by start and
+        # end, and only the neighbours of the insertion point need checking.
         chosen: list[Any] = []
-        taken: list[tuple[datetime, datetime]] = []
-        for row in rows:  # newest vintage first: keep a slot unless a newer one covers it
-            if any(row.start < t_end and row.end > t_start for t_start, t_end in taken):
+        starts: list[datetime] = []
+        for row in rows:
+            index = bisect.bisect_right(starts, row.start)
+            if index and chosen[index - 1].end > row.start:
                 continue
-            taken.append((row.start, row.end))
-            chosen.append(row)
-        chosen.sort(key=lambda r: r.start)
+            if index < len(chosen) and chosen[index].start < row.end:
+                continue
+            starts.insert(index, row.start)
+            chosen.insert(index, row)
         first = chosen[0] if chosen else None
         return Series(
             starts=[r.start for r in chosen],
@@ -410,6 +436,41 @@ class Store:
             result = session.execute(statement)
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def vintages_in_use(self) -> set[datetime]:
+        """Every forecast vintage a job's plan was made from (kept by retention)."""
+        query = select(Job.planned_vintage).distinct().where(Job.planned_vintage.is_not(None))
+        with self.reading() as session:
+            return {v for v in session.scalars(query) if v is not None}
+
+    def oldest_pending_review(self) -> datetime | None:
+        """Start of the oldest run whose emissions review still needs stored points."""
+        query = select(func.min(Job.started_at)).where(
+            Job.state.in_([s.value for s in FINISHED]), Job.started_at.is_not(None),
+            or_(Job.actuals_state.is_(None), Job.actuals_state == "pending"),
+        )
+        with self.reading() as session:
+            return session.scalar(query)
+
+    def planned_slots(self, regions: Collection[str], exclude: int | None = None
+                      ) -> list[tuple[str, datetime, int]]:
+        """(region, planned start, duration in s) of unstarted jobs placed in ``regions``."""
+        query = select(Job.planned_region, Job.planned_start, Job.duration_s).where(
+            Job.state.in_([s.value for s in UNSTARTED]), Job.planned_start.is_not(None),
+            Job.planned_region.in_(list(regions)))
+        if exclude is not None:
+            query = query.where(Job.id != exclude)
+        with self.reading() as session:
+            return [(str(region), start, int(duration))
+                    for region, start, duration in session.execute(query).tuples()
+                    if start is not None]
+
+    def upcoming_launches(self, limit: int) -> list[Job]:
+        """Planned jobs by planned start, soonest first."""
+        query = (select(Job).where(Job.state == JobState.PLANNED.value)
+                 .order_by(Job.planned_start, Job.id).limit(limit))
+        with self.reading() as session:
+            return list(session.scalars(query))
+
     # Daemon heartbeat ----------------------------------------------------------------------
 
     def beat(self, pid: int, hostname: str, started_at: datetime, now: datetime) -> None:
@@ -438,6 +499,91 @@ class Store:
         ).order_by(Job.id)
         with self.reading() as session:
             return list(session.scalars(query))
+
+    # Emissions review (scheduler/accounting.py, scheduler/report.py) ---------------------
+
+    def forecast_known_at_slot_end(
+        self, provider: str, zone: str, start: datetime, end: datetime
+    ) -> Series:
+        """For each slot overlapping [start, end), the newest forecast issued before that
+        slot ended: the best estimate where a provider publishes no actuals.
+
+        Like ``series``, a newer vintage wins where slots of different vintages overlap.
+        """
+        query = (
+            select(ForecastPoint.start, ForecastPoint.end, ForecastPoint.value,
+                   ForecastPoint.vintage, ForecastPoint.signal, ForecastPoint.basis,
+                   ForecastPoint.units)
+            .where(ForecastPoint.provider == provider, ForecastPoint.zone == zone,
+                   ForecastPoint.kind == "forecast", ForecastPoint.start < end,
+                   ForecastPoint.end > start, ForecastPoint.vintage < ForecastPoint.end)
+            .order_by(ForecastPoint.vintage.desc(), ForecastPoint.id.desc())
+        )
+        with self.reading() as session:
+            rows = session.execute(query).all()
+        chosen: list[Any] = []
+        for row in rows:  # newest vintage first: keep a slot unless a newer one covers it
+            if not any(row.start < c.end and row.end > c.start for c in chosen):
+                chosen.append(row)
+        chosen.sort(key=lambda r: r.start)
+        first = chosen[0] if chosen else None
+        return Series(
+            starts=[r.start for r in chosen], ends=[r.end for r in chosen],
+            values=[r.value for r in chosen], vintages=[r.vintage for r in chosen],
+            estimated=[True] * len(chosen),
+            signal=first.signal if first else None, basis=first.basis if first else None,
+            units=first.units if first else None,
+        )
+
+    def report_rows(
+        self,
+        columns: Sequence[str],
+        started_since: datetime | None,
+        started_until: datetime | None,
+        regions: Collection[str] = (),
+    ) -> list[Any]:
+        """``columns`` of the finished jobs that started in [since, until) (in ``regions``
+        where given), by start: one tuple-like row per job.
+
+        Built for reports over 100,000 jobs, where a Python conversion per value costs
+        seconds: values come unconverted, except that SQLite itself turns times into the
+        ISO-8601 text of ``timespec.iso_utc``. Lists stay JSON text, booleans 0/1.
+        """
+        selected = [_stored_time_as_iso(name) if isinstance(Job.__table__.columns[name].type,
+                                                             UTCDateTime)
+                    else column(name) for name in columns]  # untyped: no result processing
+        query = (select(*selected).select_from(Job.__table__)
+                 .where(Job.started_at.is_not(None),
+                        Job.state.in_([s.value for s in FINISHED]))
+                 .order_by(Job.started_at, Job.id))
+        if started_since is not None:
+            query = query.where(Job.started_at >= started_since)
+        if started_until is not None:
+            query = query.where(Job.started_at < started_until)
+        if regions:
+            query = query.where(Job.run_region.in_(list(regions)))
+        with self.reading() as session:
+            # The DBAPI cursor's own tuples: SQLAlchemy's Row wrapping would double the cost.
+            cursor = session.connection().execute(query).cursor
+            return list(cursor.fetchall()) if cursor is not None else []
+
+    def insert_job_rows(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Bulk-insert complete job rows (imports, benchmarks); no events are recorded."""
+        if not rows:
+            return 0
+        with self.writing() as session:
+            session.connection().execute(insert(Job), list(rows))
+        return len(rows)
+
+
+def _stored_time_as_iso(name: str) -> Any:
+    """SQL turning a stored time ('YYYY-MM-DD HH:MM:SS.ffffff', naive UTC) into iso_utc's
+    text: 'YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00', microseconds only when not zero."""
+    stored = column(name, String)
+    seconds = func.substr(stored, 1, 10).concat("T").concat(func.substr(stored, 12, 8))
+    fraction = case((func.substr(stored, 20) == ".000000", ""), else_=func.substr(stored, 20))
+    return case((stored.is_(None), None),
+                else_=seconds.concat(fraction).concat("+00:00")).label(name)
 
 
 @dataclass(frozen=True)

@@ -84,29 +84,48 @@ def floor_hour(value: datetime) -> datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
+DEFAULT_DAEMON = 'tick = "1s"\nkill_grace = "2s"'
+
+
+def create_workspace(root: Path, body: str, daemon: str = DEFAULT_DAEMON) -> Workspace:
+    """A workspace in ``root`` whose config has the given provider and region tables."""
+    (root / "logs").mkdir(exist_ok=True)
+    config_path = root / "gridshift.toml"
+    config_path.write_text(
+        f'[database]\nurl = "sqlite:///{root / "gridshift.db"}"\n\n'
+        f'[daemon]\nlog_dir = "{root / "logs"}"\n{daemon}\n\n{body}\n',
+        encoding="utf-8",
+    )
+    config_path.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDSHIFT_")}
+    env.update({
+        "XDG_CONFIG_HOME": str(root / "xdg-config"),
+        "XDG_DATA_HOME": str(root / "xdg-data"),
+        "XDG_STATE_HOME": str(root / "xdg-state"),
+        "PYTHONUNBUFFERED": "1",
+        "TZ": "UTC",
+    })
+    return Workspace(root, config_path, env)
+
+
+def create_csv_workspace(root: Path, series: dict[str, list[tuple[datetime, datetime, float]]],
+                         slots: int = 1, daemon: str = DEFAULT_DAEMON) -> Workspace:
+    """A workspace with one csv-backed region per name given (provider and zone = name)."""
+    body = []
+    for name, rows in series.items():
+        path = write_csv(root / f"{name}.csv", rows)
+        body.append(f'[providers.{name}]\nkind = "csv"\npath = "{path}"\n')
+        body.append(f'[regions.{name}]\nprovider = "{name}"\nzone = "{name}"\n'
+                    f"slots = {slots}\n")
+    return create_workspace(root, "\n".join(body), daemon)
+
+
 @pytest.fixture
 def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
     """Build a workspace whose config has the given provider and region tables (TOML text)."""
 
-    def build(body: str, daemon: str = 'tick = "1s"\nkill_grace = "2s"') -> Workspace:
-        root = tmp_path
-        (root / "logs").mkdir(exist_ok=True)
-        config_path = root / "gridshift.toml"
-        config_path.write_text(
-            f'[database]\nurl = "sqlite:///{root / "gridshift.db"}"\n\n'
-            f'[daemon]\nlog_dir = "{root / "logs"}"\n{daemon}\n\n{body}\n',
-            encoding="utf-8",
-        )
-        config_path.chmod(0o600)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDSHIFT_")}
-        env.update({
-            "XDG_CONFIG_HOME": str(root / "xdg-config"),
-            "XDG_DATA_HOME": str(root / "xdg-data"),
-            "XDG_STATE_HOME": str(root / "xdg-state"),
-            "PYTHONUNBUFFERED": "1",
-            "TZ": "UTC",
-        })
-        return Workspace(root, config_path, env)
+    def build(body: str, daemon: str = DEFAULT_DAEMON) -> Workspace:
+        return create_workspace(tmp_path, body, daemon)
 
     return build
 
@@ -117,17 +136,11 @@ def csv_workspace(make_workspace: Callable[..., Workspace], tmp_path: Path
     """A workspace with one csv-backed region per name given, each with hourly values."""
 
     def build(series: dict[str, list[tuple[datetime, datetime, float]]],
-              slots: int = 1, daemon: str = 'tick = "1s"\nkill_grace = "2s"') -> Workspace:
-        body = []
-        for name, rows in series.items():
-            path = write_csv(tmp_path / f"{name}.csv", rows)
-            body.append(f'[providers.{name}]\nkind = "csv"\npath = "{path}"\n')
-            body.append(f'[regions.{name}]\nprovider = "{name}"\nzone = "{name}"\n'
-                        f"slots = {slots}\n")
-        return make_workspace("\n".join(body), daemon)
+              slots: int = 1, daemon: str = DEFAULT_DAEMON) -> Workspace:
+        return create_csv_workspace(tmp_path, series, slots, daemon)
 
     return build
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc, arg-type]

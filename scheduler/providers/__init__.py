@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 from scheduler.config import ProviderConfig
 from scheduler.providers.base import Provider, ProviderError
 
+# kind -> (module, class). A provider's module is imported only when one of its kind is
+# built: a config with one provider loads only that module.
+KINDS: dict[str, tuple[str, str]] = {
+    "carbonintensity_uk": ("scheduler.providers.carbonintensity_uk", "CarbonIntensityUK"),
+    "csv": ("scheduler.providers.csvfile", "CsvProvider"),
+    "electricitymaps": ("scheduler.providers.electricitymaps", "ElectricityMaps"),
+    "watttime": ("scheduler.providers.watttime", "WattTime"),
+    "carbon_aware_sdk": ("scheduler.providers.carbon_aware_sdk", "CarbonAwareSdk"),
+}
+
 
 def build_provider(config: ProviderConfig) -> Provider:
     """The provider object for one ``[providers.NAME]`` table."""
-    factories: dict[str, Callable[[ProviderConfig], Provider]] = _factories()
     try:
-        factory = factories[config.kind]
+        module_name, class_name = KINDS[config.kind]
     except KeyError:
-        raise ProviderError(f"{config.name}: unknown provider kind {config.kind!r}") from None
+        raise ProviderError(config.name, f"unknown provider kind {config.kind!r}") from None
+    factory: type[Provider] = getattr(importlib.import_module(module_name), class_name)
     return factory(config)
 
 
-def _factories() -> dict[str, Callable[[ProviderConfig], Provider]]:
-    # Imported here so the CLI's start-up does not pay for requests unless it fetches.
-    from scheduler.providers.carbonintensity_uk import CarbonIntensityUK
-    from scheduler.providers.csvfile import CsvProvider
-
-    return {"carbonintensity_uk": CarbonIntensityUK, "csv": CsvProvider}
-
-
-__all__ = ["Provider", "ProviderError", "build_provider"]
+__all__ = ["KINDS", "Provider", "ProviderError", "build_provider"]

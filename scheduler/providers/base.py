@@ -2,20 +2,33 @@
 
 A provider turns one forecast service into ``PointRecord`` lists. Each provider module
 keeps three things apart: building the request (pure), parsing and validating the
-payload (pure, testable from a saved file) and the single HTTP call (here).
+payload (pure, testable from a saved file) and the single HTTP call (``get_json`` here).
 """
 
 from __future__ import annotations
 
+import email.utils
+import functools
+import inspect
 import itertools
 import math
+import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, Self, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+    ResponseError,
+)
 from urllib3.util.retry import Retry
 
 from scheduler.config import ProviderConfig
@@ -23,52 +36,98 @@ from scheduler.errors import GridshiftError
 from scheduler.store import PointRecord
 
 # urllib3 honours Retry-After up to six hours by default; a refresh must not hang that long.
+# A server asking for a longer wait than this gets no retry at all: the next refresh retries.
 MAX_RETRY_AFTER_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 USER_AGENT = "gridshift (carbon-aware job scheduler)"
+# Error bodies are quoted in messages up to this length (they help with 401/403 causes).
+MAX_QUOTED_BODY = 160
 
 
 class ProviderError(GridshiftError):
-    """A fetch failed or returned something unusable. The message is safe to log:
-    it names the provider, zone and problem, and never a credential."""
+    """A fetch failed or returned something unusable.
+
+    ``str(error)`` is ``"<where>: <problem>"`` where ``where`` names the provider, its kind
+    and the zone; ``problem`` alone is kept for reports that already name them. Messages
+    never hold a credential (``WebProvider`` scrubs the configured secrets).
+    """
+
+    def __init__(self, where: str, problem: str | None = None) -> None:
+        if problem is None:  # a single already-complete message
+            head, separator, tail = where.partition(": ")
+            where, problem = (head, tail) if separator else ("", where)
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.where = where
+        self.problem = problem
 
 
 class Provider(ABC):
     """One forecast service. Implementations set ``kind`` and implement both fetches.
 
-    Contract for both methods: return points sorted by start, non-overlapping, each with
-    ``end > start``, a finite non-negative value, ``units``, ``signal`` and ``vintage`` set
-    where the provider publishes an issue time (else None: the store uses fetch time).
-    Raise ProviderError for anything unusable; never return a partial parse of a bad
-    payload (a short but valid horizon is fine).
+    Contract for both fetches: return points sorted by start, non-overlapping, each with
+    ``end > start``, a finite non-negative value, ``units``, ``signal``, ``basis`` (where
+    known), ``estimated`` and ``vintage`` set where the provider publishes an issue time
+    (else None: the store uses the fetch time). Raise ProviderError for anything unusable;
+    never return a partial parse of a bad payload (a short but valid horizon is fine).
     """
 
     kind: str = ""
+    # The horizon a forecast normally covers; a shorter one is stored but reported.
+    usual_horizon: timedelta | None = None
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.name = config.name
         self.signal = config.signal
 
+    def where(self, zone: str) -> str:
+        """How messages name this provider and zone, e.g. ``wt (watttime) zone CAISO_NORTH``."""
+        return f"{self.name} ({self.kind}) zone {zone}"
+
     @abstractmethod
     def fetch_forecast(self, zone: str, now: datetime) -> list[PointRecord]:
-        """Forecast points for ``zone`` from about ``now`` onwards."""
+        """Forecast points for ``zone`` from about ``now`` onwards; kind 'forecast'."""
 
     @abstractmethod
     def fetch_actuals(self, zone: str, start: datetime, end: datetime) -> list[PointRecord]:
         """Actual (historical) points for ``zone`` overlapping [start, end); kind 'actual'.
         Return [] when the provider publishes none for that zone."""
 
+    def publishes_actuals(self, zone: str) -> bool:
+        """Whether ``fetch_actuals`` can ever return points for ``zone``."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections (web providers)."""
 
 
-class CappedRetry(Retry):
-    """urllib3 Retry whose Retry-After sleep is capped at MAX_RETRY_AFTER_S."""
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) in seconds; None when absent or bad."""
+    if value is None:
+        return None
+    if re.fullmatch(r"\s*[0-9]+\s*", value):
+        return float(int(value))
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    return max(0.0, email.utils.mktime_tz(parsed) - (time.time() if now is None else now))
 
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, MAX_RETRY_AFTER_S)
+
+class CappedRetry(Retry):
+    """urllib3 Retry that never sleeps longer than MAX_RETRY_AFTER_S for a Retry-After.
+
+    A response asking for a longer wait ends the retries at once: the caller gets that
+    response (a 429 or 503) and the next scheduled refresh tries again.
+    """
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: Any = None, error: Exception | None = None,
+                  _pool: Any = None, _stacktrace: Any = None) -> Self:
+        if response is not None:
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            if wait is not None and wait > MAX_RETRY_AFTER_S:
+                raise MaxRetryError(_pool, url or "", ResponseError("Retry-After too long"))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def make_session(retries: int = 3, backoff: float = 0.5) -> requests.Session:
@@ -92,6 +151,14 @@ def make_session(retries: int = 3, backoff: float = 0.5) -> requests.Session:
     return session
 
 
+class HttpStatusError(ProviderError):
+    """A non-200 answer; ``status`` lets a provider react (WattTime renews on 401)."""
+
+    def __init__(self, where: str, problem: str, status: int) -> None:
+        super().__init__(where, problem)
+        self.status = status
+
+
 class WebProvider(Provider):
     """A provider reached over HTTP: one requests.Session with retries and timeouts."""
 
@@ -99,6 +166,8 @@ class WebProvider(Provider):
         super().__init__(config)
         self.session = session or make_session()
         self.timeout = (CONNECT_TIMEOUT_S, config.timeout.total_seconds())
+        assert config.base_url is not None  # config validation sets it for web kinds
+        self.base_url: str = config.base_url
 
     def close(self) -> None:
         self.session.close()
@@ -112,23 +181,62 @@ class WebProvider(Provider):
         auth: tuple[str, str] | None = None,
     ) -> Any:
         """GET and decode JSON; raise ProviderError with a message safe to log."""
-        where = f"{self.name} ({self.kind}) zone {zone}"
+        where = self.where(zone)
         try:
             response = self.session.get(url, params=params, headers=headers, auth=auth,
                                         timeout=self.timeout)
         except requests.RequestException as error:
-            raise ProviderError(f"{where}: request failed: {_describe(error)}") from None
+            raise ProviderError(where, f"request to {_path_of(url)} failed: "
+                                       f"{_describe(error)}") from None
         if response.status_code != 200:
-            raise ProviderError(f"{where}: HTTP {response.status_code} from {_path_of(url)}")
+            problem = f"HTTP {response.status_code} from {_path_of(url)}"
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            if response.status_code in (429, 503) and wait is not None:
+                problem += f" (rate limited: the server asks to wait {wait:.0f} s)"
+            detail = self._scrub(_error_detail(response))
+            if detail:
+                problem += f": {detail}"
+            raise HttpStatusError(where, problem, response.status_code)
         try:
             return response.json()
         except ValueError:
-            raise ProviderError(f"{where}: response is not JSON") from None
+            raise ProviderError(where, f"response from {_path_of(url)} is not valid JSON "
+                                       f"(truncated or not JSON)") from None
+
+    def secrets(self) -> list[str]:
+        """Values no message may show: the configured credentials (and session tokens)."""
+        return self.config.secrets()
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text
+
+
+def _error_detail(response: requests.Response) -> str:
+    """The service's own short explanation from a JSON error body, if it gave one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    for key in ("message", "error", "detail", "title"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return " ".join(value.split())[:MAX_QUOTED_BODY]
+    return ""
 
 
 def _describe(error: requests.RequestException) -> str:
     """The error's kind without its URL (which can carry query parameters)."""
     if isinstance(error, requests.Timeout):
+        return "timed out"
+    # Retries used up on read timeouts arrive as a ConnectionError wrapping MaxRetryError.
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    if isinstance(reason, NewConnectionError):  # a subclass of ConnectTimeoutError
+        return "cannot connect"
+    if isinstance(reason, (ReadTimeoutError, ConnectTimeoutError)):
         return "timed out"
     if isinstance(error, requests.ConnectionError):
         return "cannot connect"
@@ -136,21 +244,98 @@ def _describe(error: requests.RequestException) -> str:
 
 
 def _path_of(url: str) -> str:
-    return url.split("?", 1)[0]
+    """The URL's path alone: no host, and no query (which can carry parameters)."""
+    return urlsplit(url).path or "/"
 
 
-def check_points(points: Sequence[PointRecord], where: str) -> list[PointRecord]:
-    """Validate a parsed series: non-empty, finite non-negative values, sorted, no overlaps."""
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def payload_parser(parse: Callable[P, R]) -> Callable[P, R]:
+    """Mark a pure parse function: any value a service sends that overflows or cannot be
+    converted (a year 9999 plus an hour, a number too large for a float) becomes a
+    ProviderError naming the function's ``where`` argument, like every other bad payload."""
+    signature = inspect.signature(parse)
+
+    @functools.wraps(parse)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return parse(*args, **kwargs)
+        except (OverflowError, ValueError) as error:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            where = str(bound.arguments.get("where", ""))
+            raise ProviderError(where, f"malformed response: {error}"[:MAX_QUOTED_BODY]
+                                ) from None
+
+    return guarded
+
+
+def parse_time(text: Any, where: str) -> datetime:
+    """An ISO-8601 time (``Z`` or an offset; naive means UTC) as aware UTC."""
+    if not isinstance(text, str):
+        raise ProviderError(where, f"bad time {text!r}")
+    cleaned = text.strip()
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    # .NET writes seven fractional digits; Python 3.11 reads at most six.
+    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", cleaned)
+    try:
+        parsed = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ProviderError(where, f"bad time {text!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_value(value: Any, where: str, at: datetime) -> float:
+    """A JSON number that is finite and non-negative."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProviderError(where, f"bad value {value!r} at {at.isoformat()}")
+    return float(value)
+
+
+def step_of(starts: Sequence[datetime], where: str, default: timedelta | None) -> timedelta:
+    """The spacing of a series given only by start times: the smallest positive step."""
+    steps = [b - a for a, b in itertools.pairwise(starts) if b > a]
+    if steps:
+        return min(steps)
+    if default is None:
+        raise ProviderError(where, "cannot tell the length of a single data point")
+    return default
+
+
+def check_points(points: Sequence[PointRecord], where: str,
+                 contiguous: bool = False) -> list[PointRecord]:
+    """Validate a parsed series: non-empty, finite non-negative values, sorted, no overlaps.
+
+    ``contiguous`` also refuses gaps (forecasts from web providers come gap-free; a hole
+    means a damaged response).
+    """
     if not points:
-        raise ProviderError(f"{where}: no data points in the response")
+        raise ProviderError(where, "no data points in the response")
     for point in points:
         if not math.isfinite(point.value) or point.value < 0:
-            raise ProviderError(f"{where}: bad value {point.value!r} at {point.start.isoformat()}")
+            raise ProviderError(where, f"bad value {point.value!r} at {point.start.isoformat()}")
         if point.end <= point.start:
-            raise ProviderError(f"{where}: empty interval at {point.start.isoformat()}")
+            raise ProviderError(where, f"empty interval at {point.start.isoformat()}")
     for previous, current in itertools.pairwise(points):
         if current.start < previous.end:
             raise ProviderError(
-                f"{where}: duplicate or unsorted timestamps at {current.start.isoformat()}"
+                where, f"duplicate or unsorted timestamps at {current.start.isoformat()}"
+            )
+    for previous, current in itertools.pairwise(points):
+        if contiguous and current.start > previous.end:
+            raise ProviderError(
+                where, f"gap in the data from {previous.end.isoformat()} "
+                       f"to {current.start.isoformat()}"
             )
     return list(points)
+
+
+def overlapping(points: Sequence[PointRecord], start: datetime,
+                end: datetime) -> list[PointRecord]:
+    """The points that overlap [start, end)."""
+    return [p for p in points if p.start < end and p.end > start]

@@ -12,19 +12,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scheduler.config import ProviderConfig
-from scheduler.providers.base import Provider, ProviderError, check_points
+from scheduler.providers.base import Provider, ProviderError, check_points, overlapping
 from scheduler.store import PointRecord
 
 REQUIRED_COLUMNS = ("start", "end", "gco2_per_kwh")
 
 
 def parse_csv(text: str, signal: str, basis: str | None, vintage: datetime | None,
-              where: str) -> list[PointRecord]:
-    """Parse the whole file; any bad row rejects the file (naming the line)."""
+              where: str, source: str = "") -> list[PointRecord]:
+    """Parse the whole file; any bad row rejects the file (naming ``source`` and the line)."""
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise ProviderError(f"{where}: missing column(s) {', '.join(missing)}")
+        raise ProviderError(where, f"{source}missing column(s) {', '.join(missing)}")
     points = []
     for line, row in enumerate(reader, start=2):
         try:
@@ -32,10 +32,10 @@ def parse_csv(text: str, signal: str, basis: str | None, vintage: datetime | Non
             end = _utc(row["end"])
             value = float(row["gco2_per_kwh"])
         except (TypeError, ValueError) as error:
-            raise ProviderError(f"{where}: line {line}: {error}") from None
+            raise ProviderError(where, f"{source}line {line}: {error}") from None
         kind = (row.get("kind") or "forecast").strip()
         if kind not in ("forecast", "actual"):
-            raise ProviderError(f"{where}: line {line}: kind must be forecast or actual")
+            raise ProviderError(where, f"{source}line {line}: kind must be forecast or actual")
         points.append(PointRecord(start=start, end=end, value=value, kind=kind, signal=signal,
                                   basis=basis, vintage=vintage))
     points.sort(key=lambda p: (p.kind, p.start))
@@ -46,7 +46,7 @@ def parse_csv(text: str, signal: str, basis: str | None, vintage: datetime | Non
     if actuals:
         check_points(actuals, where)
     if not points:
-        raise ProviderError(f"{where}: no data rows")
+        raise ProviderError(where, f"{source}no data rows")
     return points
 
 
@@ -71,17 +71,17 @@ class CsvProvider(Provider):
         self.path: Path = config.path
 
     def _read(self, zone: str) -> list[PointRecord]:
-        where = f"{self.name} (csv {self.path})"
+        where = f"{self.name} (csv) zone {zone}"
         try:
             text = self.path.read_text(encoding="utf-8")
             vintage = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
         except (OSError, UnicodeDecodeError) as error:
-            raise ProviderError(f"{where}: cannot read: {error}") from None
-        return parse_csv(text, self.config.signal, self.config.basis, vintage, where)
+            raise ProviderError(where, f"cannot read {self.path}: {error}") from None
+        return parse_csv(text, self.config.signal, self.config.basis, vintage,
+                         where, f"{self.path}: ")
 
     def fetch_forecast(self, zone: str, now: datetime) -> list[PointRecord]:
         return [p for p in self._read(zone) if p.kind == "forecast"]
 
     def fetch_actuals(self, zone: str, start: datetime, end: datetime) -> list[PointRecord]:
-        return [p for p in self._read(zone)
-                if p.kind == "actual" and p.start < end and p.end > start]
+        return overlapping([p for p in self._read(zone) if p.kind == "actual"], start, end)

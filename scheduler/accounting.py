@@ -1,0 +1,202 @@
+"""Scheduled versus actual emissions: backfill the grid's actual intensity for finished jobs,
+and compute each job's emissions from its row.
+
+For every finished job that ran, the backfill looks up mean intensities from the stored
+points (``kind = "actual"``) over three windows:
+
+- the real run [started_at, ended_at) in its run region -> ``actual_intensity``;
+- the counterfactual [submitted_at, + real duration) in its first region
+  -> ``run_now_actual_intensity``;
+- the planned window [planned_start, + declared duration) in its planned region
+  -> ``planned_window_actual_intensity`` (for the forecast error).
+
+Where actuals do not cover a window yet, the run and run-now windows get an estimate from
+the newest forecast issued before each slot ended, flagged ``intensity_estimated``, and
+the job stays ``pending``: later passes replace the estimate once actuals exist. After
+``daemon.actuals_give_up`` from its end a job is settled as it stands, and at once where
+its providers publish no actuals at all.
+
+Emissions are never stored: ``job_emissions`` derives them from the row, so a backfilled
+intensity changes every view at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from scheduler.config import Config
+
+if TYPE_CHECKING:  # providers pull in requests, store SQLAlchemy; the CLI imports this module
+    from scheduler.providers import Provider
+    from scheduler.store import Series, Store
+
+log = logging.getLogger("gridshift.accounting")
+
+# actuals_state values. None (never looked at) and PENDING count as awaiting actuals.
+PENDING = "pending"  # some window lacks actuals; estimates may be shown meanwhile
+DONE = "done"  # every window has actual intensity
+ESTIMATED = "estimated"  # gave up waiting; the run or run-now intensity is an estimate
+GAVE_UP = "gave_up"  # gave up waiting and not even an estimate exists
+NO_INTERVAL = "no_interval"  # the job has no run interval (lost, or never really started)
+AWAITING = (None, PENDING)
+
+GRAMS_UNITS = (None, "gco2_per_kwh")
+JOULES_PER_KWH = 3_600_000.0
+
+
+class JobEmissions(NamedTuple):  # a tuple: reports build 100,000 of them
+    """One job's emissions in gCO2eq (None where an input is still unknown)."""
+
+    planned_energy_kwh: float
+    scheduled_g: float | None
+    actual_g: float | None
+    run_now_g: float | None
+    saved_g: float | None
+    saved_pct: float | None
+    forecast_error: float | None  # planned mean forecast - actual mean, gCO2eq/kWh
+
+
+def job_emissions(job: Any) -> JobEmissions:
+    """Emissions of a job row (an ORM Job or any object with the same attributes).
+
+    scheduled = planned intensity x declared power x declared duration;
+    actual = measured energy x actual intensity over the real run;
+    run-now = measured energy x actual intensity had it started at submission;
+    saved = run-now - actual.
+    """
+    return emissions_from(job.power_watts, job.duration_s, job.planned_intensity,
+                          job.energy_kwh, job.actual_intensity, job.run_now_actual_intensity,
+                          job.planned_window_actual_intensity)
+
+
+def emissions_from(power_watts: float, duration_s: float, planned_intensity: float | None,
+                   energy_kwh: float | None, actual_intensity: float | None,
+                   run_now_actual_intensity: float | None,
+                   planned_window_actual_intensity: float | None) -> JobEmissions:
+    """``job_emissions`` from the column values (for reports over many plain rows)."""
+    planned_kwh = power_watts * duration_s / JOULES_PER_KWH
+    scheduled = None if planned_intensity is None else planned_intensity * planned_kwh
+    actual = _times(energy_kwh, actual_intensity)
+    run_now = _times(energy_kwh, run_now_actual_intensity)
+    saved = None if actual is None or run_now is None else run_now - actual
+    saved_pct = None if saved is None or not run_now else 100.0 * saved / run_now
+    error = (None if planned_intensity is None or planned_window_actual_intensity is None
+             else planned_intensity - planned_window_actual_intensity)
+    return JobEmissions(planned_kwh, scheduled, actual, run_now, saved, saved_pct, error)
+
+
+def _times(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a * b
+
+
+# Backfill -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A mean intensity over a window, and whether it is an estimate from forecasts."""
+
+    value: float
+    estimated: bool
+
+
+def backfill_actuals(store: Store, config: Config, now: datetime,
+                     providers: Mapping[str, Provider] | None = None) -> int:
+    """Fill actual intensities for finished jobs awaiting them; return how many changed.
+
+    With ``providers``, a job whose regions' providers publish no actuals at all is settled
+    at once with its estimate instead of waiting for ``actuals_give_up``.
+    """
+
+    def publishes_actuals(region: str) -> bool:
+        settings = config.regions.get(region)
+        provider = (providers or {}).get(settings.provider) if settings else None
+        return provider is None or settings is None or provider.publishes_actuals(settings.zone)
+
+    changed = 0
+    for job in store.jobs_needing_actuals():
+        fields = review_fields(store, config, job, now, publishes_actuals)
+        if any(getattr(job, name) != value for name, value in fields.items()
+               if name != "actuals_checked_at"):
+            changed += 1
+            log.info("job %d: actuals %s (actual %s g/kWh%s)", job.id, fields["actuals_state"],
+                     _shown(fields.get("actual_intensity")),
+                     ", estimated" if fields.get("intensity_estimated") else "")
+        store.update_job_fields(job.id, **fields)
+    return changed
+
+
+def review_fields(store: Store, config: Config, job: Any, now: datetime,
+                  publishes_actuals: Callable[[str], bool] = lambda region: True,
+                  ) -> dict[str, Any]:
+    """The emissions-review columns for one finished job, as of ``now``."""
+    if job.started_at is None or job.ended_at is None or job.ended_at <= job.started_at:
+        return {"actuals_state": NO_INTERVAL, "actuals_checked_at": now}
+    run_region = job.run_region or job.planned_region or job.regions[0]
+    real_duration = job.ended_at - job.started_at
+    actual = _lookup(store, config, run_region, job.started_at, job.ended_at)
+    run_now = _lookup(store, config, job.regions[0], job.submitted_at,
+                      job.submitted_at + real_duration)
+    planned_window = None
+    if job.planned_start is not None and job.planned_intensity is not None:
+        planned_window = _lookup(
+            store, config, job.planned_region or run_region, job.planned_start,
+            job.planned_start + timedelta(seconds=job.duration_s), estimate=False)
+    complete = (actual is not None and not actual.estimated
+                and run_now is not None and not run_now.estimated
+                and (planned_window is not None or job.planned_intensity is None))
+    waits = publishes_actuals(run_region) or publishes_actuals(job.regions[0])
+    if complete:
+        state = DONE
+    elif waits and now - job.ended_at < config.daemon.actuals_give_up:
+        state = PENDING
+    else:
+        state = ESTIMATED if actual is not None and run_now is not None else GAVE_UP
+    known = [x for x in (actual, run_now) if x is not None]
+    return {
+        "actual_intensity": actual.value if actual else None,
+        "run_now_actual_intensity": run_now.value if run_now else None,
+        "planned_window_actual_intensity": planned_window.value if planned_window else None,
+        "intensity_estimated": any(x.estimated for x in known) if known else None,
+        "actuals_state": state,
+        "actuals_checked_at": now,
+    }
+
+
+def _lookup(store: Store, config: Config, region: str, start: datetime, end: datetime,
+            estimate: bool = True) -> Lookup | None:
+    """Mean actual intensity over [start, end); else (``estimate``) the forecast estimate."""
+    settings = config.regions.get(region)
+    if settings is None or end <= start:
+        return None
+    actual = interval_mean(store.series(settings.provider, settings.zone, start, end,
+                                        kind="actual"), start, end)
+    if actual is not None:
+        return Lookup(actual, estimated=False)
+    if not estimate:
+        return None
+    guess = interval_mean(store.forecast_known_at_slot_end(settings.provider, settings.zone,
+                                                           start, end), start, end)
+    return None if guess is None else Lookup(guess, estimated=True)
+
+
+def interval_mean(series: Series, start: datetime, end: datetime) -> float | None:
+    """Time-weighted mean of a step function over [start, end); None unless fully covered
+    (or when its values are not gCO2eq/kWh, such as a percentile index)."""
+    from scheduler import planner
+    from scheduler.timespec import to_epoch
+
+    if not len(series) or series.units not in GRAMS_UNITS:
+        return None
+    forecast = planner.Forecast.from_lists([to_epoch(s) for s in series.starts],
+                                           [to_epoch(e) for e in series.ends], series.values)
+    mean, covered = planner.window_mean(forecast, to_epoch(start), (end - start).total_seconds())
+    return mean if covered else None
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f}"

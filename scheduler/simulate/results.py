@@ -1,0 +1,199 @@
+"""What each policy's runs emitted, measured on the actuals, and how to show it.
+
+Emissions of a run = power x the sum over the actuals' intervals it overlaps of
+intensity x overlap: every policy, the ``now`` baseline included, is measured on the same
+actuals. One row per policy and group: a region name for jobs confined to that region, or
+"all" for jobs that may move between regions.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scheduler.errors import BadInput
+from scheduler.simulate.engine import POLICIES, Run
+from scheduler.simulate.series import Series
+
+DEADLINE_TOLERANCE_S = 1e-3
+JSON_KEYS = ("policy", "region", "jobs", "energy_kwh", "emissions_g", "mean_intensity",
+             "saving_pct", "oracle_share_pct", "deadline_misses", "mean_delay_s", "p95_delay_s")
+
+
+@dataclass(frozen=True)
+class Totals:
+    """One policy over one group of jobs (averaged over repeats where there are several)."""
+
+    jobs: int
+    energy_kwh: float
+    emissions_g: float
+    deadline_misses: float
+    mean_delay_s: float
+    p95_delay_s: float
+
+    @property
+    def mean_intensity(self) -> float | None:
+        return self.emissions_g / self.energy_kwh if self.energy_kwh else None
+
+
+@dataclass(frozen=True)
+class Row:
+    policy: str
+    region: str
+    jobs: int
+    energy_kwh: float
+    emissions_g: float
+    mean_intensity: float | None
+    saving_pct: float | None
+    oracle_share_pct: float | None
+    deadline_misses: float
+    mean_delay_s: float
+    p95_delay_s: float
+
+
+def run_emissions(runs: Sequence[Run], actuals: Mapping[str, Series]) -> np.ndarray:
+    """Grams of CO2eq per run, in the order given."""
+    grams = np.zeros(len(runs))
+    for region, series in actuals.items():
+        index = np.array([i for i, r in enumerate(runs) if r.region == region], dtype=np.int64)
+        if not len(index):
+            continue
+        starts = np.array([runs[i].start for i in index])
+        ends = np.array([runs[i].end for i in index])
+        intensity_seconds, covered = series.integrals(starts, ends)
+        if np.any(covered < (ends - starts) - 1e-3):
+            raise BadInput(f"a job ran in {region} outside its actuals; "
+                           "extend the actuals or shorten the jobs")
+        power_kw = np.array([runs[i].job.power_w for i in index]) / 1000.0
+        grams[index] = power_kw * intensity_seconds / 3600.0
+    return grams
+
+
+def totals_by_group(runs: Sequence[Run], actuals: Mapping[str, Series]) -> dict[str, Totals]:
+    grams = run_emissions(runs, actuals)
+    groups: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(run.job.group, []).append(i)
+    totals = {}
+    for group, index in groups.items():
+        chosen = [runs[i] for i in index]
+        delays = np.array([r.start - r.job.submit for r in chosen])
+        energy = sum(r.job.power_w * r.job.duration_s for r in chosen) / 3.6e6
+        misses = sum(r.end > r.job.deadline + DEADLINE_TOLERANCE_S for r in chosen)
+        totals[group] = Totals(len(chosen), energy, float(np.sum(grams[index])), float(misses),
+                               float(np.mean(delays)), float(np.percentile(delays, 95)))
+    return totals
+
+
+def average(repeats: Sequence[Mapping[str, Totals]]) -> dict[str, Totals]:
+    """Totals averaged over repeats (seeds) of one policy."""
+    if len(repeats) == 1:
+        return dict(repeats[0])
+    return {
+        group: Totals(
+            repeats[0][group].jobs,
+            float(np.mean([r[group].energy_kwh for r in repeats])),
+            float(np.mean([r[group].emissions_g for r in repeats])),
+            float(np.mean([r[group].deadline_misses for r in repeats])),
+            float(np.mean([r[group].mean_delay_s for r in repeats])),
+            float(np.mean([r[group].p95_delay_s for r in repeats])),
+        )
+        for group in repeats[0]
+    }
+
+
+def rows(per_policy: Mapping[str, Mapping[str, Totals]], shown: Sequence[str]) -> list[Row]:
+    """Rows for the policies in ``shown``; savings against ``now``, share against ``oracle``
+    (None where that baseline was not simulated or saves nothing)."""
+    baseline = per_policy["now"]
+    oracle = per_policy.get("oracle")
+    result = []
+    for policy in shown:
+        for group in sorted(per_policy[policy], key=lambda g: (g == "all", g)):
+            totals = per_policy[policy][group]
+            base = baseline[group].emissions_g
+            saving = 100.0 * (base - totals.emissions_g) / base if base else None
+            share = None
+            if oracle is not None:
+                best_saving = base - oracle[group].emissions_g
+                if best_saving > 1e-9 * max(base, 1.0):
+                    share = 100.0 * (base - totals.emissions_g) / best_saving
+            result.append(Row(policy, group, totals.jobs, totals.energy_kwh, totals.emissions_g,
+                              totals.mean_intensity, saving, share, totals.deadline_misses,
+                              totals.mean_delay_s, totals.p95_delay_s))
+    return result
+
+
+def as_json(result: Sequence[Row]) -> dict[str, Any]:
+    def clean(value: Any) -> Any:
+        return round(value, 6) if isinstance(value, float) else value
+
+    return {"results": [{key: clean(asdict(row)[key]) for key in JSON_KEYS} for row in result]}
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f}h"
+
+
+def print_table(result: Sequence[Row], title: str) -> None:
+    """A compact rich table on stdout (120 columns when stdout is not a terminal)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False)
+    for column in ("policy", "region", "jobs", "kWh", "kg CO2", "g/kWh", "saved",
+                   "of oracle", "missed", "delay", "p95 delay"):
+        table.add_column(column, justify="left" if column in ("policy", "region") else "right")
+    for r in result:
+        table.add_row(r.policy, r.region, str(r.jobs), f"{r.energy_kwh:,.0f}",
+                      f"{r.emissions_g / 1000:,.1f}", _number(r.mean_intensity),
+                      _pct(r.saving_pct), _pct(r.oracle_share_pct), f"{r.deadline_misses:g}",
+                      _hours(r.mean_delay_s), _hours(r.p95_delay_s))
+    console = Console(highlight=False, soft_wrap=False,
+                      width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+def plot(result: Sequence[Row], path: Path, title: str) -> None:
+    """Bar chart of saving vs ``now`` per policy, grouped by region, written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(r.region for r in result))
+    policies = [p for p in POLICIES if any(r.policy == p for r in result)]
+    width = 0.8 / max(len(policies), 1)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4))
+    for k, policy in enumerate(policies):
+        values = [next((r.saving_pct or 0.0 for r in result
+                        if r.policy == policy and r.region == g), 0.0) for g in groups]
+        axes.bar(np.arange(len(groups)) + k * width, values, width, label=policy)
+    axes.set_xticks(np.arange(len(groups)) + width * (len(policies) - 1) / 2, groups)
+    axes.set_ylabel("emissions saved vs run-now (%)")
+    axes.set_title(title)
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.legend()
+    figure.tight_layout()
+    try:
+        figure.savefig(path, format="png")
+    except OSError as error:
+        raise BadInput(f"--plot {path}: cannot write ({error.strerror or error})") from None
+    finally:
+        plt.close(figure)
+    sys.stderr.write(f"plot written to {path}\n")

@@ -1,0 +1,299 @@
+"""Bad input never corrupts state: one clear error, exit code 2, nothing written.
+
+Property tests drive the parsers the CLI and the daemon use with arbitrary text and
+documents; CLI tests check the exit code and that the database did not change; daemon
+tests show hostile jobs (huge argv, non-UTF-8, missing command, ignoring SIGTERM, endless
+output) end cleanly while the daemon carries on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler.config import parse_config
+from scheduler.errors import BadInput, ConfigError
+from scheduler.models import JobState
+from scheduler.providers.base import ProviderError
+from scheduler.providers.carbonintensity_uk import parse_forecast
+from scheduler.providers.csvfile import parse_csv
+from scheduler.timespec import MAX_DURATION, format_duration, parse_duration, parse_when
+from tests.conftest import Workspace, floor_hour, hourly
+from tests.daemon_process import (
+    DaemonProcess,
+    reap_daemons,  # noqa: F401 (autouse: kills leftovers)
+    submitted_id,
+    wait_finished,
+    wait_for,
+    wait_state,
+    workspace_command,
+)
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+
+# Parsers ----------------------------------------------------------------------------------
+
+
+@given(st.one_of(TEXT, st.from_regex(r"\A[0-9]{1,12}[dhms]([0-9]{1,6}[dhms]){0,4}\Z")))
+def test_duration_is_positive_and_bounded_or_one_bad_input(text: str) -> None:
+    try:
+        parsed = parse_duration(text)
+    except BadInput as error:
+        assert repr(text) in str(error)
+        return
+    assert timedelta(0) < parsed <= MAX_DURATION
+    assert parse_duration(format_duration(parsed)) == parsed
+
+
+@given(st.one_of(
+    TEXT,
+    st.from_regex(r"\A\+[0-9]{1,12}[dhms]\Z"),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}([+-][0-9]{2}:[0-9]{2}|Z)?\Z"),
+))
+def test_time_is_aware_utc_or_one_bad_input(text: str) -> None:
+    try:
+        parsed = parse_when(text, NOW)
+    except BadInput as error:
+        assert repr(text) in str(error) or "duration" in str(error)
+        return
+    assert parsed.utcoffset() == timedelta(0)
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), TEXT,
+                    st.floats(allow_nan=True), st.just("sqlite:///tmp/x.db"), st.just("30m"))
+KEYS = st.sampled_from(["database", "daemon", "providers", "regions", "url", "tick", "kind",
+                        "csv", "provider", "zone", "slots", "launcher", "retention",
+                        "max_log_bytes", "uk", "gb", "token", "base_url", "path"])
+DOCUMENTS = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=4)), max_leaves=12)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(KEYS, DOCUMENTS, max_size=4))
+def test_config_is_valid_or_one_config_error_naming_file_and_key(raw: dict[str, Any]) -> None:
+    try:
+        config = parse_config(raw, "/etc/gridshift/config.toml", {})
+    except ConfigError as error:
+        assert str(error).startswith("/etc/gridshift/config.toml: ")
+        return
+    assert config.regions
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789-T:+Z,.\nabcdfkinorstuwy_ "), max_size=300))
+def test_csv_is_parsed_whole_or_rejected_with_one_provider_error(body: str) -> None:
+    text = "start,end,gco2_per_kwh,kind\n" + body
+    try:
+        points = parse_csv(text, "average", None, NOW, "test (csv)", "f.csv: ")
+    except ProviderError as error:
+        assert "test (csv)" in str(error)
+        return
+    assert points and all(p.end > p.start and p.value >= 0 for p in points)
+
+
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT,
+              st.just("2026-11-26T12:00Z"), st.just("2026-11-26T12:30Z")),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.sampled_from(["data", "from", "to", "intensity",
+                                                             "forecast", "actual"]),
+                                            inner, max_size=4)),
+    max_leaves=20)
+
+
+@given(JSON)
+def test_provider_payload_is_parsed_whole_or_rejected_with_one_provider_error(
+    payload: Any,
+) -> None:
+    try:
+        points = parse_forecast(payload, "national")
+    except ProviderError:
+        return
+    assert points and all(p.end > p.start and p.value >= 0 for p in points)
+
+
+# The CLI ----------------------------------------------------------------------------------
+
+
+def forecast() -> dict[str, list[tuple[datetime, datetime, float]]]:
+    return {"a": hourly(floor_hour(datetime.now(UTC)) - timedelta(hours=1), [200.0] * 30)}
+
+
+def database_digest(ws: Workspace) -> str:
+    """The database's content (after a checkpoint), to show nothing was written."""
+    import sqlite3
+
+    with sqlite3.connect(ws.db_path) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return hashlib.sha256("\n".join(connection.iterdump()).encode()).hexdigest()
+
+
+BAD_SUBMITS = [
+    ["--duration", "ten minutes", "--", "true"],
+    ["--duration", "0s", "--", "true"],
+    ["--duration", "99999d", "--", "true"],
+    ["--duration", "1h", "--deadline", "tomorrow-ish", "--", "true"],
+    ["--duration", "2h", "--within", "1h", "--", "true"],
+    ["--duration", "1h", "--deadline", "+2h", "--within", "3h", "--", "true"],
+    ["--duration", "1h", "--not-before", "1999-13-01", "--", "true"],
+    ["--duration", "1h", "--region", "atlantis", "--", "true"],
+    ["--duration", "1h", "--env", "NOEQUALS", "--", "true"],
+    ["--duration", "1h", "--power", "-5", "--", "true"],
+    ["--duration", "1h", "--"],
+    ["--duration", "1h", "--", ""],
+]
+
+
+def test_bad_submissions_exit_2_with_one_line_and_write_nothing(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    ws = csv_workspace(forecast())
+    assert ws.cli("submit", "--duration", "1h", "--", "true").returncode == 0
+    before = database_digest(ws)
+    for arguments in BAD_SUBMITS:
+        result = ws.cli("submit", *arguments)
+        assert result.returncode == 2, (arguments, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("gridshift: "), (arguments, lines)
+        assert "Traceback" not in result.stderr
+    assert database_digest(ws) == before
+
+
+@pytest.mark.parametrize("config_bytes", [
+    b"[daemon\n",  # not TOML
+    b"[daemon]\ntick = 5\n",  # not a duration string
+    b"[daemon]\nmax_log_bytes = 12\n",
+    b'[regions.x]\nprovider = "nowhere"\n',
+    b"# caf\xe9\n",  # not UTF-8
+])
+def test_bad_config_exits_2_naming_the_file_and_creates_no_database(
+    make_workspace: Callable[..., Workspace], config_bytes: bytes,
+) -> None:
+    ws = make_workspace("")
+    ws.config_path.write_bytes(config_bytes)
+    result = ws.cli("submit", "--duration", "1h", "--", "true")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"gridshift: {ws.config_path}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not ws.db_path.exists()
+
+
+def test_a_bad_csv_forecast_stores_nothing_and_says_which_line(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    ws = csv_workspace(forecast())
+    csv_path = ws.root / "a.csv"
+    lines = csv_path.read_text(encoding="utf-8").splitlines()
+    lines[5] = lines[5].replace("200.0", "lots")
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ws.cli("list")  # creates the database
+    before = database_digest(ws)
+    result = ws.cli("forecast", "--refresh")
+    assert result.returncode != 0
+    assert "line 6" in result.stderr and "Traceback" not in result.stderr
+    assert _forecast_points(ws) == 0
+    # Only the refresh outcome (for `status`) is recorded.
+    assert database_digest(ws) != before
+
+
+def _forecast_points(ws: Workspace) -> int:
+    import sqlite3
+
+    with sqlite3.connect(ws.db_path) as connection:
+        return int(connection.execute("SELECT count(*) FROM forecast_points").fetchone()[0])
+
+
+# Hostile jobs with the real daemon --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_hostile_jobs_end_cleanly_and_the_daemon_carries_on(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    ws = csv_workspace(forecast(), slots=8,
+                       daemon='tick = "1s"\nkill_grace = "2s"\nmax_log_bytes = 4096')
+    huge = [f"argument-{n:06d}-" + "x" * 40 for n in range(20000)]  # about 1 MB of argv
+    count_args = [sys.executable, "-c", "import sys; print(len(sys.argv) - 1)"]
+    huge_job = submitted_id(ws.cli("submit", "--duration", "1m", "--", *count_args,
+                                   *huge).stdout)
+    # A non-UTF-8 argument, given as raw bytes the way a shell passes them.
+    raw = subprocess.run(
+        [*workspace_command(ws), "submit", "--duration", "1m", "--", sys.executable, "-c",
+         "import os, sys; sys.stdout.buffer.write(os.fsencode(sys.argv[1]))", b"caf\xe9-\xff"],
+        env=ws.env, cwd=ws.root, capture_output=True, timeout=60)
+    assert raw.returncode == 0, raw.stderr
+    bytes_job = submitted_id(raw.stdout.decode())
+    missing_job = submitted_id(ws.cli("submit", "--duration", "1m", "--",
+                                      "no-such-command-gridshift").stdout)
+    chatty_job = submitted_id(ws.cli("submit", "--duration", "1m", "--", "sh", "-c",
+                                     "head -c 200000000 /dev/zero; echo finished").stdout)
+    stubborn_job = submitted_id(ws.cli("submit", "--duration", "1m", "--", "sh", "-c",
+                                       "trap '' TERM; echo ready; sleep 60").stdout)
+    daemon = DaemonProcess(ws)
+
+    stubborn_log = ws.log_dir / f"job-{stubborn_job}.log"
+    wait_state(ws, stubborn_job, (JobState.RUNNING,))
+    wait_for(lambda: stubborn_log.exists() and b"ready" in stubborn_log.read_bytes(),
+             what="the stubborn job to install its trap")
+    cancel = ws.cli("cancel", str(stubborn_job))
+    assert cancel.returncode == 0, cancel.stderr
+
+    ids = [huge_job, bytes_job, missing_job, chatty_job, stubborn_job]
+    ended = {j.id: j for j in wait_finished(ws, ids, 90)}
+    assert daemon.process.poll() is None, daemon.output()
+    assert ws.cli("status").returncode == 0
+    assert daemon.stop() == 0
+
+    def log_of(job_id: int) -> bytes:
+        return Path(ended[job_id].log_path or "").read_bytes()
+
+    assert ended[huge_job].state == JobState.SUCCEEDED
+    assert log_of(huge_job).strip() == str(len(huge)).encode()
+    assert ended[bytes_job].state == JobState.SUCCEEDED
+    assert log_of(bytes_job) == b"caf\xe9-\xff"
+    assert ended[missing_job].state == JobState.FAILED
+    assert b"cannot start 'no-such-command-gridshift': No such file or directory" in log_of(
+        missing_job)
+    assert "could not be started" in (ended[missing_job].end_reason or "")
+    assert ended[chatty_job].state == JobState.SUCCEEDED
+    chatty_log = log_of(chatty_job)
+    assert len(chatty_log) < 4096 + 200
+    assert chatty_log.rstrip().endswith(b"further output is discarded")
+    stubborn = ended[stubborn_job]
+    assert stubborn.state == JobState.CANCELLED
+    assert stubborn.cancel_requested_at is not None and stubborn.ended_at is not None
+    assert stubborn.ended_at - stubborn.cancel_requested_at >= timedelta(seconds=2)
+    assert stubborn.exit_code == -9
+    assert "SIGKILL" in daemon.output()
+    # `show` prints the command's original bytes, and `--json` escapes them.
+    shown = subprocess.run([*workspace_command(ws), "show", str(bytes_job)], env=ws.env,
+                           capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert b"caf\xe9-\xff" in shown.stdout
+    assert ws.cli("show", "--json", str(bytes_job)).json()["argv"][-1] == "caf\udce9-\udcff"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_drops_the_output_but_not_the_job(tmp_path: Path) -> None:
+    """The wrapper's log is /dev/full (every write fails with ENOSPC): the job still runs
+    to its end and its exit status is recorded."""
+    status_path = tmp_path / "job-1.status"
+    with open("/dev/full", "wb") as full:
+        wrapper = subprocess.run(
+            [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--", "sh", "-c",
+             "head -c 1000000 /dev/zero; echo done > finished; exit 3"],
+            stdout=full, stderr=subprocess.DEVNULL, cwd=tmp_path, timeout=60)
+    assert wrapper.returncode == 3
+    assert (tmp_path / "finished").read_text() == "done\n"
+    assert json.loads(status_path.read_text())["exit_code"] == 3

@@ -1,0 +1,323 @@
+"""The real `gridshift` command as a subprocess, with a real config and a real database.
+
+Forecasts come from csv files laid out around the current hour: region ``a`` is 300
+g/kWh except a clear 50 g/kWh dip from +5h to +7h; region ``b`` is a flat 200.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler import forecasting
+from scheduler.timespec import format_local
+from tests.conftest import Workspace, create_csv_workspace, floor_hour, hourly
+
+HOUR = timedelta(hours=1)
+JOB_KEYS = {
+    "id", "name", "state", "argv", "duration_s", "not_before", "deadline", "regions",
+    "planned_region", "planned_start", "planned_intensity", "run_now_intensity",
+    "submitted_at", "started_at", "ended_at", "exit_code", "log_path",
+}
+TABLES = ("jobs", "job_events", "forecast_points", "provider_refreshes")
+
+
+def layout(now: datetime) -> tuple[datetime, dict[str, list[tuple[datetime, datetime, float]]]]:
+    """The dip's start and the csv series of both regions."""
+    first = floor_hour(now) - 2 * HOUR
+    dip_start = floor_hour(now) + 5 * HOUR
+    values_a = [50.0 if first + i * HOUR in (dip_start, dip_start + HOUR) else 300.0
+                for i in range(34)]
+    return dip_start, {"a": hourly(first, values_a), "b": hourly(first, [200.0] * 34)}
+
+
+def build(root: Path) -> tuple[Workspace, datetime]:
+    """A workspace whose forecasts are already stored (as a running daemon would have)."""
+    dip_start, series = layout(datetime.now(UTC))
+    workspace = create_csv_workspace(root, series)
+    store = workspace.store()
+    try:
+        results = forecasting.refresh_all(workspace.config(), store, datetime.now(UTC))
+    finally:
+        store.close()
+    assert all(r.ok for r in results)
+    return workspace, dip_start
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> tuple[Workspace, datetime]:
+    return build(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """One workspace with a job in it, for commands that must change nothing."""
+    workspace, _ = build(tmp_path_factory.mktemp("shared"))
+    assert workspace.cli("submit", "--duration", "1h", "--", "true").returncode == 0
+    yield workspace
+
+
+def row_counts(workspace: Workspace) -> dict[str, int]:
+    with sqlite3.connect(workspace.db_path) as connection:
+        return {t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def parse_utc(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    assert value.utcoffset() == timedelta(0), text
+    return value
+
+
+def submit_json(workspace: Workspace, *args: str) -> dict[str, Any]:
+    result = workspace.cli("submit", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = result.json()
+    return document
+
+
+# submit ---------------------------------------------------------------------------------
+
+
+def test_submit_prints_the_id_and_the_plan(ws: tuple[Workspace, datetime]) -> None:
+    workspace, dip_start = ws
+    result = workspace.cli("submit", "--duration", "2h", "--region", "a", "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("job 1 ")
+    assert f"a at {format_local(dip_start)}" in result.stdout  # TZ=UTC in the workspace
+    assert "50 g/kWh" in result.stdout and "run now: 300 g/kWh" in result.stdout
+
+
+def test_submit_json_is_one_job_document_planned_into_the_dip(
+    ws: tuple[Workspace, datetime]
+) -> None:
+    workspace, dip_start = ws
+    before = datetime.now(UTC)
+    job = submit_json(workspace, "--duration", "2h", "--name", "nightly",
+                      "--", "python", "train.py", "--lr", "3")
+    assert JOB_KEYS <= set(job)
+    assert job["name"] == "nightly"
+    assert job["argv"] == ["python", "train.py", "--lr", "3"]
+    assert job["state"] == "planned"
+    assert job["duration_s"] == 7200
+    assert job["regions"] == ["a", "b"]
+    assert (job["planned_region"], parse_utc(job["planned_start"])) == ("a", dip_start)
+    assert job["planned_intensity"] == 50.0
+    assert job["run_now_intensity"] == 300.0
+    submitted = parse_utc(job["submitted_at"])
+    assert before - timedelta(seconds=1) <= submitted <= datetime.now(UTC)
+    assert parse_utc(job["deadline"]) == submitted + 24 * HOUR
+    assert job["started_at"] is None and job["exit_code"] is None and job["log_path"] is None
+
+
+def test_submit_options_shape_the_job(ws: tuple[Workspace, datetime]) -> None:
+    workspace, dip_start = ws
+    deadline = (dip_start + 4 * HOUR).isoformat()
+    job = submit_json(workspace, "--duration", "90m", "--deadline", deadline,
+                      "--not-before", "+1h", "--region", "b", "--power", "450",
+                      "--", "echo", "--json", "--duration", "5s")
+    # Everything after `--` belongs to the command, even our own option names.
+    assert job["argv"] == ["echo", "--json", "--duration", "5s"]
+    assert job["regions"] == ["b"]
+    assert job["planned_region"] == "b"
+    assert parse_utc(job["deadline"]) == dip_start + 4 * HOUR
+    not_before = parse_utc(job["not_before"])
+    assert parse_utc(job["planned_start"]) >= not_before
+    assert abs(not_before - parse_utc(job["submitted_at"]) - HOUR) < timedelta(seconds=1)
+    assert job["power_watts"] == 450
+
+
+def test_a_second_job_takes_the_next_cleanest_room_in_a_one_slot_region(
+    ws: tuple[Workspace, datetime]
+) -> None:
+    workspace, dip_start = ws
+    first = submit_json(workspace, "--duration", "1h", "--region", "a", "--", "true")
+    second = submit_json(workspace, "--duration", "1h", "--region", "a", "--", "true")
+    starts = {parse_utc(first["planned_start"]), parse_utc(second["planned_start"])}
+    assert starts == {dip_start, dip_start + HOUR}
+
+
+# list, show, cancel ---------------------------------------------------------------------
+
+
+def test_list_show_and_cancel(ws: tuple[Workspace, datetime]) -> None:
+    workspace, _ = ws
+    first = submit_json(workspace, "--duration", "1h", "--name", "first", "--", "true")
+    second = submit_json(workspace, "--duration", "1h", "--name", "second", "--", "true")
+
+    listed = workspace.cli("list", "--json")
+    assert listed.returncode == 0
+    assert [j["id"] for j in listed.json()] == [first["id"], second["id"]]
+    assert all(JOB_KEYS <= set(j) for j in listed.json())
+    table = workspace.cli("list")
+    assert "first" in table.stdout and "second" in table.stdout and "planned" in table.stdout
+
+    cancelled = workspace.cli("cancel", str(first["id"]))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"job {first['id']} cancelled" in cancelled.stdout
+
+    only_cancelled = workspace.cli("list", "--state", "cancelled", "--json").json()
+    assert [j["id"] for j in only_cancelled] == [first["id"]]
+    both = workspace.cli("list", "--state", "cancelled", "--state", "planned", "--json").json()
+    assert len(both) == 2
+
+    shown = workspace.cli("show", str(first["id"]), "--json")
+    assert shown.returncode == 0
+    document = shown.json()
+    assert JOB_KEYS <= set(document)
+    assert document["state"] == "cancelled"
+    assert [e["new_state"] for e in document["events"]] == ["queued", "planned", "cancelled"]
+    human = workspace.cli("show", str(first["id"]))
+    assert "cancelled by user" in human.stdout
+
+    again = workspace.cli("cancel", str(first["id"]))
+    assert again.returncode == 2
+    assert "already ended" in again.stderr
+    events = workspace.cli("show", str(first["id"]), "--json").json()["events"]
+    assert len(events) == 3
+
+
+# plan and forecast ----------------------------------------------------------------------
+
+
+def test_plan_json_is_a_dry_run_best_option_first(ws: tuple[Workspace, datetime]) -> None:
+    workspace, dip_start = ws
+    before = row_counts(workspace)
+    result = workspace.cli("plan", "--duration", "2h", "--json")
+    assert result.returncode == 0, result.stderr
+    document = result.json()
+    assert {"now", "options", "run_now", "saving_pct"} <= set(document)
+    parse_utc(document["now"])
+    options = document["options"]
+    assert [o["region"] for o in options] == ["a", "b"]
+    assert {"region", "start", "end", "intensity"} <= set(options[0])
+    assert parse_utc(options[0]["start"]) == dip_start
+    assert parse_utc(options[0]["end"]) == dip_start + 2 * HOUR
+    assert [o["intensity"] for o in options] == [50.0, 200.0]
+    assert document["run_now"] == {"region": "a", "intensity": 300.0}
+    assert document["saving_pct"] == pytest.approx(100 * (300 - 50) / 300)
+    assert row_counts(workspace) == before
+
+    human = workspace.cli("plan", "--duration", "2h", "--region", "b")
+    assert human.returncode == 0
+    assert "run now in b: 200 g/kWh" in human.stdout
+
+
+def test_forecast_json_shows_the_newest_points_from_now(ws: tuple[Workspace, datetime]) -> None:
+    workspace, dip_start = ws
+    before = datetime.now(UTC)
+    result = workspace.cli("forecast", "--region", "a", "--json")
+    after = datetime.now(UTC)
+    assert result.returncode == 0, result.stderr
+    regions = result.json()["regions"]
+    assert [(r["region"], r["provider"], r["zone"]) for r in regions] == [("a", "a", "a")]
+    points = regions[0]["points"]
+    assert {"start", "end", "intensity", "vintage"} <= set(points[0])
+    # The first point is the slot holding the command's own "now".
+    assert parse_utc(points[0]["start"]) <= after and parse_utc(points[0]["end"]) > before
+    assert parse_utc(points[0]["start"]) > before - HOUR
+    by_start = {parse_utc(p["start"]): p["intensity"] for p in points}
+    assert by_start[dip_start] == 50.0 and by_start[dip_start - HOUR] == 300.0
+
+
+def test_forecast_refresh_stores_each_point_once(ws: tuple[Workspace, datetime]) -> None:
+    workspace, _ = ws
+    before = row_counts(workspace)
+    result = workspace.cli("forecast", "--refresh")
+    assert result.returncode == 0, result.stderr
+    assert "0 new" in result.stderr  # unchanged files: every point is already stored
+    assert row_counts(workspace)["forecast_points"] == before["forecast_points"]
+
+
+# bad input: exit 2, one message, nothing written ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("submit", "--duration", "1h", "--region", "mars", "--", "true"), "unknown region"),
+        (("submit", "--duration", "2h", "--within", "1h", "--", "true"), "deadline too early"),
+        (("submit", "--duration", "1h", "--deadline", "2001-01-01T00:00Z", "--", "true"),
+         "deadline too early"),
+        (("submit", "--duration", "1h"), "no command"),
+        (("submit", "--duration", "1h", "--", ""), "no command"),
+        (("submit", "--duration", "1 hour", "--", "true"), "bad duration"),
+        (("submit", "--", "true"), "--duration"),
+        (("submit", "--duration", "1h", "--deadline", "friday", "--", "true"), "bad time"),
+        (("submit", "--duration", "1h", "--not-before", "soon", "--", "true"), "bad time"),
+        (("submit", "--duration", "1h", "--deadline", "+3h", "--within", "3h", "--", "true"),
+         "not both"),
+        (("submit", "--duration", "1h", "--power", "-5", "--", "true"), "--power"),
+        (("submit", "--duration", "1h", "--power", "inf", "--", "true"), "--power"),
+        (("submit", "--duration", "1h", "--env", "NOEQUALS", "--", "true"), "--env"),
+        (("plan", "--duration", "1h", "--region", "mars"), "unknown region"),
+        (("plan", "--duration", "5h", "--within", "2h"), "deadline too early"),
+        (("show", "999"), "no job with id 999"),
+        (("cancel", "999"), "no job with id 999"),
+        (("list", "--state", "sleeping"), "unknown state"),
+        (("forecast", "--region", "mars"), "unknown region"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message_and_writes_nothing(
+    shared: Workspace, args: tuple[str, ...], message: str
+) -> None:
+    before = row_counts(shared)
+    result = shared.cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert row_counts(shared) == before
+
+
+def test_unknown_option_is_bad_input(shared: Workspace) -> None:
+    before = row_counts(shared)
+    result = shared.cli("submit", "--duraton", "1h", "--", "true")
+    assert result.returncode == 2
+    assert "--duraton" in result.stderr
+    assert row_counts(shared) == before
+
+
+def test_an_unusable_database_is_one_message_and_exit_1(tmp_path: Path) -> None:
+    workspace, _ = build(tmp_path)
+    directory = tmp_path / "a-directory.db"
+    directory.mkdir()
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(text.replace(str(workspace.db_path), str(directory)),
+                                     encoding="utf-8")
+    result = workspace.cli("list")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "gridshift: database error: unable to open database file"]
+
+
+def test_submit_keeps_heavy_imports_off_its_start_up_path(
+    ws: tuple[Workspace, datetime], tmp_path: Path
+) -> None:
+    """`submit` must feel instant (benchmarks/cli_startup.py measures it): none of these
+    may be imported on its path, whatever other commands need them."""
+    workspace, _ = ws
+    modules_file = tmp_path / "modules.json"
+    script = (
+        "import json, sys\n"
+        "from scheduler.cli import main\n"
+        f"sys.argv = ['gridshift', '--config', {str(workspace.config_path)!r}, 'submit',\n"
+        "            '--duration', '1h', '--', 'true']\n"
+        "try:\n    main()\nexcept SystemExit as exit_:\n    assert not exit_.code, exit_.code\n"
+        f"open({str(modules_file)!r}, 'w').write(json.dumps(sorted(sys.modules)))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], env=workspace.env,
+                               cwd=workspace.root, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    imported = {name.split(".")[0] for name in json.loads(modules_file.read_text("utf-8"))}
+    heavy = {"pandas", "rich", "requests", "urllib3", "alembic", "matplotlib", "apscheduler",
+             "psutil", "scipy"}
+    assert sorted(heavy & imported) == []

@@ -1,0 +1,189 @@
+"""Config: where it is found, what it defaults to, and one clear message for every bad case."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler import config as config_module
+from scheduler.config import BUILTIN, load_config
+from scheduler.errors import ConfigError
+from tests.conftest import Workspace
+
+REPO = Path(__file__).resolve().parent.parent
+DOCUMENTED_CONFIG = REPO / "config" / "gridshift.toml"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def region_config(region: str) -> str:
+    return f'[providers.uk]\nkind = "carbonintensity_uk"\n[regions.{region}]\nprovider = "uk"\n'
+
+
+@pytest.fixture
+def environ(tmp_path: Path) -> dict[str, str]:
+    """An environment whose XDG directories are all inside tmp_path (and empty)."""
+    return {
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
+    }
+
+
+def test_builtin_defaults_are_great_britain_from_the_uk_api(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    config = load_config(None, environ)
+    assert config.source == BUILTIN
+    assert list(config.regions) == ["gb"]
+    gb = config.regions["gb"]
+    assert (gb.zone, gb.slots, gb.launcher) == ("national", 1, ())
+    provider = config.providers[gb.provider]
+    assert provider.kind == "carbonintensity_uk"
+    assert provider.base_url == "https://api.carbonintensity.org.uk"
+    database = tmp_path / "xdg-data" / "gridshift" / "gridshift.db"
+    assert config.database_url == f"sqlite:///{database}"
+    assert config.daemon.log_dir == tmp_path / "xdg-state" / "gridshift" / "logs"
+    assert config.daemon.refresh_every == timedelta(minutes=30)
+    assert config.daemon.tick == timedelta(seconds=5)
+    assert config.daemon.kill_grace == timedelta(seconds=30)
+    assert config.daemon.default_power_watts == 300
+
+
+def test_lookup_order_flag_then_env_then_xdg_then_defaults(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    flag = write(tmp_path / "flag.toml", region_config("from_flag"))
+    from_env = write(tmp_path / "env.toml", region_config("from_env"))
+    write(tmp_path / "xdg-config" / "gridshift" / "config.toml", region_config("from_xdg"))
+
+    with_env = {**environ, "GRIDSHIFT_CONFIG": str(from_env)}
+    assert list(load_config(str(flag), with_env).regions) == ["from_flag"]
+    assert list(load_config(None, with_env).regions) == ["from_env"]
+    assert load_config(None, with_env).source == str(from_env)
+    assert list(load_config(None, environ).regions) == ["from_xdg"]
+    (tmp_path / "xdg-config" / "gridshift" / "config.toml").unlink()
+    assert load_config(None, environ).source == BUILTIN
+
+
+def test_the_documented_example_config_loads_as_documented(environ: dict[str, str]) -> None:
+    config = load_config(str(DOCUMENTED_CONFIG), environ)
+    assert list(config.regions) == ["gb"]
+    assert config.daemon.refresh_every == timedelta(minutes=30)
+    assert config.daemon.tick == timedelta(seconds=5)
+
+
+def test_the_documented_example_config_names_every_key() -> None:
+    """config/gridshift.toml documents every key the loader accepts (commented or set)."""
+    text = DOCUMENTED_CONFIG.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, flags=re.MULTILINE))
+    accepted = (
+        {"url"}
+        | config_module._DAEMON_KEYS
+        | config_module._REGION_KEYS
+        | set().union(*config_module._PROVIDER_KEYS.values())
+    )
+    assert sorted(accepted - documented) == []
+
+
+def test_csv_path_relative_to_the_config_file(environ: dict[str, str], tmp_path: Path) -> None:
+    write(tmp_path / "conf" / "data.csv", "start,end,gco2_per_kwh\n")
+    path = write(tmp_path / "conf" / "c.toml",
+                 '[providers.f]\nkind = "csv"\npath = "data.csv"\n'
+                 '[regions.r]\nprovider = "f"\nzone = "z"\n')
+    assert load_config(str(path), environ).providers["f"].path == tmp_path / "conf" / "data.csv"
+
+
+GOOD_REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "uk"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[daemon]\ntik = \"5s\"\n" + GOOD_REGION, "daemon.tik", "unknown key"),
+        ("[databse]\nurl = \"x\"\n" + GOOD_REGION, "databse", "unknown key"),
+        (GOOD_REGION + "colour = \"red\"\n", "regions.gb.colour", "unknown key"),
+        ('[providers.uk]\nkind = "carbonintensity_uk"\napi_key = "k"\n'
+         '[regions.gb]\nprovider = "uk"\n', "providers.uk.api_key", "unknown key"),
+        ("[daemon]\ntick = \"5 minutes\"\n" + GOOD_REGION, "daemon.tick", "bad duration"),
+        ("[daemon]\nkill_grace = 30\n" + GOOD_REGION, "daemon.kill_grace", "duration"),
+        ('[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "ukk"\n',
+         "regions.gb.provider", "unknown provider 'ukk'"),
+        ('[providers.f]\nkind = "csv"\npath = "/nonexistent/intensity.csv"\n'
+         '[regions.r]\nprovider = "f"\nzone = "z"\n', "providers.f.path", "no such file"),
+        ('[providers.f]\nkind = "oracle"\n[regions.r]\nprovider = "f"\n',
+         "providers.f.kind", "must be one of"),
+        (GOOD_REGION + "slots = 0\n", "regions.gb.slots", "whole number"),
+        (GOOD_REGION + "launcher = \"ssh box\"\n", "regions.gb.launcher", "list"),
+        ("[database]\nurl = \"postgresql://x\"\n" + GOOD_REGION, "database.url", "sqlite"),
+        ("[regions\n", "-", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_key_and_problem(
+    environ: dict[str, str], tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path / "bad.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: ")
+    assert problem in message
+
+
+def test_missing_config_file_is_named(environ: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=re.escape(str(missing))):
+        load_config(None, {**environ, "GRIDSHIFT_CONFIG": str(missing)})
+
+
+@pytest.mark.parametrize(
+    ("daemon_table", "key"),
+    [('tick = "soon"', "daemon.tick"), ('refresh_every = "0m"', "daemon.refresh_every")],
+)
+def test_cli_exits_2_with_one_message_for_a_bad_config(
+    make_workspace: Callable[..., Workspace], daemon_table: str, key: str
+) -> None:
+    workspace = make_workspace(GOOD_REGION, daemon=daemon_table)
+    result = workspace.cli("list")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(workspace.config_path) in lines[0] and key in lines[0]
+    assert not workspace.db_path.exists()
+
+
+def readme_config_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_config_reference_names_every_key() -> None:
+    section = readme_config_section()
+    accepted = (
+        {"url"}
+        | config_module._DAEMON_KEYS
+        | config_module._REGION_KEYS
+        | set().union(*config_module._PROVIDER_KEYS.values())
+    )
+    missing = [key for key in sorted(accepted) if not re.search(rf"[.`]{key}`", section)]
+    assert missing == []
+
+
+def test_readme_example_config_is_valid(environ: dict[str, str], tmp_path: Path) -> None:
+    block = readme_config_section().split("```toml\n", 1)[1].split("```", 1)[0]
+    csv_file = write(tmp_path / "gpu-box-intensity.csv", "start,end,gco2_per_kwh\n")
+    path = write(tmp_path / "readme.toml",
+                 block.replace("/etc/gridshift/gpu-box-intensity.csv", str(csv_file)))
+    config = load_config(str(path), environ)
+    assert list(config.regions) == ["gb", "gpu"]
+    assert config.regions["gpu"].launcher == ("ssh", "gpu-box", "--")

@@ -1,0 +1,98 @@
+"""The daemon's loop driven one step at a time (no threads, no sleeping): the real store,
+the real csv provider, ``now`` passed in."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from scheduler.daemon import Daemon
+from scheduler.models import JobState
+from scheduler.store import NewJob
+from tests.conftest import Workspace, floor_hour, hourly, write_csv
+
+HOUR = timedelta(hours=1)
+
+
+def values_with_dip(dip_hour: int, dip_value: float) -> list[float]:
+    return [dip_value if hour == dip_hour else 300.0 for hour in range(30)]
+
+
+def test_unstarted_jobs_are_replanned_when_new_forecasts_or_jobs_arrive(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    now = datetime.now(UTC)
+    first_hour = floor_hour(now)
+    workspace = csv_workspace({"here": hourly(first_hour, values_with_dip(6, 100.0))})
+    store = workspace.store()
+    daemon = Daemon(workspace.config(), store)
+    daemon.refresh(now)
+    job = store.add_job(NewJob(name="train", argv=["true"], cwd=str(workspace.root), env={},
+                               duration_s=3600, not_before=now, deadline=now + 20 * HOUR,
+                               regions=["here"], power_watts=100.0), now)
+
+    daemon.tick(now)  # a new job: planned into the dip
+    planned = store.get_job(job.id)
+    assert (planned.state, planned.planned_start) == (JobState.PLANNED, first_hour + 6 * HOUR)
+
+    daemon.tick(now + timedelta(seconds=5))  # nothing new: no new plan, no new event
+    assert len(store.job_events(job.id)) == 2
+
+    # The provider publishes a new vintage with a deeper dip earlier on.
+    csv_path = workspace.config().providers["here"].path
+    assert csv_path is not None
+    write_csv(csv_path, hourly(first_hour, values_with_dip(3, 50.0)))
+    later = now + timedelta(minutes=1)
+    os.utime(csv_path, (later.timestamp(), later.timestamp()))  # a new vintage, surely
+    daemon.refresh(later)
+    daemon.tick(later)
+    replanned = store.get_job(job.id)
+    assert (replanned.planned_start, replanned.planned_intensity) == (
+        first_hour + 3 * HOUR, 50.0)
+    assert replanned.planned_vintage is not None and replanned.planned_vintage > now
+    history = store.job_events(job.id)
+    assert [e.new_state for e in history] == ["queued", "planned", "planned"]
+    assert history[-1].reason.startswith("re-planned: here at")
+    store.close()
+
+
+def test_a_job_whose_regions_left_the_config_never_blocks_the_others(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    """After `regions.gone` is removed from the config and the daemon restarted, a job
+    planned there waits (with a log line) and every other job is still planned and
+    launched."""
+    now = datetime.now(UTC)
+    workspace = csv_workspace({"here": hourly(floor_hour(now) - HOUR, [300.0] * 30)},
+                              slots=2)
+    store = workspace.store()
+    daemon = Daemon(workspace.config(), store)
+    daemon.refresh(now)
+
+    def add(regions: list[str]) -> int:
+        return store.add_job(NewJob(name="j", argv=["true"], cwd=str(workspace.root), env={},
+                                    duration_s=60, not_before=now - HOUR,
+                                    deadline=now + 2 * HOUR, regions=regions,
+                                    power_watts=100.0), now - HOUR).id
+
+    orphan, stranded, ok = add(["gone"]), add(["gone", "here"]), add(["here"])
+    store.transition(orphan, (JobState.QUEUED,), JobState.PLANNED, now - HOUR, "planned",
+                     planned_region="gone", planned_start=now - timedelta(minutes=1))
+
+    daemon.tick(now)
+
+    assert store.get_job(orphan).state == JobState.PLANNED  # waits for its region
+    for job_id in (stranded, ok):
+        job = store.get_job(job_id)
+        assert job.state in (JobState.RUNNING, JobState.SUCCEEDED), job.state
+        assert job.run_region == "here"
+    heartbeat = store.heartbeat()
+    assert heartbeat is not None and heartbeat.heartbeat_at == now
+    give_up = time.monotonic() + 30
+    while store.running_jobs() and time.monotonic() < give_up:  # reap: `true` ends at once
+        time.sleep(0.05)
+        daemon.tick(datetime.now(UTC))
+    assert [store.get_job(j).state for j in (stranded, ok)] == [JobState.SUCCEEDED] * 2
+    store.close()

@@ -1,0 +1,129 @@
+"""The schema comes only from Alembic: `upgrade head` must equal the models' metadata."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect
+
+from scheduler.migrate import HEAD_REVISION, MIGRATIONS_DIR, current_revision, upgrade
+from scheduler.models import Base
+from scheduler.store import make_engine
+from tests.conftest import Workspace
+
+
+def migrated(path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    return engine
+
+
+def schema_of(engine: Engine) -> dict[str, Any]:
+    """Everything about each table that the schema can enforce, in comparable form."""
+    inspector = inspect(engine)
+    tables: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        if table == "alembic_version":
+            continue
+        tables[table] = {
+            "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                        for c in inspector.get_columns(table)],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "foreign_keys": sorted((tuple(fk["constrained_columns"]), fk["referred_table"],
+                                    tuple(fk["referred_columns"]))
+                                   for fk in inspector.get_foreign_keys(table)),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                              for i in inspector.get_indexes(table)),
+            "unique": sorted((u["name"], tuple(u["column_names"]))
+                             for u in inspector.get_unique_constraints(table)),
+            "checks": sorted((c["name"], " ".join(c["sqltext"].split()))
+                             for c in inspector.get_check_constraints(table)),
+        }
+    with engine.connect() as connection:  # the reflection API knows no triggers
+        tables["(triggers)"] = sorted(connection.exec_driver_sql(
+            "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger'").all())
+    return tables
+
+
+def test_upgrade_head_equals_the_models_metadata(tmp_path: Path) -> None:
+    from_migrations = migrated(tmp_path / "migrated.db")
+    from_models = create_engine(f"sqlite:///{tmp_path / 'created.db'}")
+    Base.metadata.create_all(from_models)
+    try:
+        with from_migrations.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection),
+                                           Base.metadata)
+        assert differences == []
+        assert schema_of(from_migrations) == schema_of(from_models)
+        assert len(schema_of(from_models)["(triggers)"]) == 2
+    finally:
+        from_migrations.dispose()
+        from_models.dispose()
+
+
+def test_head_revision_constant_matches_the_script_directory(tmp_path: Path) -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+    engine = migrated(tmp_path / "migrated.db")
+    try:
+        assert current_revision(engine) == HEAD_REVISION
+    finally:
+        engine.dispose()
+
+
+def test_db_upgrade_creates_a_fresh_database_and_is_idempotent(
+    make_workspace: Callable[..., Workspace]
+) -> None:
+    workspace = make_workspace('[providers.uk]\nkind = "carbonintensity_uk"\n'
+                               '[regions.gb]\nprovider = "uk"\n')
+    assert not workspace.db_path.exists()
+    for _ in range(2):
+        result = workspace.cli("db", "upgrade")
+        assert result.returncode == 0, result.stderr
+        assert f"at revision {HEAD_REVISION}" in result.stdout
+    with sqlite3.connect(workspace.db_path) as connection:
+        tables = {row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (HEAD_REVISION,)]
+    assert set(Base.metadata.tables) <= tables
+
+
+def test_db_upgrade_creates_missing_parent_directories(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    workspace = make_workspace('[providers.uk]\nkind = "carbonintensity_uk"\n'
+                               '[regions.gb]\nprovider = "uk"\n')
+    nested = tmp_path / "new" / "dir" / "gridshift.db"
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(
+        text.replace(str(workspace.db_path), str(nested)), encoding="utf-8")
+    result = workspace.cli("db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert nested.is_file()
+
+
+def test_processes_starting_together_on_a_fresh_database_all_succeed(
+    make_workspace: Callable[..., Workspace]
+) -> None:
+    """The first start of a daemon and a few CLI commands at once must not race on
+    creating the schema (the loser would see "table already exists")."""
+    workspace = make_workspace('[providers.uk]\nkind = "carbonintensity_uk"\n'
+                               '[regions.gb]\nprovider = "uk"\n')
+    processes = [workspace.popen("db", "upgrade", stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE) for _ in range(4)]
+    outcomes = [(p.wait(120), p.stderr.read() if p.stderr else "") for p in processes]
+    for process in processes:
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert outcomes == [(0, "")] * 4

@@ -1,0 +1,172 @@
+"""``gridshift report`` through the real CLI: totals checked against numbers worked out by
+hand, per-signal totals that never mix, CSV, the PNG and the self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from scheduler.report import FIGURE_WIDTH_PX, PANEL_HEIGHT_PX
+from scheduler.store import PointRecord
+from tests.conftest import Workspace, hourly, write_csv
+from tests.test_accounting import HOUR, T10, finished_job
+
+
+@pytest.fixture
+def workspace(make_workspace: Callable[..., Workspace], tmp_path: Path) -> Workspace:
+    """Region north (average signal, lifecycle basis) and south (marginal), four jobs."""
+    north = write_csv(tmp_path / "north.csv", hourly(T10 - HOUR, [300, 280, 290, 100, 120]))
+    south = write_csv(tmp_path / "south.csv", hourly(T10 - HOUR, [700, 600, 650, 500, 550]))
+    workspace = make_workspace(
+        f'[providers.north]\nkind = "csv"\npath = "{north}"\nbasis = "lifecycle"\n'
+        f'[providers.south]\nkind = "csv"\npath = "{south}"\nsignal = "marginal"\n'
+        '[regions.north]\nprovider = "north"\nzone = "north"\n'
+        '[regions.south]\nprovider = "south"\nzone = "south"\n')
+    store = workspace.store()
+    reviewed = {"actuals_state": "done", "intensity_estimated": False}
+    a = finished_job(store, planned_start=T10 + HOUR, planned_intensity=280.0,
+                     started=T10 + HOUR, ended=T10 + 2 * HOUR, energy_kwh=0.4)
+    store.update_job_fields(a, actual_intensity=250.0, run_now_actual_intensity=500.0,
+                            planned_window_actual_intensity=300.0, **reviewed)
+    b = finished_job(store, planned_start=T10 + 2 * HOUR, planned_intensity=100.0,
+                     started=T10 + 2 * HOUR, ended=T10 + 4 * HOUR, energy_kwh=1.5,
+                     duration=2 * HOUR, power_watts=1000.0)
+    store.update_job_fields(b, actual_intensity=120.0, run_now_actual_intensity=90.0,
+                            planned_window_actual_intensity=110.0, deadline_missed=True,
+                            **reviewed)
+    finished_job(store, planned_start=T10 + 3 * HOUR, planned_intensity=150.0,
+                 started=T10 + 3 * HOUR, ended=T10 + 4 * HOUR, energy_kwh=0.2,
+                 power_watts=200.0)  # no actuals yet
+    d = finished_job(store, region="south", planned_start=T10 + 2 * HOUR,
+                     planned_intensity=600.0, started=T10 + 2 * HOUR, ended=T10 + 3 * HOUR,
+                     energy_kwh=0.25, power_watts=300.0)
+    store.update_job_fields(d, actual_intensity=500.0, run_now_actual_intensity=700.0,
+                            planned_window_actual_intensity=650.0, signal="marginal",
+                            **reviewed)
+    for name, forecast, actual in (("north", [300, 280, 290, 100, 120], [310, 260, 300, 110]),
+                                   ("south", [700, 600, 650, 500, 550], [690, 640, 650, 520])):
+        store.add_points(name, name, [PointRecord(s, e, v) for s, e, v in
+                                      hourly(T10 - HOUR, forecast)], T10 - HOUR)
+        store.add_points(name, name, [PointRecord(s, e, v, kind="actual") for s, e, v in
+                                      hourly(T10, actual)], T10 + 5 * HOUR)
+    store.close()
+    return workspace
+
+
+def test_json_totals_match_hand_computed_numbers(workspace: Workspace) -> None:
+    result = workspace.cli("report", "--json")
+    assert result.returncode == 0, result.stderr
+    document = result.json()
+    assert [job["name"] for job in document["jobs"]] == ["train"] * 4
+    north, south = document["totals"]["average"], document["totals"]["marginal"]
+    assert set(north) == {"jobs", "energy_kwh", "scheduled_emissions_g", "actual_emissions_g",
+                          "run_now_emissions_g", "saved_g", "saved_pct", "forecast_mae",
+                          "deadline_misses", "awaiting_actuals"}
+    # average: A 0.4 kWh at 250 (run now 500), B 1.5 kWh at 120 (run now 90), C no actuals.
+    assert north["jobs"] == 3
+    assert north["energy_kwh"] == pytest.approx(0.4 + 1.5 + 0.2)
+    assert north["scheduled_emissions_g"] == pytest.approx(280 * 0.5 + 100 * 2.0 + 150 * 0.2)
+    assert north["actual_emissions_g"] == pytest.approx(100 + 180)
+    assert north["run_now_emissions_g"] == pytest.approx(200 + 135)
+    assert north["saved_g"] == pytest.approx((200 - 100) + (135 - 180))
+    assert north["saved_pct"] == pytest.approx(100 * 55 / 335)
+    assert north["forecast_mae"] == pytest.approx((20 + 10) / 2)
+    assert (north["deadline_misses"], north["awaiting_actuals"]) == (1, 1)
+    # marginal, kept apart: D 0.25 kWh at 500 (run now 700).
+    assert south["jobs"] == 1
+    assert south["actual_emissions_g"] == pytest.approx(125)
+    assert south["saved_g"] == pytest.approx(50)
+    assert south["saved_pct"] == pytest.approx(100 * 50 / 175)
+    assert south["forecast_mae"] == pytest.approx(50)
+
+
+def test_filters_by_region_and_start_time(workspace: Workspace) -> None:
+    only_south = workspace.cli("report", "--json", "--region", "south").json()
+    assert list(only_south["totals"]) == ["marginal"]
+    assert [j["run_region"] for j in only_south["jobs"]] == ["south"]
+    window = workspace.cli("report", "--json", "--since", (T10 + 2 * HOUR).isoformat(),
+                           "--until", (T10 + 3 * HOUR).isoformat()).json()
+    assert sorted(j["started_at"] for j in window["jobs"]) == [(T10 + 2 * HOUR).isoformat()] * 2
+
+
+def test_human_output_names_signal_and_basis(workspace: Workspace) -> None:
+    result = workspace.cli("report")
+    assert result.returncode == 0, result.stderr
+    assert "Totals, average intensity signal (lifecycle basis)" in result.stdout
+    assert "Totals, marginal intensity signal (not stated basis)" in result.stdout
+    assert re.search(r"saved\s+55 g \(16\.4%\)", result.stdout)
+
+
+def test_csv_has_one_row_per_job_with_the_json_columns(workspace: Workspace) -> None:
+    as_json = workspace.cli("report", "--json").json()
+    result = workspace.cli("report", "--csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 4
+    assert list(rows[0]) == list(as_json["jobs"][0])
+    assert [float(r["actual_emissions_g"] or "nan") for r in rows[:2]] == pytest.approx(
+        [100.0, 180.0])
+    empty = workspace.cli("report", "--csv", "--since", (T10 + 30 * HOUR).isoformat())
+    assert empty.stdout.splitlines() == [",".join(rows[0])]
+
+
+def test_plot_png_has_one_panel_per_region_and_the_bar_chart(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    target = tmp_path / "emissions.png"
+    result = workspace.cli("report", "--plot", str(target))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {target}" in result.stderr
+    with Image.open(target) as image:
+        assert image.format == "PNG"
+        assert image.size == (FIGURE_WIDTH_PX, PANEL_HEIGHT_PX * 3)  # north, south, bars
+
+
+def test_html_is_self_contained_with_table_and_images(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    target = tmp_path / "report.html"
+    result = workspace.cli("report", "--html", str(target))
+    assert result.returncode == 0, result.stderr
+    page = target.read_text(encoding="utf-8")
+    assert "<table>" in page and "<th>actual g</th>" in page
+    assert "average intensity signal" in page and "marginal intensity signal" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 3
+    with Image.open(io.BytesIO(base64.b64decode(images[0]))) as image:
+        assert image.size == (FIGURE_WIDTH_PX, PANEL_HEIGHT_PX)
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+
+
+def test_bad_input_exits_2_and_writes_nothing(workspace: Workspace, tmp_path: Path) -> None:
+    both = workspace.cli("report", "--json", "--csv")
+    assert both.returncode == 2 and "not both" in both.stderr and both.stdout == ""
+    missing_dir = tmp_path / "nowhere" / "chart.png"
+    nowhere = workspace.cli("report", "--plot", str(missing_dir))
+    assert nowhere.returncode == 2 and not missing_dir.parent.exists()
+    unknown = workspace.cli("report", "--region", "mars")
+    assert unknown.returncode == 2 and "unknown region 'mars'" in unknown.stderr
+    backwards = workspace.cli("report", "--since", "+1h", "--until", "+1m")
+    assert backwards.returncode == 2
+
+
+def test_period_bounds_are_start_times(workspace: Workspace) -> None:
+    late = workspace.cli("report", "--json", "--since",
+                         (T10 + timedelta(hours=2, minutes=1)).isoformat()).json()
+    assert len(late["jobs"]) == 1  # only the job that started at 13:00
+
+
+def test_report_job_objects_are_those_of_show_json(workspace: Workspace) -> None:
+    jobs = workspace.cli("report", "--json").json()["jobs"]
+    for job in jobs:
+        shown = workspace.cli("show", str(job["id"]), "--json").json()
+        del shown["events"]
+        assert list(job.items()) == list(shown.items())

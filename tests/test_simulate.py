@@ -1,0 +1,406 @@
+"""The simulator in-process: hand-computed scenarios, workloads, readers and properties."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.errors import BadInput
+from scheduler.simulate.engine import Run, simulate
+from scheduler.simulate.results import rows, run_emissions, totals_by_group
+from scheduler.simulate.scenario import ForecastChoice, Scenario, run
+from scheduler.simulate.series import (
+    ForecastArchive,
+    KnownSeries,
+    Series,
+    noisy_copy,
+    read_actuals,
+    read_forecasts,
+)
+from scheduler.simulate.workloads import (
+    SimJob,
+    WorkloadOptions,
+    check_jobs,
+    generate,
+    ml_workday_deadline,
+    read_jobs,
+)
+
+H = 3600.0
+T0 = datetime(2023, 3, 6, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
+
+
+def hourly(values: Sequence[float], start: float = T0) -> Series:
+    starts = start + H * np.arange(len(values), dtype=np.float64)
+    return Series(starts, starts + H, np.asarray(values, dtype=np.float64))
+
+
+def job(job_id: int, submit_h: float, duration_h: float, deadline_h: float,
+        regions: tuple[str, ...] = ("GB",), power_w: float = 1000.0) -> SimJob:
+    return SimJob(job_id, T0 + submit_h * H, duration_h * H, T0 + deadline_h * H, regions,
+                  power_w)
+
+
+def grams(policy: str, jobs: Sequence[SimJob], actuals: dict[str, Series],
+          forecasts: KnownSeries | ForecastArchive | None = None,
+          slots: int | None = None) -> float:
+    runs = simulate(policy, jobs, actuals, forecasts or KnownSeries(actuals), slots)
+    return float(np.sum(run_emissions(runs, actuals)))
+
+
+def starts_h(runs: Sequence[Run]) -> dict[int, float]:
+    return {r.job.job_id: (r.start - T0) / H for r in runs}
+
+
+# Hand-computed scenarios ------------------------------------------------------------------
+
+
+def test_each_policy_on_a_four_hour_day() -> None:
+    actuals = {"GB": hourly([100, 50, 10, 80])}
+    jobs = [job(1, 0, 1, 4)]  # 1 kW for one hour, anywhere in the four hours
+    assert grams("now", jobs, actuals) == pytest.approx(100.0)
+    assert grams("once", jobs, actuals) == pytest.approx(10.0)
+    assert grams("gridshift", jobs, actuals) == pytest.approx(10.0)
+    assert grams("oracle", jobs, actuals) == pytest.approx(10.0)
+
+    result = run(Scenario(actuals, [jobs], ForecastChoice(), ["now", "gridshift", "oracle"]))
+    by_policy = {r.policy: r for r in result}
+    assert by_policy["gridshift"].saving_pct == pytest.approx(90.0)
+    assert by_policy["gridshift"].oracle_share_pct == pytest.approx(100.0)
+    assert by_policy["gridshift"].mean_delay_s == pytest.approx(2 * H)
+    assert by_policy["now"].energy_kwh == pytest.approx(1.0)
+    assert by_policy["now"].mean_intensity == pytest.approx(100.0)
+
+
+def test_emissions_weigh_each_interval_by_its_overlap() -> None:
+    actuals = {"GB": hourly([100, 50, 10, 80])}
+    # 2 kW from 00:30 to 02:00: 0.5 h at 100 and 1 h at 50 -> 2 x (50 + 50) = 200 g.
+    jobs = [job(1, 0.5, 1.5, 2.0, power_w=2000)]
+    assert grams("now", jobs, actuals) == pytest.approx(200.0)
+    assert grams("oracle", jobs, actuals) == pytest.approx(200.0)  # no slack: same window
+
+
+def test_once_plans_with_the_vintage_known_at_submission_gridshift_replans() -> None:
+    actuals = {"GB": hourly([100, 90, 60, 20])}
+    archive = _archive([
+        (T0 - H, 0, [100, 90, 30, 70]),  # believes 02:00 is cleanest
+        (T0 + H, 1, [90, 60, 20]),       # issued after the submission: 03:00 is
+    ])
+    jobs = [job(1, 10 / 60, 1, 4)]
+    once = simulate("once", jobs, actuals, archive)
+    assert starts_h(once) == {1: 2.0}
+    assert grams("once", jobs, actuals, archive) == pytest.approx(60.0)
+    gridshift = simulate("gridshift", jobs, actuals, archive)
+    assert starts_h(gridshift) == {1: 3.0}
+    assert grams("gridshift", jobs, actuals, archive) == pytest.approx(20.0)
+
+
+def test_a_vintage_is_invisible_before_it_is_issued() -> None:
+    archive = _archive([(T0 - H, 0, [100, 90, 30, 70]), (T0 + H, 1, [90, 60, 20])])
+    before = archive.view("GB", T0 + 0.5 * H, T0 + 4 * H)
+    assert list(before.values) == [100, 90, 30, 70]
+    after = archive.view("GB", T0 + H, T0 + 4 * H)
+    assert list(after.starts) == [T0 + H, T0 + 2 * H, T0 + 3 * H]
+    assert list(after.values) == [90, 60, 20]
+
+
+def test_no_forecast_yet_means_starting_at_submission() -> None:
+    actuals = {"GB": hourly([100, 90, 10, 20])}
+    archive = _archive([(T0 + 2 * H, 2, [10, 20])])  # nothing known at 00:00
+    assert starts_h(simulate("once", [job(1, 0, 1, 4)], actuals, archive)) == {1: 0.0}
+
+
+def test_now_waits_for_a_free_slot_and_goes_over_capacity_at_the_latest_start() -> None:
+    actuals = {"GB": hourly([100] * 6)}
+    jobs = [job(1, 0, 1, 5), job(2, 0, 1, 5), job(3, 0, 1, 1)]
+    runs = simulate("now", jobs, actuals, KnownSeries(actuals), slots=1)
+    # Job 2 waits for job 1's slot; job 3 has no slack, so it starts at once, over capacity.
+    assert starts_h(runs) == {1: 0.0, 2: 1.0, 3: 0.0}
+    assert totals_by_group(runs, actuals)["GB"].deadline_misses == 0
+
+
+def test_capacity_gives_the_cleanest_hour_to_the_least_slack() -> None:
+    actuals = {"GB": hourly([100, 10, 20, 100, 100])}
+    jobs = [job(1, 0, 1, 5), job(2, 0, 1, 3)]
+    for policy in ("once", "gridshift", "oracle"):
+        runs = simulate(policy, jobs, actuals, KnownSeries(actuals), slots=1)
+        assert starts_h(runs) == {1: 2.0, 2: 1.0}, policy
+    unlimited = simulate("gridshift", jobs, actuals, KnownSeries(actuals))
+    assert starts_h(unlimited) == {1: 1.0, 2: 1.0}
+
+
+def test_a_job_with_no_room_waits_then_starts_at_its_latest_start() -> None:
+    # Job 1 holds the only slot from 00:00 to 03:00; job 2 must start by 02:00. The planner
+    # finds no window with room, keeps job 2 at its cleanest hour (00:00) and the
+    # dispatcher holds it until its latest start, then runs it over capacity.
+    actuals = {"GB": hourly([10, 10, 50, 30, 90, 90])}
+    jobs = [job(1, 0, 3, 3), job(2, 0, 1, 3)]
+    for policy in ("once", "gridshift"):
+        runs = simulate(policy, jobs, actuals, KnownSeries(actuals), slots=1)
+        assert starts_h(runs) == {1: 0.0, 2: 2.0}, policy
+        assert totals_by_group(runs, actuals)["GB"].deadline_misses == 0
+
+
+def test_a_job_that_cannot_make_its_deadline_counts_as_missed_by_every_policy() -> None:
+    actuals = {"GB": hourly([100, 10, 10])}
+    jobs = [job(1, 0, 2, 1)]
+    for policy in ("now", "once", "gridshift", "oracle"):
+        runs = simulate(policy, jobs, actuals, KnownSeries(actuals))
+        assert starts_h(runs) == {1: 0.0}
+        assert totals_by_group(runs, actuals)["GB"].deadline_misses == 1
+
+
+def test_moving_between_regions_counts_under_all_and_now_runs_at_home() -> None:
+    actuals = {"GB": hourly([100, 100]), "FR": hourly([20, 40])}
+    jobs = [job(1, 0, 1, 2, regions=("GB", "FR"))]
+    assert grams("now", jobs, actuals) == pytest.approx(100.0)
+    runs = simulate("gridshift", jobs, actuals, KnownSeries(actuals))
+    assert [(r.region, (r.start - T0) / H) for r in runs] == [("FR", 0.0)]
+    assert list(totals_by_group(runs, actuals)) == ["all"]
+
+
+def test_repeats_average_the_noise_seeds() -> None:
+    actuals = {"GB": hourly([100, 80, 60, 90, 95, 70, 85, 75] * 3)}
+    jobs = [job(i, i, 1, i + 6) for i in range(1, 12)]
+    single = [run(Scenario(actuals, [jobs], ForecastChoice(None, 0.3, seed, 1), ["once"]))[0]
+              for seed in (7, 8, 9)]
+    averaged = run(Scenario(actuals, [jobs], ForecastChoice(None, 0.3, 7, 3), ["once"]))[0]
+    assert averaged.emissions_g == pytest.approx(np.mean([r.emissions_g for r in single]))
+    assert len({round(r.emissions_g, 6) for r in single}) > 1  # the seeds do differ
+
+
+def test_noise_is_seeded_and_scaled_to_the_region_mean() -> None:
+    actuals = {"GB": hourly([200.0] * 2000)}
+    first = noisy_copy(actuals, 0.1, 3).series["GB"].values
+    again = noisy_copy(actuals, 0.1, 3).series["GB"].values
+    other = noisy_copy(actuals, 0.1, 4).series["GB"].values
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert np.std(first - 200.0) == pytest.approx(20.0, rel=0.1)
+
+
+def _archive(vintages: list[tuple[float, int, list[float]]]) -> ForecastArchive:
+    issued, starts, values = [], [], []
+    for issued_at, first_hour, points in vintages:
+        for k, value in enumerate(points):
+            issued.append(issued_at)
+            starts.append(T0 + (first_hour + k) * H)
+            values.append(value)
+    s = np.array(starts)
+    return ForecastArchive.from_rows({"GB": (np.array(issued), s, s + H,
+                                             np.array(values, dtype=np.float64))})
+
+
+# Workloads --------------------------------------------------------------------------------
+
+
+def _at(day: int, hour: int, minute: int = 0) -> float:
+    return datetime(2023, 3, day, hour, minute, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(("submit", "hours", "deadline"), [
+    (_at(6, 10), 4, _at(6, 14)),      # Monday: finishes inside workday hours, no slack
+    (_at(9, 13), 4, _at(9, 17)),      # Thursday: 17:00 sharp still counts as inside
+    (_at(6, 15), 4, _at(7, 9)),       # Monday 19:00 -> Tuesday 09:00
+    (_at(10, 15), 4, _at(13, 9)),     # Friday 19:00 -> Monday 09:00
+    (_at(6, 10), 90, _at(10, 9)),     # Friday 04:00 -> Friday 09:00
+    (_at(10, 16, 30), 48, _at(13, 9)),  # Sunday 16:30 -> Monday 09:00
+])
+def test_ml_workday_deadline(submit: float, hours: float, deadline: float) -> None:
+    assert ml_workday_deadline(submit, hours * H) == deadline
+
+
+def test_ml_workday_jobs_follow_the_scenario() -> None:
+    actuals = {"GB": hourly([100.0] * 24 * 28), "FR": hourly([50.0] * 24 * 28)}
+    options = WorkloadOptions(count=200, seed=5)
+    jobs = generate("ml-workday", ["GB", "FR"], actuals, "region", options)
+    assert len(jobs) == 400
+    assert {j.regions for j in jobs} == {("GB",), ("FR",)}
+    in_gb = sorted((j.submit, j.duration_s) for j in jobs if j.regions == ("GB",))
+    assert in_gb == sorted((j.submit, j.duration_s) for j in jobs if j.regions == ("FR",))
+    for item in jobs:
+        submitted = datetime.fromtimestamp(item.submit, UTC)
+        assert submitted.weekday() < 5 and 9 <= submitted.hour < 17
+        assert 4 * H <= item.duration_s <= 90 * H and item.duration_s % 1800 == 0
+        assert item.deadline == ml_workday_deadline(item.submit, item.duration_s)
+    check_jobs(jobs, actuals)  # every window lies inside the actuals
+    assert generate("ml-workday", ["GB", "FR"], actuals, "region", options) == jobs
+    reseeded = generate("ml-workday", ["GB", "FR"], actuals, "region",
+                        WorkloadOptions(count=200, seed=6))
+    assert reseeded != jobs
+    moving = generate("ml-workday", ["GB", "FR"], actuals, "all", options)
+    assert len(moving) == 200 and {len(j.regions) for j in moving} == {2}
+    assert {j.regions[0] for j in moving} == {"GB", "FR"}  # home regions vary
+
+
+def test_nightly_jobs_may_move_the_window_either_way() -> None:
+    actuals = {"GB": hourly([100.0] * 24 * 5)}
+    jobs = generate("nightly", ["GB"], actuals, "region", WorkloadOptions(window_s=2 * H))
+    # Day one's 01:00 window starts before the data: four full windows remain.
+    assert [(j.usual_start - T0) / H for j in jobs if j.usual_start] == [25, 49, 73, 97]
+    assert all(j.submit == j.baseline_start - 2 * H for j in jobs)
+    assert all(j.deadline == j.baseline_start + 2.5 * H for j in jobs)
+    assert starts_h(simulate("now", jobs[:1], actuals, KnownSeries(actuals))) == {1: 25.0}
+
+
+def test_unknown_workload_is_bad_input() -> None:
+    with pytest.raises(BadInput, match="unknown workload"):
+        generate("weekly", ["GB"], {"GB": hourly([1.0] * 48)}, "region", WorkloadOptions())
+
+
+# Readers ----------------------------------------------------------------------------------
+
+
+def test_the_three_actuals_forms_read_alike(tmp_path: Path) -> None:
+    (tmp_path / "em").mkdir()
+    (tmp_path / "em" / "GB.csv").write_text(
+        "Datetime (UTC),Zone Id,Carbon Intensity gCO₂eq/kWh (LCA)\n"
+        "2023-03-06 00:00:00,GB,100\n2023-03-06 01:00:00,GB,\n2023-03-06 02:00:00,GB,30\n",
+        encoding="utf-8")
+    (tmp_path / "intervals.csv").write_text(
+        "start,end,gco2_per_kwh\n2023-03-06T00:00:00Z,2023-03-06T01:00:00Z,100\n"
+        "2023-03-06T02:00:00+00:00,2023-03-06T03:00:00+00:00,30\n", encoding="utf-8")
+    (tmp_path / "points.csv").write_text(
+        "time,value\n2023-03-06T02:00Z,30\n2023-03-06T00:00Z,100\n2023-03-06T01:00Z,\n",
+        encoding="utf-8")
+    forms = [read_actuals(tmp_path / "em")["GB"], read_actuals(tmp_path / "intervals.csv")[
+        "intervals"], read_actuals(tmp_path / "points.csv")["points"]]
+    for series in forms:  # 01:00-02:00 has no data in each
+        assert list(series.starts) == [T0, T0 + 2 * H]
+        assert list(series.ends) == [T0 + H, T0 + 3 * H]
+        assert list(series.values) == [100, 30]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("when,what\n1,2\n", "unknown columns"),
+    ("time,value\n2023-03-06T00:00Z,1\n2023-03-06T00:00Z,2\n", "appears twice"),
+    ("time,value\nyesterday,1\ntoday,2\n", "bad timestamp"),
+    ("time,value\n2023-03-06T00:00Z,lots\n2023-03-06T01:00Z,2\n", "not a number"),
+    ("start,end,gco2_per_kwh\n2023-03-06T00:00Z,2023-03-06T02:00Z,1\n"
+     "2023-03-06T01:00Z,2023-03-06T03:00Z,2\n", "overlap"),
+])
+def test_bad_actuals_are_bad_input(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "GB.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(BadInput, match=message):
+        read_actuals(path)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("1,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,GB", "missing column(s) power_w"),
+    ("1,2023-03-06T00:00Z,2 hours,2023-03-06T04:00Z,GB,100", "bad duration"),
+    ("1,2023-03-06T04:00Z,2h,2023-03-06T04:00Z,GB,100", "deadline is not after"),
+    ("1,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,,100", "no regions"),
+    ("1,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,GB,0", "power_w must be above zero"),
+])
+def test_bad_jobs_files_are_bad_input(tmp_path: Path, row: str, message: str) -> None:
+    header = "id,submit_time,duration,deadline,regions" + ("" if "missing" in message
+                                                          else ",power_w")
+    path = tmp_path / "jobs.csv"
+    path.write_text(f"{header}\n{row}\n", encoding="utf-8")
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_jobs(path)
+
+
+def test_jobs_must_name_known_regions_covered_by_the_actuals() -> None:
+    actuals = {"GB": hourly([100.0] * 4)}
+    with pytest.raises(BadInput, match="unknown region 'FR'"):
+        check_jobs([job(1, 0, 1, 4, regions=("FR",))], actuals)
+    with pytest.raises(BadInput, match="do not cover"):
+        check_jobs([job(1, 2, 3, 5)], actuals)
+
+
+def test_forecast_rows_without_region_belong_to_the_only_region(tmp_path: Path) -> None:
+    path = tmp_path / "vintages.csv"
+    path.write_text("issued_at,start,end,gco2_per_kwh\n"
+                    "2023-03-06T00:00Z,2023-03-06T01:00Z,2023-03-06T02:00Z,40\n"
+                    "2023-03-06T00:30Z,2023-03-06T01:00Z,2023-03-06T02:00Z,45\n",
+                    encoding="utf-8")
+    archive = read_forecasts(path, ["GB"])
+    assert list(archive.issue_times()) == [T0, T0 + 0.5 * H]
+    assert list(archive.view("GB", T0 + 0.25 * H, T0 + 3 * H).values) == [40]
+    assert list(archive.view("GB", T0 + 0.5 * H, T0 + 3 * H).values) == [45]
+
+
+# Properties -------------------------------------------------------------------------------
+
+levels = st.integers(0, 20).map(lambda k: 25.0 * k)  # coarse values: ties happen
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[dict[str, Series], list[SimJob]]:
+    hours = draw(st.integers(12, 36))
+    names = ["A", "B"][: draw(st.integers(1, 2))]
+    actuals = {name: hourly(draw(st.lists(levels, min_size=hours, max_size=hours)))
+               for name in names}
+    jobs = []
+    for job_id in range(1, draw(st.integers(1, 6)) + 1):
+        submit = draw(st.integers(0, (hours - 7) * 6)) * 600.0
+        duration = draw(st.integers(1, 12)) * 1800.0
+        slack = draw(st.integers(0, 12)) * 1800.0
+        deadline = min(submit + duration + slack, (hours - 0.5) * H)
+        if deadline < submit + duration:
+            deadline = submit + duration
+        regions = tuple(draw(st.permutations(names))[: draw(st.integers(1, len(names)))])
+        jobs.append(SimJob(job_id, T0 + submit, duration, T0 + deadline, regions, 1000.0))
+    return actuals, jobs
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios(), st.floats(0.0, 0.5), st.integers(0, 1000))
+def test_oracle_is_never_beaten(case: tuple[dict[str, Series], list[SimJob]],
+                                error: float, seed: int) -> None:
+    actuals, jobs = case
+    forecast = noisy_copy(actuals, error, seed)
+    best = grams("oracle", jobs, actuals, forecast)  # oracle ignores it: it sees actuals
+    for policy in ("now", "once", "gridshift"):
+        assert best <= grams(policy, jobs, actuals, forecast) + 1e-6 * max(best, 1.0), policy
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+def test_with_perfect_forecasts_and_no_capacity_limit_gridshift_is_the_oracle(
+    case: tuple[dict[str, Series], list[SimJob]],
+) -> None:
+    actuals, jobs = case
+    perfect = noisy_copy(actuals, 0.0, 1)
+    gridshift = simulate("gridshift", jobs, actuals, perfect)
+    oracle = simulate("oracle", jobs, actuals, perfect)
+    assert sorted((r.job.job_id, r.region, r.start) for r in gridshift) == \
+        sorted((r.job.job_id, r.region, r.start) for r in oracle)
+    assert np.sum(run_emissions(gridshift, actuals)) == pytest.approx(
+        np.sum(run_emissions(oracle, actuals)))
+
+
+def test_rows_compare_against_now_and_oracle() -> None:
+    actuals = {"GB": hourly([100, 50, 10, 80])}
+    jobs = [job(1, 0, 1, 4), job(2, 0, 1, 2)]
+    per_policy = {p: totals_by_group(simulate(p, jobs, actuals, KnownSeries(actuals)), actuals)
+                  for p in ("now", "oracle")}
+    result = rows(per_policy, ["now", "oracle"])
+    # now: 100 + 100 = 200 g; oracle: 10 (02:00) + 50 (01:00) = 60 g.
+    assert [(r.policy, r.emissions_g) for r in result] == [("now", 200.0), ("oracle", 60.0)]
+    assert result[1].saving_pct == pytest.approx(70.0)
+    assert result[0].oracle_share_pct == pytest.approx(0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(scenarios(), st.integers(1, 2), st.sampled_from(["now", "once", "gridshift", "oracle"]))
+def test_a_region_runs_more_than_its_slots_only_to_keep_a_deadline(
+    case: tuple[dict[str, Series], list[SimJob]], slots: int, policy: str,
+) -> None:
+    actuals, jobs = case
+    runs = simulate(policy, jobs, actuals, noisy_copy(actuals, 0.2, 1), slots)
+    assert sorted(r.job.job_id for r in runs) == sorted(j.job_id for j in jobs)
+    for index, current in enumerate(runs):  # runs come in the order they started
+        assert current.start >= current.job.submit
+        busy = sum(1 for other in runs[:index]
+                   if other.region == current.region and other.end > current.start)
+        if busy >= slots:
+            assert current.start >= current.job.latest_start - 1e-6
