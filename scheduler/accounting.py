@@ -23,7 +23,7 @@ intensity changes every view at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -91,6 +91,34 @@ def emissions_from(power_watts: float, duration_s: float, planned_intensity: flo
 
 def _times(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a * b
+
+
+class EmissionColumns(NamedTuple):
+    """``emissions_from`` over many jobs: one list per quantity, one value per job."""
+
+    scheduled_g: list[float | None]
+    actual_g: list[float | None]
+    run_now_g: list[float | None]
+    saved_g: list[float | None]
+
+
+def emission_columns(power_watts: Sequence[float], duration_s: Sequence[float],
+                     planned_intensity: Sequence[float | None],
+                     energy_kwh: Sequence[float | None],
+                     actual_intensity: Sequence[float | None],
+                     run_now_actual_intensity: Sequence[float | None]) -> EmissionColumns:
+    """The same numbers as ``emissions_from``, bit for bit (same operations in the same
+    order), computed a column at a time: reports over 100,000 jobs."""
+    scheduled = [None if intensity is None else intensity * (power * seconds / JOULES_PER_KWH)
+                 for power, seconds, intensity in zip(power_watts, duration_s,
+                                                      planned_intensity, strict=True)]
+    actual = [None if energy is None or intensity is None else energy * intensity
+              for energy, intensity in zip(energy_kwh, actual_intensity, strict=True)]
+    run_now = [None if energy is None or intensity is None else energy * intensity
+               for energy, intensity in zip(energy_kwh, run_now_actual_intensity, strict=True)]
+    saved = [None if ran is None or now is None else now - ran
+             for ran, now in zip(actual, run_now, strict=True)]
+    return EmissionColumns(scheduled, actual, run_now, saved)
 
 
 # Backfill -----------------------------------------------------------------------------------

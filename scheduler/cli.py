@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from scheduler import render, submitpath
+from scheduler import render
 from scheduler.config import Config, load_config
 from scheduler.errors import EXIT_FAILURE, BadInput, GridshiftError, StateConflict
 from scheduler.simulate.cli import simulate_app
@@ -33,6 +33,7 @@ from scheduler.timespec import (
 )
 
 if TYPE_CHECKING:  # SQLAlchemy stays off `submit`'s start-up path (scheduler/submitpath.py)
+    from scheduler import submitpath
     from scheduler.store import Store
 
 app = typer.Typer(
@@ -178,6 +179,8 @@ def submit(
     config = _config()
     regions = _regions(config, region)
 
+    from scheduler import submitpath  # loads numpy for the planner: only where needed
+
     spec = submitpath.JobSpec(
         name=name or Path(argv[0]).name,
         argv=argv,
@@ -206,6 +209,8 @@ def submit(
 def _submit(config: Config, spec: submitpath.JobSpec, now: datetime) -> Any:
     """Store and plan the job: through submitpath (sqlite3, fast) where the database is at
     the head revision, else through the Store, which creates or migrates it first."""
+    from scheduler import submitpath
+
     connection = submitpath.connect(config.database_url)
     if connection is not None:
         with closing(connection):
@@ -500,7 +505,8 @@ def report(
     from scheduler import report as reporting
 
     store = _store(config)
-    built = reporting.build(store, config, start, end, regions)
+    built = reporting.build(store, config, start, end, regions, table_only=not (
+        json_output or csv_output or outputs))
     if plot:
         reporting.write_file(Path(plot), reporting.plot_png(built, store, config))
     if html_file:

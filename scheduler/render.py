@@ -30,7 +30,7 @@ def job_json(job: Job | JobRow) -> dict[str, Any]:
     """The job object of every ``--json`` output (keys fixed by the CLI contract), from an
     ORM Job or the fast submit path's row (submitpath.JobRow).
 
-    ``gridshift report`` builds the same objects from plain rows (report.job_objects).
+    ``gridshift report`` builds the same objects from plain rows (report.job_columns).
     """
     document: dict[str, Any] = {}
     for name in JOB_FIELDS:

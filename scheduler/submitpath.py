@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+if "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ:
+    # numpy's OpenBLAS starts a busy-waiting thread per core when it loads: 50 ms or more
+    # of a 2-core machine's submit, for a planner that does no linear algebra. Set for the
+    # load only, so that nothing this process starts inherits it.
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
 
 from scheduler import planner
 from scheduler.config import Config

@@ -170,3 +170,23 @@ def test_report_job_objects_are_those_of_show_json(workspace: Workspace) -> None
         shown = workspace.cli("show", str(job["id"]), "--json").json()
         del shown["events"]
         assert list(job.items()) == list(shown.items())
+
+
+def test_text_needing_escapes_and_quotes_survives_json_and_csv(workspace: Workspace) -> None:
+    """Report output is encoded a column at a time; text that JSON must escape and CSV must
+    quote comes back as stored, and the job object still equals show --json's."""
+    tricky = 'fit "large", naïve\tv2\nsecond line \\ end'
+    first = workspace.cli("report", "--json").json()["jobs"][0]["id"]
+    store = workspace.store()
+    store.update_job_fields(first, name=tricky, energy_note=tricky, actual_intensity=None)
+    store.close()
+    jobs = workspace.cli("report", "--json").json()["jobs"]
+    job = next(j for j in jobs if j["id"] == first)
+    assert (job["name"], job["energy_note"], job["actual_emissions_g"]) == (tricky, tricky, None)
+    shown = workspace.cli("show", str(first), "--json").json()
+    del shown["events"]
+    assert list(job.items()) == list(shown.items())
+    rows = list(csv.DictReader(io.StringIO(workspace.cli("report", "--csv").stdout)))
+    row = next(r for r in rows if r["id"] == str(first))
+    assert (row["name"], row["energy_note"], row["actual_emissions_g"]) == (tricky, tricky, "")
+    assert len(rows) == len(jobs)
