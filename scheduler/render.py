@@ -89,7 +89,9 @@ def intensity(value: float | None) -> str:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output (grep, files) is not wrapped at rich's default 80 columns.
+    return Console(highlight=False, soft_wrap=False,
+                   width=None if sys.stdout.isatty() else 160)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
