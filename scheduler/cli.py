@@ -336,7 +336,8 @@ def plan(
             "options": [
                 {"region": o.region, "start": iso_utc(from_epoch(o.start)),
                  "end": iso_utc(from_epoch(o.end)), "intensity": o.intensity,
-                 "covered": o.covered}
+                 "covered": o.covered, "signal": preview.signal,
+                 "basis": preview.bases.get(o.region)}
                 for o in preview.options
             ],
             "run_now": {"region": preview.run_now_region,
@@ -346,9 +347,10 @@ def plan(
         return
     render.table(
         f"cleanest window per region ({preview.signal} intensity, gCO2eq/kWh)",
-        ("region", "start", "end", "g/kWh", "forecast"),
+        ("region", "start", "end", "g/kWh", "basis", "forecast"),
         [(o.region, format_local(from_epoch(o.start)), format_local(from_epoch(o.end)),
-          render.intensity(o.intensity), "covered" if o.covered else "missing")
+          render.intensity(o.intensity), preview.bases.get(o.region) or "unknown",
+          "covered" if o.covered else "missing")
          for o in preview.options],
     )
     saving = preview.saving_pct

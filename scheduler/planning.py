@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from scheduler import planner
@@ -149,6 +149,8 @@ class Preview:
     run_now_region: str
     run_now_intensity: float | None
     signal: str
+    # Per region: "lifecycle" or "direct" where the provider says, else None.
+    bases: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def saving_pct(self) -> float | None:
@@ -171,7 +173,8 @@ def preview(
     start = max(now, not_before)
     run_now, covered = planner.window_mean(forecasts[regions[0]].forecast, to_epoch(start),
                                            duration.total_seconds())
-    return Preview(now, options, regions[0], run_now if covered else None, signal)
+    bases = {r: f.series.basis or config.provider_for(r).basis for r, f in forecasts.items()}
+    return Preview(now, options, regions[0], run_now if covered else None, signal, bases)
 
 
 def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> PlanUpdate | None:

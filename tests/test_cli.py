@@ -198,6 +198,8 @@ def test_plan_json_is_a_dry_run_best_option_first(ws: tuple[Workspace, datetime]
     options = document["options"]
     assert [o["region"] for o in options] == ["a", "b"]
     assert {"region", "start", "end", "intensity"} <= set(options[0])
+    # Every number says which signal it is (csv regions are average, basis not declared).
+    assert [(o["signal"], o["basis"]) for o in options] == [("average", None)] * 2
     assert parse_utc(options[0]["start"]) == dip_start
     assert parse_utc(options[0]["end"]) == dip_start + 2 * HOUR
     assert [o["intensity"] for o in options] == [50.0, 200.0]
