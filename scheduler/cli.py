@@ -22,6 +22,7 @@ import typer
 from scheduler import render
 from scheduler.config import Config, load_config
 from scheduler.errors import EXIT_FAILURE, BadInput, GridshiftError, StateConflict
+from scheduler.jobspec import NewJob
 from scheduler.simulate.cli import simulate_app
 from scheduler.timespec import (
     format_duration,
@@ -33,7 +34,6 @@ from scheduler.timespec import (
 )
 
 if TYPE_CHECKING:  # SQLAlchemy stays off `submit`'s start-up path (scheduler/submitpath.py)
-    from scheduler import submitpath
     from scheduler.store import Store
 
 app = typer.Typer(
@@ -179,9 +179,7 @@ def submit(
     config = _config()
     regions = _regions(config, region)
 
-    from scheduler import submitpath  # loads numpy for the planner: only where needed
-
-    spec = submitpath.JobSpec(
+    spec = NewJob(
         name=name or Path(argv[0]).name,
         argv=argv,
         cwd=os.getcwd(),
@@ -206,21 +204,18 @@ def submit(
         render.message(f"note: {job.plan_note}")
 
 
-def _submit(config: Config, spec: submitpath.JobSpec, now: datetime) -> Any:
+def _submit(config: Config, spec: NewJob, now: datetime) -> Any:
     """Store and plan the job: through submitpath (sqlite3, fast) where the database is at
     the head revision, else through the Store, which creates or migrates it first."""
-    from scheduler import submitpath
+    from scheduler import submitpath  # loads numpy for the planner: only where needed
 
     connection = submitpath.connect(config.database_url)
     if connection is not None:
         with closing(connection):
             return submitpath.submit(connection, config, spec, now)
-    from dataclasses import asdict
-
     from scheduler import planning
-    from scheduler.store import NewJob
 
-    return planning.submit_job(_store(config), config, NewJob(**asdict(spec)), now)
+    return planning.submit_job(_store(config), config, spec, now)
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:

@@ -38,6 +38,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from scheduler.errors import GridshiftError, StateConflict, UnknownJob
+from scheduler.jobspec import NewJob
 from scheduler.models import (
     FINISHED,
     TRANSITIONS,
@@ -52,23 +53,7 @@ from scheduler.models import (
 )
 
 BUSY_TIMEOUT_S = 60
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """What `submit` knows about a job before it is stored."""
-
-    name: str
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    duration_s: int
-    not_before: datetime
-    deadline: datetime
-    regions: list[str]
-    power_watts: float
-    signal: str | None = None
-    run_now_intensity: float | None = None
+__all__ = ["NewJob", "PlanUpdate", "PointRecord", "Series", "Store"]
 
 
 @dataclass(frozen=True)

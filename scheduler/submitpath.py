@@ -39,6 +39,7 @@ if "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ:
 
 from scheduler import planner
 from scheduler.config import Config
+from scheduler.jobspec import NewJob
 from scheduler.migrate import HEAD_REVISION
 from scheduler.timespec import from_epoch, to_epoch
 
@@ -68,23 +69,6 @@ JOB_DEFAULTS: dict[str, Any] = {
     "planned_window_actual_intensity": None, "intensity_estimated": None,
     "actuals_state": None, "actuals_checked_at": None,
 }
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What `submit` knows about a job before it is stored (store.NewJob less the run-now
-    intensity, which is read from the forecasts)."""
-
-    name: str
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    duration_s: int
-    not_before: datetime
-    deadline: datetime
-    regions: list[str]
-    power_watts: float
-    signal: str | None = None
 
 
 class JobRow:
@@ -185,7 +169,7 @@ def _writing(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("COMMIT")
 
 
-def add_job(connection: sqlite3.Connection, spec: JobSpec, run_now_intensity: float | None,
+def add_job(connection: sqlite3.Connection, spec: NewJob, run_now_intensity: float | None,
             now: datetime) -> int:
     """Store.add_job: the job in state ``queued`` and its 'submitted' event; its id."""
     values: dict[str, Any] = {
@@ -320,7 +304,7 @@ def _save_plan(connection: sqlite3.Connection, job_id: int, region: str, start: 
         )
 
 
-def submit(connection: sqlite3.Connection, config: Config, spec: JobSpec,
+def submit(connection: sqlite3.Connection, config: Config, spec: NewJob,
            now: datetime) -> JobRow:
     """planning.submit_job without SQLAlchemy: store the job, plan it, return its row."""
     length = timedelta(seconds=spec.duration_s)

@@ -83,19 +83,19 @@ def twin(root: Path) -> Workspace:
 
 
 SPECS = {
-    "both regions, dip partly held": submitpath.JobSpec(
+    "both regions, dip partly held": NewJob(
         name="train", argv=["python", "train.py", "--lr", "3"], cwd="/srv",
         env={"B": "2", "A": "1"}, duration_s=7200, not_before=NOW, deadline=NOW + 24 * HOUR,
         regions=["a", "b"], power_watts=450.0, signal="average"),
-    "one region, not before +3h": submitpath.JobSpec(
+    "one region, not before +3h": NewJob(
         name="later", argv=["true"], cwd="/", env={}, duration_s=5400,
         not_before=NOW + 3 * HOUR, deadline=NOW + 12 * HOUR, regions=["b"],
         power_watts=300.0, signal="average"),
-    "half-hour slots of the newest vintage": submitpath.JobSpec(
+    "half-hour slots of the newest vintage": NewJob(
         name="short", argv=["true"], cwd="/", env={}, duration_s=1800,
         not_before=floor_hour(NOW) + 20 * HOUR, deadline=floor_hour(NOW) + 23 * HOUR,
         regions=["a"], power_watts=300.0, signal="average"),
-    "no forecast at all": submitpath.JobSpec(
+    "no forecast at all": NewJob(
         name="blind", argv=["true"], cwd="/", env={}, duration_s=3600, not_before=NOW,
         deadline=NOW + 6 * HOUR, regions=["empty"], power_watts=300.0, signal="average"),
 }
@@ -103,13 +103,13 @@ SPECS = {
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 def test_fast_path_stores_what_the_orm_path_stores(
-    tmp_path: Path, spec: submitpath.JobSpec
+    tmp_path: Path, spec: NewJob
 ) -> None:
     orm_side, fast_side = twin(tmp_path / "orm"), twin(tmp_path / "fast")
 
     store = orm_side.store()
     try:
-        through_orm = planning.submit_job(store, orm_side.config(), NewJob(**asdict(spec)), NOW)
+        through_orm = planning.submit_job(store, orm_side.config(), spec, NOW)
     finally:
         store.close()
     connection = submitpath.connect(fast_side.config().database_url)
