@@ -22,7 +22,7 @@ import typer
 from scheduler import render
 from scheduler.config import Config, load_config
 from scheduler.errors import EXIT_FAILURE, BadInput, GridshiftError, StateConflict
-from scheduler.jobspec import NewJob
+from scheduler.records import NewJob
 from scheduler.simulate.cli import simulate_app
 from scheduler.timespec import (
     format_duration,

@@ -16,7 +16,7 @@ import bisect
 import os
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from scheduler.errors import GridshiftError, StateConflict, UnknownJob
-from scheduler.jobspec import NewJob
 from scheduler.models import (
     FINISHED,
     TRANSITIONS,
@@ -51,6 +50,7 @@ from scheduler.models import (
     ProviderRefresh,
     UTCDateTime,
 )
+from scheduler.records import NewJob, Series
 
 BUSY_TIMEOUT_S = 60
 __all__ = ["NewJob", "PlanUpdate", "PointRecord", "Series", "Store"]
@@ -69,23 +69,6 @@ class PointRecord:
     basis: str | None = None  # lifecycle | direct, where the provider says
     estimated: bool = False
     vintage: datetime | None = None  # provider's issue time; None = fetch time
-
-
-@dataclass(frozen=True)
-class Series:
-    """A step function: value i holds over [starts[i], ends[i]); sorted, non-overlapping."""
-
-    starts: list[datetime]
-    ends: list[datetime]
-    values: list[float]
-    vintages: list[datetime]
-    estimated: list[bool] = field(default_factory=list)
-    signal: str | None = None
-    basis: str | None = None
-    units: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.starts)
 
 
 def sqlite_path(url: str) -> Path:

@@ -22,7 +22,6 @@ import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ if "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ:
 
 from scheduler import planner
 from scheduler.config import Config
-from scheduler.jobspec import NewJob
 from scheduler.migrate import HEAD_REVISION
+from scheduler.records import NewJob, Series
 from scheduler.timespec import from_epoch, to_epoch
 
 # Copies of constants that live in modules importing SQLAlchemy; tests check they agree.
@@ -82,20 +81,6 @@ class JobRow:
             return self.__dict__["_values"][name]
         except KeyError:
             raise AttributeError(name) from None
-
-
-@dataclass(frozen=True)
-class ForecastSlots:
-    """store.Series's fields: value i holds over [starts[i], ends[i])."""
-
-    starts: list[datetime]
-    ends: list[datetime]
-    values: list[float]
-    vintages: list[datetime]
-    estimated: list[bool] = field(default_factory=list)
-    signal: str | None = None
-    basis: str | None = None
-    units: str | None = None
 
 
 def stored_time(value: datetime) -> str:
@@ -203,7 +188,7 @@ def get_job(connection: sqlite3.Connection, job_id: int) -> JobRow:
 def forecast_slots(
     connection: sqlite3.Connection, provider: str, zone: str, start: datetime, end: datetime,
     kind: str = "forecast", issued_before: datetime | None = None,
-) -> ForecastSlots:
+) -> Series:
     """Store.series: the newest value per slot overlapping [start, end); where slots of
     different vintages overlap, the newer vintage wins."""
     query = (
@@ -232,7 +217,7 @@ def forecast_slots(
         starts.insert(index, slot_start)
         chosen.insert(index, row)
     first = chosen[0] if chosen else None
-    return ForecastSlots(
+    return Series(
         starts=[r[0] for r in chosen], ends=[r[1] for r in chosen],
         values=[r[2] for r in chosen], vintages=[r[3] for r in chosen],
         estimated=[r[4] for r in chosen],
@@ -241,13 +226,13 @@ def forecast_slots(
     )
 
 
-def _forecast(slots: ForecastSlots) -> planner.Forecast:
+def _forecast(slots: Series) -> planner.Forecast:
     return planner.Forecast.from_lists([to_epoch(s) for s in slots.starts],
                                        [to_epoch(e) for e in slots.ends], slots.values)
 
 
 def _load(connection: sqlite3.Connection, config: Config, region: str, start: datetime,
-          end: datetime) -> ForecastSlots:
+          end: datetime) -> Series:
     settings = config.region(region)
     return forecast_slots(connection, settings.provider, settings.zone, start, end)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -22,22 +22,11 @@ from scheduler import launcher
 from scheduler.models import Job, JobState
 from scheduler.store import Store
 from tests.conftest import Workspace, create_workspace, write_csv
+from tests.daemon_process import wait_for
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
 WAIT_S = 60.0
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_S) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Harness:
@@ -75,7 +64,7 @@ class Harness:
                     and beat.heartbeat_at >= started_at.replace(microsecond=0)
                     and len(self.db().refreshes()) > 0)
 
-        wait_for(ready, "the daemon's first refresh and tick")
+        wait_for(ready, timeout=WAIT_S, what="the daemon's first refresh and tick")
         return process
 
     def submit(self, *args: str) -> int:
@@ -92,7 +81,7 @@ class Harness:
             job = self.job(job_id)
             return job if job.state in states else None
 
-        return wait_for(reached, f"job {job_id} to be {'/'.join(states)}", timeout)
+        return wait_for(reached, timeout=timeout, what=f"job {job_id} to be {'/'.join(states)}")
 
     def cleanup(self) -> None:
         for process in self.daemons:
@@ -180,7 +169,7 @@ def test_sigterm_leaves_jobs_running_and_a_new_daemon_adopts_them(
     for job_id in (ends_during_downtime, outlives_downtime):
         run.wait_state(job_id, JobState.RUNNING)
     wait_for(lambda: all(run.job(j).pid for j in (ends_during_downtime, outlives_downtime)),
-             "pids to be recorded")
+             timeout=WAIT_S, what="pids to be recorded")
 
     sent = time.monotonic()
     first.send_signal(signal.SIGTERM)
@@ -193,7 +182,7 @@ def test_sigterm_leaves_jobs_running_and_a_new_daemon_adopts_them(
 
     (tmp_path / "release-a").touch()  # this job ends while no daemon watches
     status = launcher.status_path_for(run.workspace.log_dir, ends_during_downtime)
-    wait_for(status.exists, "the wrapper to record the exit status")
+    wait_for(status.exists, timeout=WAIT_S, what="the wrapper to record the exit status")
     ended_while_down = datetime.now(UTC)
 
     run.start_ready_daemon()
@@ -225,7 +214,8 @@ def test_cancel_a_running_job_sigterm_then_sigkill_after_the_grace(
                           'trap "" TERM; echo ignoring TERM; sleep 60')
     for job_id in (polite, stubborn):
         run.wait_state(job_id, JobState.RUNNING)
-    wait_for(lambda: "ignoring TERM" in _log_of(run.job(stubborn)), "the trap to be set")
+    wait_for(lambda: "ignoring TERM" in _log_of(run.job(stubborn)), timeout=WAIT_S,
+             what="the trap to be set")
 
     results: dict[int, Any] = {}
     for job_id in (polite, stubborn):
