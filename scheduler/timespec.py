@@ -52,16 +52,20 @@ def format_duration(value: timedelta) -> str:
 
 
 def parse_when(text: str, now: datetime) -> datetime:
-    """Parse ISO-8601 (a naive time is local time) or ``+DUR`` from ``now``; return UTC."""
+    """Parse ISO-8601 (a naive time is local time), ``+DUR`` after ``now`` or ``-DUR``
+    before it (``-7d``: a week ago); return UTC."""
     cleaned = text.strip()
     if cleaned.startswith("+"):
         return now + parse_duration(cleaned[1:])
+    if cleaned.startswith("-"):
+        return now - parse_duration(cleaned[1:])
     iso = cleaned[:-1] + "+00:00" if cleaned.endswith(("Z", "z")) else cleaned
     try:
         parsed = datetime.fromisoformat(iso)
     except ValueError:
         raise BadInput(
-            f"bad time {text!r}: use ISO-8601 like 2026-11-26T18:00+00:00, or +DUR like +2h"
+            f"bad time {text!r}: use ISO-8601 like 2026-11-26T18:00+00:00, +DUR like +2h "
+            "(from now) or -DUR like -7d (before now)"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.astimezone()  # naive means the user's local time

@@ -74,12 +74,14 @@ def test_naive_when_is_local_time() -> None:
 def test_relative_when_counts_from_now() -> None:
     assert parse_when("+2h", NOW) == NOW + timedelta(hours=2)
     assert parse_when("+1h30m", NOW) == NOW + timedelta(minutes=90)
+    assert parse_when("-7d", NOW) == NOW - timedelta(days=7)
+    assert parse_when(" -1h30m ", NOW) == NOW - timedelta(minutes=90)
 
 
 @pytest.mark.parametrize(
     "text",
-    ["tomorrow", "", "+", "+0s", "+2 hours", "2026-13-01T00:00", "2026-11-26 25:00",
-     "18:00+01:00"],
+    ["tomorrow", "", "+", "+0s", "+2 hours", "-", "-0s", "-7 days", "--7d",
+     "2026-13-01T00:00", "2026-11-26 25:00", "18:00+01:00"],
 )
 def test_bad_times_are_refused(text: str) -> None:
     with pytest.raises(BadInput, match=r"bad (time|duration)"):
