@@ -31,6 +31,11 @@ def _revision(connection: Connection) -> str | None:
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def known_revisions() -> set[str]:
+    """The revision ids in migrations/versions (Alembic names each file ``<id>_<slug>.py``)."""
+    return {path.name.split("_", 1)[0] for path in (MIGRATIONS_DIR / "versions").glob("*_*.py")}
+
+
 def ensure_schema(engine: Engine) -> None:
     """Bring the database to HEAD_REVISION; a no-op (one query) when already there."""
     if current_revision(engine) == HEAD_REVISION:
@@ -53,6 +58,11 @@ def upgrade(engine: Engine) -> None:
         before = _revision(connection)
         if before == HEAD_REVISION:
             return
+        if before is not None and before not in known_revisions():
+            raise GridshiftError(
+                f"the database is at schema revision {before}, which this gridshift does not "
+                f"know (its newest is {HEAD_REVISION}): a newer gridshift upgraded it; "
+                f"run that version")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     log.info("database migrated from revision %s to %s", before or "(empty)", HEAD_REVISION)

@@ -14,7 +14,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect
 
-from scheduler.migrate import HEAD_REVISION, MIGRATIONS_DIR, current_revision, upgrade
+from scheduler.migrate import (
+    HEAD_REVISION,
+    MIGRATIONS_DIR,
+    current_revision,
+    known_revisions,
+    upgrade,
+)
 from scheduler.models import Base
 from scheduler.store import make_engine
 from tests.conftest import Workspace
@@ -127,3 +133,37 @@ def test_processes_starting_together_on_a_fresh_database_all_succeed(
             if stream is not None:
                 stream.close()
     assert outcomes == [(0, "")] * 4
+
+
+def test_a_database_from_a_newer_gridshift_is_refused_untouched(
+    make_workspace: Callable[..., Workspace]
+) -> None:
+    """After a downgrade of gridshift, every command that opens the database says what
+    happened in one line (exit 1) instead of an Alembic traceback, and changes nothing."""
+    workspace = make_workspace('[providers.uk]\nkind = "carbonintensity_uk"\n'
+                               '[regions.gb]\nprovider = "uk"\n')
+    assert workspace.cli("db", "upgrade").returncode == 0
+    with sqlite3.connect(workspace.db_path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0999'")
+    before = dump(workspace.db_path)
+    for command in (("db", "upgrade"), ("list",),
+                    ("submit", "--duration", "1h", "--within", "1d", "--", "true")):
+        result = workspace.cli(*command)
+        assert result.returncode == 1, (command, result.stdout)
+        assert result.stderr.splitlines() == [
+            "gridshift: the database is at schema revision 0999, which this gridshift does not "
+            f"know (its newest is {HEAD_REVISION}): a newer gridshift upgraded it; run that "
+            "version"], command
+    assert dump(workspace.db_path) == before
+
+
+def dump(path: Path) -> list[str]:
+    with sqlite3.connect(path) as connection:
+        return list(connection.iterdump())
+
+
+def test_known_revisions_are_alembics(tmp_path: Path) -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert known_revisions() == {script.revision for script in
+                                 ScriptDirectory.from_config(config).walk_revisions()}
