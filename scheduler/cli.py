@@ -295,7 +295,7 @@ def cancel(job_id: Annotated[int, typer.Argument(metavar="JOB_ID")]) -> None:
     from scheduler import launcher
 
     if job.pid is not None:
-        launcher.signal_group(job.pid, job.pid_started_at, signal.SIGTERM)
+        launcher.signal_job(job.pid, job.pid_started_at, signal.SIGTERM)
     sys.stdout.write(
         f"job {job_id} is being cancelled: sent SIGTERM, SIGKILL follows after "
         f"{format_duration(config.daemon.kill_grace)} if it is still running\n"

@@ -240,7 +240,7 @@ class Daemon:
         log.info("job %d: launched in %s (pid %d): %s", job.id, region, launched.pid,
                  " ".join(job.argv))
         if self.store.get_job(job.id).cancel_requested_at is not None:
-            launcher.signal_group(launched.pid, launched.pid_started_at, signal.SIGTERM)
+            launcher.signal_job(launched.pid, launched.pid_started_at, signal.SIGTERM)
         return True
 
     # Reaping -----------------------------------------------------------------------------
@@ -307,7 +307,7 @@ class Daemon:
         if job.cancel_requested_at is None or job.pid is None:
             return
         if now - job.cancel_requested_at >= self.config.daemon.kill_grace and (
-            launcher.signal_group(job.pid, job.pid_started_at, signal.SIGKILL)
+            launcher.signal_job(job.pid, job.pid_started_at, signal.SIGKILL)
         ):
             log.warning("job %d: still running %s after SIGTERM: sent SIGKILL", job.id,
                         self.config.daemon.kill_grace)

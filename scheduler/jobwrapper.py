@@ -5,8 +5,9 @@ Run as ``python -m scheduler.jobwrapper STATUS_FILE [--max-log-bytes N] -- COMMA
 the job's log. It first writes its own pid and start time to ``STATUS_FILE.pid`` (so a
 daemon killed between launching and recording the pid can still adopt the job), starts
 the command (never through a shell), copies the command's output to the log until N
-bytes, then writes one note and discards the rest (the disk never fills), waits, and
-writes ``{"exit_code", "ended_at"}`` to STATUS_FILE atomically, so a daemon that was down
+bytes, then writes one note and discards the rest (the disk never fills), and when the
+command exits writes ``{"exit_code", "ended_at"}`` to STATUS_FILE atomically (processes
+it left in the background run on, their output still copied), so a daemon that was down
 (or restarted) when the job ended can still record the right outcome. ``exit_code`` is
 the command's status, or minus the signal number that killed it; 127 when the command
 could not be started.
@@ -19,11 +20,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 from typing import TextIO
 
 COULD_NOT_START = 127
+# How long the job's last output may take to reach the log once its command has exited.
+OUTPUT_DRAIN_S = 2.0
 
 
 def _owner_only(path: str) -> TextIO:
@@ -114,9 +118,14 @@ def main(argv: list[str]) -> int:
     child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        # The daemon signals the whole process group; this covers a signal sent to us alone.
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
+        # Pass the signal to every process of the job, once: this wrapper's process group,
+        # which the job and its children share (the daemon signals the wrapper alone, see
+        # launcher.signal_job). Ignored here meanwhile, or it would come straight back.
+        signal.signal(signum, signal.SIG_IGN)
+        try:
+            os.killpg(os.getpgrp(), signum)
+        finally:
+            signal.signal(signum, forward)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
@@ -128,9 +137,17 @@ def main(argv: list[str]) -> int:
         write_status(status_path, COULD_NOT_START)
         return COULD_NOT_START
     assert child.stdout is not None
-    copy_capped(child.stdout.fileno(), sys.stdout.fileno(), max_log_bytes)
+    copier = threading.Thread(target=copy_capped, daemon=True, args=(
+        child.stdout.fileno(), sys.stdout.fileno(), max_log_bytes))
+    copier.start()
     exit_code = child.wait()
+    # The job ends when its command exits, even if a process it left in the background
+    # still holds the output open (for hours, maybe): its last lines get a moment to
+    # reach the log, then the status is written, then the leftovers' output is copied
+    # until they close it.
+    copier.join(timeout=OUTPUT_DRAIN_S)
     write_status(status_path, exit_code)
+    copier.join()
     return exit_code if exit_code >= 0 else 128 - exit_code
 
 

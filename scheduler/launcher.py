@@ -146,12 +146,20 @@ def check(pid: int | None, pid_started_at: float | None, status_path: Path) -> O
     return Outcome(None, None, lost=True, reason=reason)
 
 
-def signal_group(pid: int, pid_started_at: float | None, signum: signal.Signals) -> bool:
-    """Send ``signum`` to the job's process group if the pid is still the job's."""
+def signal_job(pid: int, pid_started_at: float | None, signum: signal.Signals) -> bool:
+    """Send ``signum`` to every process of the job, once, if the pid is still its wrapper's.
+
+    SIGKILL goes to the job's process group (which the wrapper leads) directly; any other
+    signal goes to the wrapper, which passes it to the group itself. Signalling the group
+    too would give the job the signal twice, and a second SIGTERM cuts short the graceful
+    shutdown many training jobs run on the first."""
     if not is_same_process(pid, pid_started_at):
         return False
     try:
-        os.killpg(pid, signum)
+        if signum == signal.SIGKILL:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
     except ProcessLookupError:
         return False
     return True

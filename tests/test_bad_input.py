@@ -8,8 +8,11 @@ output) end cleanly while the daemon carries on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -297,3 +300,26 @@ def test_a_full_disk_drops_the_output_but_not_the_job(tmp_path: Path) -> None:
     assert wrapper.returncode == 3
     assert (tmp_path / "finished").read_text() == "done\n"
     assert json.loads(status_path.read_text())["exit_code"] == 3
+
+
+def test_a_job_ends_when_its_command_exits_not_when_its_leftovers_do(tmp_path: Path) -> None:
+    """A job that leaves a process in the background holding its output ends when its
+    command exits; what the leftover prints later still reaches the log."""
+    status_path = tmp_path / "job-1.status"
+    log_path = tmp_path / "job-1.log"
+    with log_path.open("wb") as log:
+        wrapper = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--", "sh", "-c",
+             "(sleep 6; echo late) & echo main done; exit 4"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(status_path.exists, timeout=5, what="the status of the ended command")
+        assert json.loads(status_path.read_text())["exit_code"] == 4
+        assert log_path.read_bytes() == b"main done\n"
+        assert wrapper.poll() is None  # still copying the leftover's output
+        assert wrapper.wait(timeout=30) == 4
+        assert log_path.read_bytes() == b"main done\nlate\n"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(wrapper.pid, signal.SIGKILL)
+        wrapper.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -90,7 +91,7 @@ class Harness:
                 process.wait(10)
         for job in self.db().running_jobs():
             if job.pid is not None:
-                launcher.signal_group(job.pid, job.pid_started_at, signal.SIGKILL)
+                launcher.signal_job(job.pid, job.pid_started_at, signal.SIGKILL)
         self.db().close()
 
 
@@ -210,8 +211,9 @@ def test_cancel_a_running_job_sigterm_then_sigkill_after_the_grace(
     run = harness(flat(datetime.now(UTC).replace(microsecond=0)), slots=2)
     run.start_ready_daemon()
     polite = run.submit("--duration", "1m", "--", "sleep", "60")
-    stubborn = run.submit("--duration", "1m", "--", "sh", "-c",
-                          'trap "" TERM; echo ignoring TERM; sleep 60')
+    # It notes each SIGTERM it gets: the job must get one, not one from the daemon's
+    # signal and another forwarded by the wrapper.
+    stubborn = run.submit("--duration", "1m", "--", sys.executable, "-c", STUBBORN_JOB)
     for job_id in (polite, stubborn):
         run.wait_state(job_id, JobState.RUNNING)
     wait_for(lambda: "ignoring TERM" in _log_of(run.job(stubborn)), timeout=WAIT_S,
@@ -233,9 +235,19 @@ def test_cancel_a_running_job_sigterm_then_sigkill_after_the_grace(
     grace = run.workspace.config().daemon.kill_grace
     assert killed.ended_at - killed.cancel_requested_at >= grace
 
+    assert _log_of(killed).count("got TERM") == 1, _log_of(killed)
     for job in (cancelled, killed):
         assert events_of(run, job.id).count("cancelled") == 1
         assert job.pid is not None and not launcher.is_same_process(job.pid, job.pid_started_at)
+
+
+STUBBORN_JOB = """
+import signal, time
+signal.signal(signal.SIGTERM, lambda *_: print("got TERM", flush=True))
+print("ignoring TERM", flush=True)
+while True:
+    time.sleep(0.05)
+"""
 
 
 def _log_of(job: Job) -> str:
