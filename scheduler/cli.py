@@ -15,13 +15,13 @@ from contextlib import closing
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from scheduler import render
 from scheduler.config import Config, load_config
-from scheduler.errors import EXIT_FAILURE, BadInput, GridshiftError, StateConflict
+from scheduler.errors import EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError, StateConflict
 from scheduler.records import NewJob
 from scheduler.simulate.cli import simulate_app
 from scheduler.timespec import (
@@ -67,6 +67,11 @@ def handle_errors(command: F) -> F:
         except GridshiftError as error:
             render.error(str(error))
             raise typer.Exit(error.exit_code) from None
+        except BrokenPipeError:
+            # The reader left (`report --json | head`): nothing to say. Point stdout at
+            # /dev/null so the interpreter's last flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_FAILURE) from None
         except OSError as error:
             render.error(str(error))
             raise typer.Exit(EXIT_FAILURE) from None
@@ -502,6 +507,12 @@ def report(
     from scheduler import report as reporting
 
     store = _store(config)
+    if (json_output or csv_output) and not outputs:
+        from scheduler import bulk
+
+        bulk.write(store, config, start, end, regions, "json" if json_output else "csv",
+                   sys.stdout)
+        _exit_at_once()
     built = reporting.build(store, config, start, end, regions, table_only=not (
         json_output or csv_output or outputs))
     if plot:
@@ -517,6 +528,16 @@ def report(
         reporting.write_text(built, sys.stdout)
     for path in outputs:
         render.message(f"wrote {path}")
+    _exit_at_once()
+
+
+def _exit_at_once() -> NoReturn:
+    """End the process with status 0 once stdout is flushed, skipping the interpreter's
+    teardown (which frees every module and object one by one: a tenth of a large
+    report's time). Only for commands that have nothing left to close or write."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 def main() -> None:

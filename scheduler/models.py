@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -100,6 +101,7 @@ class Base(DeclarativeBase):
     pass
 
 
+REPORT_ORDER_INDEX = "ix_jobs_report_order"
 _STATES = ", ".join(f"'{s.value}'" for s in JobState)
 
 
@@ -111,6 +113,10 @@ class Job(Base):
         CheckConstraint("power_watts > 0", name="ck_jobs_power_positive"),
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_submitted_at", "submitted_at"),
+        # Report order, covering what a report filters on first (migration 0003; the store
+        # names it in report queries, where SQLite would otherwise pick ix_jobs_state).
+        Index(REPORT_ORDER_INDEX, "started_at", "id", "state",
+              sqlite_where=text("started_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -16,9 +16,10 @@ import gc
 import html
 import io
 import json
+import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property, wraps
 from json.encoder import encode_basestring_ascii
@@ -27,13 +28,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, Any, ParamSpec, TypeVar
 
+import orjson
 from sqlalchemy import Boolean
 
 from scheduler import accounting, render
 from scheduler.config import Config
 from scheduler.errors import GridshiftError
 from scheduler.models import Job, JSONList
-from scheduler.store import Store
+from scheduler.store import ReportPart, Store
 from scheduler.timespec import format_local
 
 P = ParamSpec("P")
@@ -68,37 +70,89 @@ def _gc_paused(function: Callable[P, R]) -> Callable[P, R]:
     return paused
 
 
-@dataclass
+@dataclass(frozen=True)
 class SignalTotals:
-    """Totals over the jobs of one signal; see the module docstring for what sums skip."""
+    """Totals over the jobs of one signal; see the module docstring for what sums skip.
 
-    basis: str = "not stated"
+    It keeps the values it sums, and each sum is ``math.fsum``'s (correctly rounded
+    whatever the order), so the totals of a report built in parts (``merged``) equal those
+    of the whole, bit for bit.
+    """
+
+    bases: frozenset[str] = frozenset()  # the bases its regions' providers state
     jobs: int = 0
-    energy_kwh: float = 0.0
-    scheduled_emissions_g: float = 0.0
-    actual_emissions_g: float = 0.0
-    run_now_emissions_g: float = 0.0
-    saved_g: float = 0.0
-    compared_run_now_g: float = 0.0
-    forecast_errors: list[float] = field(default_factory=list)
+    energy_values: Sequence[float] = ()
+    scheduled_values: Sequence[float] = ()
+    actual_values: Sequence[float] = ()
+    run_now_values: Sequence[float] = ()
+    compared: Sequence[tuple[float, float]] = ()  # (actual, run-now) where both are known
+    forecast_errors: Sequence[float] = ()
     deadline_misses: int = 0
     awaiting_actuals: int = 0
     estimated: int = 0
 
     @property
+    def basis(self) -> str:
+        return ", ".join(sorted(self.bases)) or "not stated"
+
+    @property
+    def energy_kwh(self) -> float:
+        return math.fsum(self.energy_values)
+
+    @property
+    def scheduled_emissions_g(self) -> float:
+        return math.fsum(self.scheduled_values)
+
+    @property
+    def actual_emissions_g(self) -> float:
+        return math.fsum(self.actual_values)
+
+    @property
+    def run_now_emissions_g(self) -> float:
+        return math.fsum(self.run_now_values)
+
+    @cached_property
+    def saved_g(self) -> float:
+        return math.fsum(now - ran for ran, now in self.compared)
+
+    @cached_property
     def saved_pct(self) -> float | None:
-        if not self.compared_run_now_g:
+        compared_run_now_g = math.fsum(now for _, now in self.compared)
+        if not compared_run_now_g:
             return None
-        return 100.0 * self.saved_g / self.compared_run_now_g
+        return 100.0 * self.saved_g / compared_run_now_g
 
     @property
     def forecast_mae(self) -> float | None:
         if not self.forecast_errors:
             return None
-        return sum(abs(e) for e in self.forecast_errors) / len(self.forecast_errors)
+        return math.fsum(map(abs, self.forecast_errors)) / len(self.forecast_errors)
+
+    def merged(self, other: SignalTotals) -> SignalTotals:
+        """The totals over both sets of jobs."""
+        return SignalTotals(
+            self.bases | other.bases, self.jobs + other.jobs,
+            [*self.energy_values, *other.energy_values],
+            [*self.scheduled_values, *other.scheduled_values],
+            [*self.actual_values, *other.actual_values],
+            [*self.run_now_values, *other.run_now_values],
+            [*self.compared, *other.compared],
+            [*self.forecast_errors, *other.forecast_errors],
+            self.deadline_misses + other.deadline_misses,
+            self.awaiting_actuals + other.awaiting_actuals,
+            self.estimated + other.estimated)
 
     def as_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in TOTAL_KEYS}
+
+
+def merged_totals(*parts: Mapping[str, SignalTotals]) -> dict[str, SignalTotals]:
+    """Totals per signal over reports of disjoint jobs, signals in order of first use."""
+    merged: dict[str, SignalTotals] = {}
+    for totals in parts:
+        for signal, total in totals.items():
+            merged[signal] = merged[signal].merged(total) if signal in merged else total
+    return merged
 
 
 @dataclass(frozen=True)
@@ -153,14 +207,15 @@ TABLE_READS = ("id", "name", "state", "duration_s", "power_watts", "signal",
 
 @_gc_paused
 def build(store: Store, config: Config, since: datetime | None, until: datetime | None,
-          regions: Sequence[str], table_only: bool = False) -> Report:
-    """Every finished job that started in [since, until) in ``regions`` (default all).
+          regions: Sequence[str], table_only: bool = False, part: ReportPart = None) -> Report:
+    """Every finished job that started in [since, until) in ``regions`` (default all); with
+    ``part``, only those before or from a job (see ``Store.report_rows``).
 
     ``table_only``: read just what the human table and the totals show (``TABLE_READS``),
     so ``columns`` holds only some of the job object's keys and ``jobs`` must not be used.
     """
     names = TABLE_READS if table_only else (*render.JOB_FIELDS, *REVIEW_COLUMNS)
-    rows = store.report_rows(names, since, until, regions)
+    rows = store.report_rows(names, since, until, regions, part)
     stored: dict[str, Sequence[Any]] = (dict(zip(names, zip(*rows, strict=True), strict=True))
                                         if rows else dict.fromkeys(names, ()))
     columns = job_columns(stored)
@@ -232,17 +287,15 @@ def _signal_totals(config: Config, columns: Mapping[str, Sequence[Any]],
         return [values[indices[0]]] if len(indices) == 1 else itemgetter(*indices)(values)
 
     actual, run_now = pick(columns["actual_emissions_g"]), pick(columns["run_now_emissions_g"])
-    compared = [(ran, now) for ran, now in zip(actual, run_now, strict=True)
-                if ran is not None and now is not None]
     return SignalTotals(
-        basis=_basis(config, set(pick(columns["run_region"]))),
+        bases=_bases(config, set(pick(columns["run_region"]))),
         jobs=len(indices),
-        energy_kwh=_sum(pick(columns["energy_kwh"])),
-        scheduled_emissions_g=_sum(pick(columns["scheduled_emissions_g"])),
-        actual_emissions_g=_sum(actual),
-        run_now_emissions_g=_sum(run_now),
-        saved_g=_sum(now - ran for ran, now in compared),
-        compared_run_now_g=_sum(now for _, now in compared),
+        energy_values=_known(pick(columns["energy_kwh"])),
+        scheduled_values=_known(pick(columns["scheduled_emissions_g"])),
+        actual_values=_known(actual),
+        run_now_values=_known(run_now),
+        compared=[(ran, now) for ran, now in zip(actual, run_now, strict=True)
+                  if ran is not None and now is not None],
         forecast_errors=[planned - window for planned, window in
                          zip(pick(columns["planned_intensity"]), pick(window_actual),
                              strict=True) if planned is not None and window is not None],
@@ -253,20 +306,15 @@ def _signal_totals(config: Config, columns: Mapping[str, Sequence[Any]],
     )
 
 
-def _sum(values: Iterable[float | None]) -> float:
-    """Left-to-right sum of the known values (unknown ones are skipped)."""
-    total = 0.0
-    for value in values:
-        if value is not None:
-            total += value
-    return total
+def _known(values: Sequence[float | None]) -> list[float]:
+    """The known values (unknown ones are skipped)."""
+    return [value for value in values if value is not None]
 
 
-def _basis(config: Config, regions: set[str]) -> str:
-    """The basis (lifecycle or direct) the providers of these regions state, if any."""
-    stated = {config.provider_for(r).basis or "not stated" for r in regions
-              if r in config.regions}
-    return ", ".join(sorted(stated)) or "not stated"
+def _bases(config: Config, regions: set[str]) -> frozenset[str]:
+    """The bases (lifecycle or direct) the providers of these regions state, if any."""
+    return frozenset(config.provider_for(r).basis or "not stated" for r in regions
+                     if r in config.regions)
 
 
 def _parse_json_texts(texts: Sequence[str | None]) -> list[Any]:
@@ -375,44 +423,86 @@ def write_plain_table(headers: Sequence[str], columns: Sequence[Sequence[str]],
     _write_lines(out, map(line.__mod__, zip(*columns, strict=True)))
 
 
-def _write_lines(out: IO[str], lines: Iterable[str], separator: str = "\n",
-                 end: str = "\n") -> None:
-    """``separator.join(lines) + end``, written a few thousand lines at a time: one write
-    of a 100 MB string costs several times more than many of a few hundred kB."""
+def _write_lines(out: IO[str], lines: Iterable[str]) -> None:
+    """Each line and a newline, written a few thousand lines at a time."""
+    for chunk in _chunks(lines, "\n"):
+        out.write(chunk + "\n")
+
+
+def _chunks(items: Iterable[str], separator: str) -> Iterator[str]:
+    """``separator.join(items)`` in pieces of a few thousand items, without the separator
+    between pieces: one write of a 100 MB string costs several times more than many of a
+    few hundred kB."""
     batch: list[str] = []
-    lead = ""  # the separator before each batch but the first
-    for text in lines:
+    for text in items:
         batch.append(text)
-        if len(batch) == LINES_PER_WRITE:
-            out.write(lead + separator.join(batch))
+        if len(batch) == ITEMS_PER_CHUNK:
+            yield separator.join(batch)
             batch.clear()
-            lead = separator
     if batch:
-        out.write(lead + separator.join(batch))
-    out.write(end)
+        yield separator.join(batch)
 
 
-LINES_PER_WRITE = 2000
+ITEMS_PER_CHUNK = 2000
+
+
+# A report's JSON or CSV is a head, a body of one item per job, and a tail: so it can be
+# built in two parts (``bulk``), whose bodies are joined by BODY_SEPARATOR.
+BODY_SEPARATOR = {"json": ",", "csv": ""}
+
+
+def write_json(report: Report, out: IO[str]) -> None:
+    """One compact document: {"jobs": [...], "totals": {...}}."""
+    out.write(json_head())
+    write_body(report, "json", out)
+    out.write(json_tail(report.totals))
+
+
+def json_head() -> str:
+    return '{"jobs":['
+
+
+def json_tail(totals: Mapping[str, SignalTotals]) -> str:
+    return ('],"totals":' + json.dumps({name: total.as_json() for name, total in totals.items()},
+                                       separators=(",", ":")) + "}\n")
+
+
+def write_csv(report: Report, out: IO[str]) -> None:
+    """One row per job with the keys of the JSON job objects; lists as JSON text. Cells as
+    the csv module writes them (minimal quoting)."""
+    out.write(csv_head(report))
+    write_body(report, "csv", out)
+
+
+def csv_head(report: Report) -> str:
+    columns = list(report.columns) if report.columns else _job_keys()
+    return ",".join(map(_csv_text, columns)) + "\n"
 
 
 @_gc_paused
-def write_json(report: Report, out: IO[str]) -> None:
-    """One compact document, encoded a column at a time (json.dumps over 100,000 job dicts
-    costs seconds); each value is encoded as json.dumps encodes it.
-
-    Per job, one %-format fills a template holding the keys, and the quotes of text
-    columns that need no escaping, so those columns pass through untouched."""
+def write_body(report: Report, form: str, out: IO[str]) -> None:
+    """The report's jobs as JSON objects joined by commas (``form`` "json") or CSV lines
+    (``form`` "csv"), built a column at a time: json.dumps or csv.writer over 100,000 job
+    rows costs seconds."""
+    if not report.job_count:
+        return
+    if form == "csv":
+        for chunk in _chunks(map(",".join, zip(*map(_csv_cells, report.columns.values()),
+                                               strict=True)), "\n"):
+            out.write(chunk + "\n")
+        return
+    # One %-format per job fills a template holding the keys, and the quotes of text
+    # columns that need no escaping, so those columns pass through untouched.
     template, cells = [], []
     for key, values in report.columns.items():
         quoted, encoded = _json_cells(key, values)
         template.append(json.dumps(key) + (':"%s"' if quoted else ":%s"))
         cells.append(encoded)
     job = "{" + ",".join(template) + "}"  # keys hold no '%'
-    out.write('{"jobs":[')
-    if report.job_count:
-        _write_lines(out, map(job.__mod__, zip(*cells, strict=True)), separator=",", end="")
-    totals = {name: total.as_json() for name, total in report.totals.items()}
-    out.write('],"totals":' + json.dumps(totals, separators=(",", ":")) + "}\n")
+    lead = ""
+    for chunk in _chunks(map(job.__mod__, zip(*cells, strict=True)), ","):
+        out.write(lead + chunk)
+        lead = ","
 
 
 # Characters json.dumps escapes inside a string (ensure_ascii: non-ASCII too, tested apart).
@@ -433,35 +523,32 @@ def _json_cells(key: str, values: Sequence[Any]) -> tuple[bool, Sequence[str]]:
             return False, list(map(encode_basestring_ascii, values))
         return False, ["null" if value is None else encode_basestring_ascii(value)
                        for value in values]
-    # Numbers, booleans and nulls: one C-encoded array, split at its separators.
-    return False, json.dumps(list(values), separators=(",", ":"))[1:-1].split(",")
+    return False, _number_texts(values)
+
+
+def _number_texts(values: Sequence[float | int | bool | None]) -> list[str]:
+    """Numbers, booleans and nulls as JSON text: one orjson array split at its commas
+    (json.dumps spends most of a report's encoding time on float repr). Floats come out
+    as the shortest text that reads back to the same number, as repr's do."""
+    return orjson.dumps(values).decode("ascii")[1:-1].split(",")
 
 
 def _first_known(values: Sequence[Any]) -> Any:
     return next((value for value in values if value is not None), None)
 
 
-@_gc_paused
-def write_csv(report: Report, out: IO[str]) -> None:
-    """One row per job with the keys of the JSON job objects; lists as JSON text. Cells as
-    the csv module writes them (minimal quoting), built a column at a time."""
-    columns = list(report.columns) if report.columns else _job_keys()
-    out.write(",".join(map(_csv_text, columns)) + "\n")
-    if report.job_count:
-        cells = [_csv_cells(values) for values in report.columns.values()]
-        _write_lines(out, map(",".join, zip(*cells, strict=True)))
-
-
 def _csv_cells(values: Sequence[Any]) -> Sequence[str]:
-    if isinstance(_first_known(values), str):
+    first = _first_known(values)
+    if isinstance(first, str):
         known = values if None not in values else ["" if v is None else v for v in values]
         if _needs_quotes("".join(known)):  # then look at each
             return list(map(_csv_text, known))
         return known
-    # Numbers and booleans: str() as the csv module writes them (repr for floats).
-    if None not in values:
-        return list(map(str, values))
-    return ["" if value is None else str(value) for value in values]
+    if isinstance(first, bool):  # as the csv module writes them
+        return ["" if value is None else str(value) for value in values]
+    # Numbers: JSON's text is a CSV cell too (floats as the shortest exact text).
+    texts = _number_texts(values)
+    return texts if None not in values else ["" if text == "null" else text for text in texts]
 
 
 def _needs_quotes(text: str) -> bool:
@@ -580,7 +667,7 @@ def _union(spans: list[tuple[datetime, timedelta]]) -> list[tuple[datetime, time
 
 
 def _draw_bars(axes: Any, report: Report) -> None:
-    pairs = [(f"{job['id']}\n{signal}", job["actual_emissions_g"], job["run_now_emissions_g"])
+    pairs = [(f"{job['id']} {signal}", job["actual_emissions_g"], job["run_now_emissions_g"])
              for job, signal in zip(report.jobs, report.signals, strict=True)
              if job["actual_emissions_g"] is not None and job["run_now_emissions_g"] is not None]
     shown = pairs[-MAX_BARS:]
@@ -589,7 +676,9 @@ def _draw_bars(axes: Any, report: Report) -> None:
              color="tab:green", label="actual")
     axes.bar([p + 0.2 for p in positions], [r for _, _, r in shown], width=0.4,
              color="tab:orange", label="run now")
-    axes.set_xticks(positions, [label for label, _, _ in shown], fontsize="small")
+    # Upright, 40 labels of "id signal" would overlap in 1200 px.
+    axes.set_xticks(positions, [label for label, _, _ in shown], fontsize="small",
+                    rotation=90)
     axes.set_xlabel("job id and signal")
     axes.set_ylabel("gCO2eq")
     latest = f" (latest {len(shown)} of {len(pairs)})" if len(pairs) > len(shown) else ""
