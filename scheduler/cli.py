@@ -343,6 +343,7 @@ def plan(
             "run_now": {"region": preview.run_now_region,
                         "intensity": preview.run_now_intensity},
             "saving_pct": preview.saving_pct,
+            "left_out": preview.left_out,
         })
         return
     render.table(
@@ -359,6 +360,9 @@ def plan(
         f"{render.intensity(preview.run_now_intensity)} g/kWh"
         + (f"; best option saves {saving:.0f}%\n" if saving is not None else "\n")
     )
+    if preview.left_out:
+        sys.stdout.write(f"not ranked: {', '.join(preview.left_out)} (a percentile index "
+                         f"ranks times within its own region only)\n")
 
 
 @app.command()

@@ -566,3 +566,33 @@ def region_options(
         key=lambda o: (not o.covered, _INF if o.intensity is None else o.intensity,
                        o.start, order[o.region]),
     )
+
+
+# Stored units of intensity in grams (every forecast but a percentile index).
+GRAMS = "gco2_per_kwh"
+
+
+def comparable_regions(regions: Sequence[str], units: Mapping[str, str]) -> list[str]:
+    """The regions of a job whose forecasts can be ranked against each other.
+
+    ``units`` holds each region's stored units, for regions with forecasts. gCO2/kWh
+    compare across regions; a percentile index (WattTime's signal_index) ranks times
+    within its own region only, and means nothing next to grams. So a job with a region
+    in grams keeps its regions in grams; a job with only index regions keeps the first.
+    Regions without forecasts yet are kept: the planner places nothing there.
+    """
+    known = {r: units[r] for r in regions if r in units}
+    if len(known) < 2 or set(known.values()) == {GRAMS}:
+        return list(regions)
+    if GRAMS in known.values():
+        return [r for r in regions if known.get(r, GRAMS) == GRAMS]
+    first = next(iter(known))
+    return [r for r in regions if r == first or r not in known]
+
+
+def left_out_note(regions: Sequence[str]) -> str:
+    """What a plan's note adds for regions ``comparable_regions`` left out."""
+    if not regions:
+        return ""
+    return (f"; left out {', '.join(regions)}: a percentile index ranks times within its own "
+            f"region only")

@@ -8,7 +8,7 @@ placements back as conditional updates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -58,6 +58,15 @@ def check_signals(config: Config, regions: Sequence[str]) -> str:
     return config.shared_signal(regions)
 
 
+def split_comparable(regions: Sequence[str], forecasts: Mapping[str, RegionForecast]
+                     ) -> tuple[list[str], list[str]]:
+    """(the regions to plan over, those left out), by ``comparable_regions``."""
+    units = {r: f.series.units or planner.GRAMS for r, f in forecasts.items()
+             if len(f.series)}
+    kept = planner.comparable_regions(regions, units)
+    return kept, [r for r in regions if r not in kept]
+
+
 def _request(job: Job, regions: Sequence[str] | None = None) -> planner.JobRequest:
     return planner.JobRequest(
         job_id=job.id,
@@ -104,6 +113,9 @@ def replan(store: Store, config: Config, now: datetime,
     regions = [r for r in config.regions if any(r in usable[job.id] for job in pending)]
     until = max(job.deadline for job in pending)
     forecasts = load_forecasts(store, config, regions, now, until)
+    dropped: dict[int, list[str]] = {}
+    for job in pending:
+        usable[job.id], dropped[job.id] = split_comparable(usable[job.id], forecasts)
     placements = planner.plan(
         [_request(job, usable[job.id]) for job in pending],
         {r: f.forecast for r, f in forecasts.items()},
@@ -122,7 +134,7 @@ def replan(store: Store, config: Config, now: datetime,
             start=start,
             intensity=placement.intensity if placement.covered else None,
             vintage=_newest_vintage(series, start, start + timedelta(seconds=duration)),
-            note=placement.note,
+            note=placement.note + planner.left_out_note(dropped[placement.job_id]),
         ))
     store.save_plans(updates, now)
     for update in updates:
@@ -151,6 +163,8 @@ class Preview:
     signal: str
     # Per region: "lifecycle" or "direct" where the provider says, else None.
     bases: dict[str, str | None] = field(default_factory=dict)
+    # Regions not ranked with the others: their percentile index cannot be compared.
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def saving_pct(self) -> float | None:
@@ -166,15 +180,17 @@ def preview(
 ) -> Preview:
     signal = check_signals(config, regions)
     forecasts = load_forecasts(store, config, regions, now, deadline)
+    ranked, left_out = split_comparable(regions, forecasts)
     options = planner.region_options(
-        duration.total_seconds(), to_epoch(not_before), to_epoch(deadline), regions,
-        {r: f.forecast for r, f in forecasts.items()}, to_epoch(now),
+        duration.total_seconds(), to_epoch(not_before), to_epoch(deadline), ranked,
+        {r: forecasts[r].forecast for r in ranked}, to_epoch(now),
     )
     start = max(now, not_before)
-    run_now, covered = planner.window_mean(forecasts[regions[0]].forecast, to_epoch(start),
+    run_now, covered = planner.window_mean(forecasts[ranked[0]].forecast, to_epoch(start),
                                            duration.total_seconds())
     bases = {r: f.series.basis or config.provider_for(r).basis for r, f in forecasts.items()}
-    return Preview(now, options, regions[0], run_now if covered else None, signal, bases)
+    return Preview(now, options, ranked[0], run_now if covered else None, signal, bases,
+                   left_out)
 
 
 def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> PlanUpdate | None:
@@ -187,10 +203,11 @@ def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> Pl
         for region, start, duration_s in store.planned_slots(job.regions, exclude=job_id)
     ]
     forecasts = load_forecasts(store, config, job.regions, now, job.deadline)
+    regions, left_out = split_comparable(job.regions, forecasts)
     placement = planner.plan(
-        [_request(job)], {r: f.forecast for r, f in forecasts.items()},
-        {r: config.regions[r].slots for r in job.regions}, to_epoch(now),
-        [b for b in held if b.region in job.regions],
+        [_request(job, regions)], {r: forecasts[r].forecast for r in regions},
+        {r: config.regions[r].slots for r in regions}, to_epoch(now),
+        [b for b in held if b.region in regions],
     )[0]
     start = from_epoch(placement.start)
     update = PlanUpdate(
@@ -198,7 +215,7 @@ def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> Pl
         intensity=placement.intensity if placement.covered else None,
         vintage=_newest_vintage(forecasts[placement.region].series, start,
                                 start + timedelta(seconds=job.duration_s)),
-        note=placement.note,
+        note=placement.note + planner.left_out_note(left_out),
     )
     store.save_plans([update], now)
     return update

@@ -299,13 +299,16 @@ def submit(connection: sqlite3.Connection, config: Config, spec: NewJob,
 
     slots = {r: _load(connection, config, r, now - LOOKBACK, spec.deadline)
              for r in spec.regions}
+    regions = planner.comparable_regions(
+        spec.regions, {r: s.units or planner.GRAMS for r, s in slots.items() if len(s)})
+    left_out = [r for r in spec.regions if r not in regions]
     request = planner.JobRequest(job_id=job_id, duration_s=float(spec.duration_s),
                                  not_before=to_epoch(spec.not_before),
-                                 deadline=to_epoch(spec.deadline), regions=tuple(spec.regions))
+                                 deadline=to_epoch(spec.deadline), regions=tuple(regions))
     placement = planner.plan(
-        [request], {r: _forecast(s) for r, s in slots.items()},
-        {r: config.regions[r].slots for r in spec.regions}, to_epoch(now),
-        _held_slots(connection, spec.regions, job_id, now),
+        [request], {r: _forecast(slots[r]) for r in regions},
+        {r: config.regions[r].slots for r in regions}, to_epoch(now),
+        _held_slots(connection, regions, job_id, now),
     )[0]
     start = from_epoch(placement.start)
     chosen = slots[placement.region]
@@ -313,5 +316,6 @@ def submit(connection: sqlite3.Connection, config: Config, spec: NewJob,
             if s < start + length and e > start]
     _save_plan(connection, job_id, placement.region, start,
                placement.intensity if placement.covered else None,
-               max(used) if used else None, placement.note, now)
+               max(used) if used else None, placement.note + planner.left_out_note(left_out),
+               now)
     return get_job(connection, job_id)

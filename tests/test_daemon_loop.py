@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.daemon import Daemon
 from scheduler.models import JobState
-from scheduler.store import NewJob
+from scheduler.store import NewJob, PointRecord
 from tests.conftest import Workspace, floor_hour, hourly, write_csv
 
 HOUR = timedelta(hours=1)
@@ -96,3 +96,51 @@ def test_a_job_whose_regions_left_the_config_never_blocks_the_others(
         daemon.tick(datetime.now(UTC))
     assert [store.get_job(j).state for j in (stranded, ok)] == [JobState.SUCCEEDED] * 2
     store.close()
+
+
+def test_a_percentile_index_is_never_ranked_against_grams_or_another_index(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    """WattTime's signal_index is a 0-100 percentile within one region. A job that may run
+    in a region measured in gCO2/kWh and one measured by that index is planned among the
+    gram regions only (an index of 5 is not cleaner than 60 g), and a job with only index
+    regions stays in its first one; `show` says which regions were left out."""
+    now = datetime.now(UTC)
+    first_hour = floor_hour(now)
+    names = ("grams", "index", "other_index")
+    workspace = csv_workspace({name: hourly(first_hour, [1.0]) for name in names})
+    store = workspace.store()
+    grams = [60.0 if hour == 8 else 300.0 for hour in range(30)]
+    index = [5.0 if hour == 4 else 90.0 for hour in range(30)]
+    other_index = [1.0] * 30
+    for name, values, units in (("grams", grams, "gco2_per_kwh"),
+                                ("index", index, "percentile"),
+                                ("other_index", other_index, "percentile")):
+        store.add_points(name, name, [PointRecord(s, e, v, units=units, signal="marginal")
+                                      for s, e, v in hourly(first_hour, values)], now)
+
+    def add(regions: list[str]) -> int:
+        return store.add_job(NewJob(name="j", argv=["true"], cwd=str(workspace.root), env={},
+                                    duration_s=3600, not_before=now, deadline=now + 20 * HOUR,
+                                    regions=regions, power_watts=100.0), now).id
+
+    mixed, indexes_only = add(["index", "grams"]), add(["index", "other_index"])
+    Daemon(workspace.config(), store).tick(now)
+
+    planned = store.get_job(mixed)
+    assert (planned.planned_region, planned.planned_start, planned.planned_intensity) == (
+        "grams", first_hour + 8 * HOUR, 60.0)
+    assert planned.plan_note is not None and "left out index: a percentile index" in (
+        planned.plan_note)
+    alone = store.get_job(indexes_only)
+    assert (alone.planned_region, alone.planned_start) == ("index", first_hour + 4 * HOUR)
+    assert alone.plan_note is not None and "left out other_index" in alone.plan_note
+    store.close()
+
+    preview = workspace.cli("plan", "--duration", "1h", "--within", "20h", "--region", "index",
+                            "--region", "grams", "--json").json()
+    assert [o["region"] for o in preview["options"]] == ["grams"]
+    assert (preview["left_out"], preview["run_now"]["region"]) == (["index"], "grams")
+    shown = workspace.cli("plan", "--duration", "1h", "--within", "20h", "--region", "index",
+                          "--region", "grams")
+    assert shown.stdout.splitlines()[-1].startswith("not ranked: index (a percentile index")

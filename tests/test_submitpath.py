@@ -57,6 +57,9 @@ def populate(store: Store) -> None:
     store.add_points("a", "a", newer, NOW - HOUR)
     store.add_points("b", "b", [point(s, e, 200.0, new) for s, e, _ in
                                 hourly(first, [0.0] * 34)], NOW - HOUR)
+    # A percentile index (WattTime's signal_index): low numbers that are not grams.
+    store.add_points("idx", "idx", [PointRecord(s, e, 3.0, vintage=new, units="percentile")
+                                    for s, e, _ in hourly(first, [0.0] * 34)], NOW - HOUR)
     common = {"argv": ["true"], "cwd": "/", "env": {}, "regions": ["a", "b"],
               "power_watts": 100.0, "not_before": NOW - 4 * HOUR, "deadline": NOW + 9 * HOUR,
               "submitted_at": NOW - 4 * HOUR, "run_region": None, "started_at": None,
@@ -73,7 +76,7 @@ def populate(store: Store) -> None:
 
 def twin(root: Path) -> Workspace:
     root.mkdir(exist_ok=True)
-    workspace = create_csv_workspace(root, {"a": [], "b": [], "empty": []})
+    workspace = create_csv_workspace(root, {"a": [], "b": [], "empty": [], "idx": []})
     store = workspace.store()
     try:
         populate(store)
@@ -95,6 +98,9 @@ SPECS = {
         name="short", argv=["true"], cwd="/", env={}, duration_s=1800,
         not_before=floor_hour(NOW) + 20 * HOUR, deadline=floor_hour(NOW) + 23 * HOUR,
         regions=["a"], power_watts=300.0, signal="average"),
+    "an index region beside grams": NewJob(
+        name="mixed", argv=["true"], cwd="/", env={}, duration_s=3600, not_before=NOW,
+        deadline=NOW + 6 * HOUR, regions=["idx", "b"], power_watts=300.0, signal="average"),
     "no forecast at all": NewJob(
         name="blind", argv=["true"], cwd="/", env={}, duration_s=3600, not_before=NOW,
         deadline=NOW + 6 * HOUR, regions=["empty"], power_watts=300.0, signal="average"),
@@ -131,6 +137,9 @@ def test_fast_path_stores_what_the_orm_path_stores(
     finally:
         store.close()
     assert [e["new_state"] for e in events] == ["queued", "planned"]
+    if "idx" in spec.regions:  # never ranked against grams
+        assert through_orm.planned_region == "b"
+        assert "left out idx: a percentile index" in (through_orm.plan_note or "")
 
 
 def test_the_dip_goes_to_the_new_job_only_where_a_slot_is_free(tmp_path: Path) -> None:
