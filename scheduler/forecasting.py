@@ -139,11 +139,17 @@ def _providers(config: Config, given: Mapping[str, Provider] | None,
 
 def actuals_window(store: Store, provider: str, zone: str,
                    now: datetime) -> tuple[datetime, datetime]:
-    """[start, now): from the end of the newest stored actual, at most ACTUALS_LOOKBACK back."""
+    """[start, now): from the end of the newest stored actual, at most ACTUALS_LOOKBACK
+    back; or from the oldest stored actual still marked estimated in that time, since
+    providers revise those (Electricity Maps' isEstimated turns false) and jobs wait for
+    the measured values."""
     earliest = now - ACTUALS_LOOKBACK
     stored = store.series(provider, zone, earliest, now, kind="actual")
-    start = max([earliest, *stored.ends])
-    return start, now
+    estimated = [start for start, flag in zip(stored.starts, stored.estimated, strict=True)
+                 if flag]
+    if estimated:
+        return max(earliest, min(estimated)), now
+    return max([earliest, *stored.ends]), now
 
 
 def refresh_actuals_zone(store: Store, provider: Provider, zone: str,

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 
+from scheduler.forecasting import refresh_actuals_zone
 from scheduler.providers.base import ProviderError
 from scheduler.providers.electricitymaps import ElectricityMaps, parse_actuals
+from scheduler.store import Store
 from tests.provider_payloads import (
     em_forecast,
     em_history,
     em_past_range,
+    em_time,
     em_values,
     fast_session,
     web_config,
@@ -97,3 +102,42 @@ def test_an_unknown_emission_factor_type_is_refused(httpserver: HTTPServer) -> N
     httpserver.expect_oneshot_request("/v3/carbon-intensity/forecast").respond_with_json(payload)
     with pytest.raises(ProviderError, match="emissionFactorType"):
         _provider(httpserver).fetch_forecast("DE", NOW)
+
+
+def test_estimated_actuals_are_fetched_again_until_measured(httpserver: HTTPServer,
+                                                            tmp_path: Path) -> None:
+    """Electricity Maps marks its latest hours isEstimated and revises them later. The
+    next actuals refresh goes back to the oldest estimated hour, so the measured values
+    replace the estimates (jobs wait for them) instead of being skipped for ever."""
+
+    def past_range(first: datetime, values: list[int], estimated: list[bool],
+                   updated: datetime) -> dict[str, Any]:
+        entries = em_past_range(first)["data"][:len(values)]
+        for entry, value, flag in zip(entries, values, estimated, strict=True):
+            entry.update(carbonIntensity=value, isEstimated=flag, updatedAt=em_time(updated),
+                         estimationMethod="TIME_SLICER_AVERAGE" if flag else None)
+        return {"zone": "DE", "data": entries}
+
+    def expect(start: datetime, end: datetime, payload: dict[str, Any]) -> None:
+        httpserver.expect_oneshot_request(
+            "/v3/carbon-intensity/past-range",
+            query_string={"zone": "DE", "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                          "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        ).respond_with_json(payload)
+
+    store = Store.open(f"sqlite:///{tmp_path / 'gridshift.db'}")
+    provider = _provider(httpserver)
+    expect(NOW - 48 * HOUR, NOW, past_range(NOW - 4 * HOUR, [100, 110, 120, 130],
+                                            [False, False, True, True], NOW))
+    assert refresh_actuals_zone(store, provider, "DE", NOW).ok
+    later = NOW + HOUR
+    expect(NOW - 2 * HOUR, later, past_range(NOW - 2 * HOUR, [125, 135, 140],
+                                             [False, False, True], later))
+    assert refresh_actuals_zone(store, provider, "DE", later).ok
+    httpserver.check_assertions()
+
+    series = store.series("em", "DE", NOW - 4 * HOUR, later, kind="actual")
+    store.close()
+    assert series.starts == [NOW + i * HOUR for i in range(-4, 1)]
+    assert (series.values, series.estimated) == ([100, 110, 125, 135, 140],
+                                                 [False, False, False, False, True])
