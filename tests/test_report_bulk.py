@@ -103,6 +103,12 @@ def _filters(given: dict[str, Any]) -> dict[str, Any]:
             "regions": given.get("regions", [])}
 
 
+@pytest.fixture(autouse=True)
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the two-process path on a one-CPU machine too (it only runs slower there)."""
+    monkeypatch.setattr(bulk, "_can_fork", lambda: True)
+
+
 @pytest.fixture
 def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The pids of the children bulk.write forks (the real fork, counted)."""
