@@ -36,7 +36,7 @@ from scheduler.config import Config
 from scheduler.errors import GridshiftError
 from scheduler.models import Job, JSONList
 from scheduler.store import ReportPart, Store
-from scheduler.timespec import format_local
+from scheduler.timespec import format_local, format_local_iso
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -360,7 +360,7 @@ def table_columns(report: Report) -> list[list[str]]:
         list(jobs["name"]),
         list(jobs["state"]),
         [region or "-" for region in jobs["run_region"]],
-        list(map(format_local, starts)),
+        format_local_iso(jobs["started_at"]),
         _numbers(hours, 2),
         _numbers(jobs["energy_kwh"], 3),
         [method or "-" for method in jobs["energy_method"]],

@@ -7,6 +7,8 @@ Inside gridshift every datetime is timezone-aware UTC; local time appears only i
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from scheduler.errors import BadInput
@@ -98,6 +100,18 @@ def format_local(value: datetime | None) -> str:
     local = require_utc(value).astimezone()
     # strftime("%Y-%m-%d %H:%M %Z"), at a third of the cost (reports format 100,000 times)
     return f"{local.isoformat(' ', 'minutes')[:16]} {local.tzname() or ''}"
+
+
+def format_local_iso(texts: Sequence[str | None]) -> list[str]:
+    """``format_local`` of each ISO-8601 UTC text (as ``iso_utc`` writes them), for reports
+    over 100,000 jobs. Where local time is UTC at every date (the usual server setting:
+    no offset, no daylight saving) the text is cut, not converted: a tenth of the cost."""
+    if time.timezone == 0 and time.daylight == 0:
+        name = time.tzname[0]
+        return ["-" if text is None else f"{text[:10]} {text[11:16]} {name}"
+                for text in texts]
+    return [format_local(None if text is None else datetime.fromisoformat(text))
+            for text in texts]
 
 
 def from_epoch(seconds: float) -> datetime:

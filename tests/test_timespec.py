@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from scheduler.errors import BadInput
-from scheduler.timespec import format_duration, format_local, iso_utc, parse_duration, parse_when
+from scheduler.timespec import (
+    format_duration,
+    format_local,
+    format_local_iso,
+    iso_utc,
+    parse_duration,
+    parse_when,
+)
 
 NOW = datetime(2026, 11, 26, 10, 30, tzinfo=UTC)
 
@@ -69,6 +76,25 @@ def test_naive_when_is_local_time() -> None:
     assert parse_when("2026-11-26T18:00", NOW) == datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
     # Human output converts back to the same local time and shows the zone.
     assert format_local(datetime(2026, 11, 26, 23, 0, tzinfo=UTC)) == "2026-11-26 18:00 EST"
+
+
+@pytest.mark.parametrize("zone", ["UTC0", "GMT0", "EST+5", "CET-1CEST,M3.5.0,M10.5.0/3"])
+def test_formatting_iso_texts_in_bulk_equals_formatting_each(
+    monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    """Reports format start times from their ISO text; in a UTC zone by cutting the text,
+    elsewhere by converting. Either way each equals format_local's, and None stays '-'."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        times = [datetime(2026, month, 28, hour, minute, second, micro, tzinfo=UTC)
+                 for month in (3, 7, 10) for hour in (0, 1, 2, 23)
+                 for minute, second, micro in ((0, 0, 0), (59, 59, 999999), (30, 1, 5))]
+        texts = [iso_utc(value) for value in times] + [None]
+        assert format_local_iso(texts) == [format_local(value) for value in times] + ["-"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_relative_when_counts_from_now() -> None:
