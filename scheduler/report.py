@@ -15,9 +15,9 @@ import base64
 import gc
 import html
 import io
+import itertools
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +34,7 @@ from sqlalchemy import Boolean
 from scheduler import accounting, render
 from scheduler.config import Config
 from scheduler.errors import GridshiftError
-from scheduler.models import Job, JSONList
+from scheduler.models import Job, JSONList, UTCDateTime
 from scheduler.store import ReportPart, Store
 from scheduler.timespec import format_local, format_local_iso
 
@@ -199,6 +199,11 @@ LIST_KEYS = tuple(name for name in render.JOB_FIELDS
                   if isinstance(Job.__table__.columns[name].type, JSONList))
 FLAG_KEYS = tuple(name for name in render.JOB_FIELDS
                   if isinstance(Job.__table__.columns[name].type, Boolean))
+# Text columns that are ASCII by construction: times (ISO-8601, written by SQLite) and
+# gridshift's own words (states, signals, energy methods, review states).
+ASCII_KEYS = frozenset((*(name for name in render.JOB_FIELDS
+                          if isinstance(Job.__table__.columns[name].type, UTCDateTime)),
+                        "planned_end", "state", "signal", "energy_method", "actuals_state"))
 # What the human table and the totals read: half the columns, a fraction of the times.
 TABLE_READS = ("id", "name", "state", "duration_s", "power_watts", "signal",
                "planned_intensity", "run_region", "started_at", "ended_at", "deadline_missed",
@@ -491,39 +496,40 @@ def write_body(report: Report, form: str, out: IO[str]) -> None:
                                                strict=True)), "\n"):
             out.write(chunk + "\n")
         return
-    # One %-format per job fills a template holding the keys, and the quotes of text
-    # columns that need no escaping, so those columns pass through untouched.
-    template, cells = [], []
-    for key, values in report.columns.items():
-        quoted, encoded = _json_cells(key, values)
-        template.append(json.dumps(key) + (':"%s"' if quoted else ":%s"))
-        cells.append(encoded)
-    job = "{" + ",".join(template) + "}"  # keys hold no '%'
-    lead = ""
-    for chunk in _chunks(map(job.__mod__, zip(*cells, strict=True)), ","):
-        out.write(lead + chunk)
-        lead = ","
+    # orjson encodes a few thousand job dicts at a time; every text it gets is ASCII
+    # (see _json_values), so the document is ASCII as json.dumps would write it.
+    columns = {key: _json_values(key, values) for key, values in report.columns.items()}
+    keys = list(columns)
+    rows = zip(*columns.values(), strict=True)
+    lead = b""
+    while batch := list(itertools.islice(rows, ITEMS_PER_CHUNK)):
+        encoded = orjson.dumps(list(map(dict, map(zip, itertools.repeat(keys), batch))))
+        write_ascii(out, lead + encoded[1:-1])  # without the list's brackets
+        lead = b","
 
 
-# Characters json.dumps escapes inside a string (ensure_ascii: non-ASCII too, tested apart).
-_JSON_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
+def write_ascii(out: IO[str], data: bytes) -> None:
+    """Write ASCII ``data`` to the text stream ``out``: to its byte buffer where it has
+    one, else decoded."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(data.decode("ascii"))
+        return
+    out.flush()
+    buffer.write(data)
 
 
-def _json_cells(key: str, values: Sequence[Any]) -> tuple[bool, Sequence[str]]:
-    """Each value of one column as JSON text, or (first item True) as the text to put
-    between quotes, where every value is a string that needs no escaping."""
-    if key in LIST_KEYS:  # stored as JSON text already
-        return False, values if None not in values else [
-            "null" if value is None else value for value in values]
-    if isinstance(_first_known(values), str):
-        if None not in values:
-            joined = "".join(values)
-            if joined.isascii() and not _JSON_ESCAPED.search(joined):
-                return True, values
-            return False, list(map(encode_basestring_ascii, values))
-        return False, ["null" if value is None else encode_basestring_ascii(value)
-                       for value in values]
-    return False, _number_texts(values)
+def _json_values(key: str, values: Sequence[Any]) -> Sequence[Any]:
+    """One column's values as orjson should encode them: lists (stored as JSON text) and
+    text that is not ASCII as ready JSON (json.dumps' ASCII escapes, which also carry the
+    surrogates a non-UTF-8 command line leaves and orjson refuses), the rest as they are."""
+    if key in LIST_KEYS:
+        return [None if text is None else orjson.Fragment(text) for text in values]
+    if key not in ASCII_KEYS and isinstance(_first_known(values), str) and not all(
+            map(str.isascii, filter(None, values))):
+        return [value if value is None or value.isascii() else
+                orjson.Fragment(encode_basestring_ascii(value)) for value in values]
+    return values
 
 
 def _number_texts(values: Sequence[float | int | bool | None]) -> list[str]:
