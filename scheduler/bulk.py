@@ -1,12 +1,14 @@
-"""``report --json`` and ``--csv`` over many jobs, built by two processes.
+"""``gridshift report`` (table, ``--json``, ``--csv``) over many jobs, built by two processes.
 
 Past ``PARALLEL_MIN_JOBS`` jobs nearly all of a report's time is Python work per value:
 reading rows from SQLite, deriving the emissions, encoding text. That work splits cleanly
 by job. A forked child builds and encodes the later half of the jobs into a temporary
 file while this process does the earlier half; this process then copies the child's text
 after its own and writes the totals of both (``report.merged_totals``: the same numbers
-as over the whole, bit for bit). The output equals one process's byte for byte
-(tests/test_report.py). If the child fails, this process builds that half itself.
+as over the whole, bit for bit). For the table, whose column widths need every row, the
+child sends its cells instead and this process lays out both halves. The output equals
+one process's byte for byte (tests/test_report_bulk.py). If the child fails, this
+process builds that half itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from scheduler import report
 from scheduler.config import Config
 from scheduler.store import ReportKey, Store
 
-Form = Literal["json", "csv"]
+Form = Literal["json", "csv", "text"]
 # Below this many jobs a fork (about 10 ms) buys little.
 PARALLEL_MIN_JOBS = 20_000
 COPY_CHUNK_BYTES = 1 << 20
@@ -40,8 +42,11 @@ def write(store: Store, config: Config, since: datetime | None, until: datetime 
     on where this machine has two CPUs to run them."""
     middle = store.report_middle(since, until, regions, min_jobs) if _can_fork() else None
     if middle is None:
-        whole = report.build(store, config, since, until, regions)
-        (report.write_json if form == "json" else report.write_csv)(whole, out)
+        whole = report.build(store, config, since, until, regions, table_only=form == "text")
+        WRITERS[form](whole, out)
+        return
+    if form == "text":
+        _write_table(store, config, since, until, regions, middle, out)
         return
     with tempfile.TemporaryFile() as later_body, tempfile.TemporaryFile() as later_totals:
         store.engine.dispose()  # no open SQLite connection may cross the fork
@@ -72,6 +77,53 @@ def write(store: Store, config: Config, since: datetime | None, until: datetime 
             totals = later.totals
         if form == "json":
             out.write(report.json_tail(report.merged_totals(earlier.totals, totals)))
+
+
+WRITERS = {"json": report.write_json, "csv": report.write_csv, "text": report.write_text}
+
+
+def _write_table(store: Store, config: Config, since: datetime | None,
+                 until: datetime | None, regions: Sequence[str], middle: ReportKey,
+                 out: IO[str]) -> None:
+    """The human table: the child pickles the later half's cells and totals
+    (``report.TablePart``), and this process lays out both halves together."""
+    with tempfile.TemporaryFile() as later_part:
+        store.engine.dispose()  # no open SQLite connection may cross the fork
+        out.flush()
+        child = os.fork()
+        if child == 0:
+            _build_later_table_part(store, config, since, until, regions, middle, later_part)
+        try:
+            earlier = report.TablePart.of(report.build(
+                store, config, since, until, regions, table_only=True, part=("before", middle)))
+        except BaseException:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise
+        if _succeeded(child):
+            later = pickle.loads(_read_all(later_part))
+        else:
+            later = report.TablePart.of(report.build(
+                store, config, since, until, regions, table_only=True, part=("from", middle)))
+        report.write_table_parts(since, until, [earlier, later], out)
+
+
+def _build_later_table_part(store: Store, config: Config, since: datetime | None,
+                            until: datetime | None, regions: Sequence[str],
+                            middle: ReportKey, part: IO[bytes]) -> NoReturn:
+    """The child for the table: the later half's ``report.TablePart``, pickled, into
+    ``part``; exit status 0 means it is whole (see ``_build_later_half``)."""
+    status = 1
+    try:
+        later = report.build(store, config, since, until, regions, table_only=True,
+                             part=("from", middle))
+        pickle.dump(report.TablePart.of(later), part, protocol=pickle.HIGHEST_PROTOCOL)
+        part.flush()
+        status = 0
+    except BaseException:  # the parent redoes the half and meets any error itself
+        pass
+    finally:
+        os._exit(status)
 
 
 def _build_later_half(store: Store, config: Config, since: datetime | None,

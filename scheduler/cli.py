@@ -511,11 +511,11 @@ def report(
     from scheduler import report as reporting
 
     store = _store(config)
-    if (json_output or csv_output) and not outputs:
+    if not outputs:
         from scheduler import bulk
 
-        bulk.write(store, config, start, end, regions, "json" if json_output else "csv",
-                   sys.stdout)
+        bulk.write(store, config, start, end, regions,
+                   "json" if json_output else "csv" if csv_output else "text", sys.stdout)
         _exit_at_once()
     built = reporting.build(store, config, start, end, regions, table_only=not (
         json_output or csv_output or outputs))

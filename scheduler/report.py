@@ -382,20 +382,45 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
     return list(zip(*table_columns(report), strict=True))
 
 
-@_gc_paused
+@dataclass(frozen=True)
+class TablePart:
+    """What the human output shows of some of a report's jobs: their table cells (a
+    column at a time), whether any intensity is estimated, and their totals."""
+
+    cells: list[list[str]]
+    estimated: bool
+    totals: dict[str, SignalTotals]
+
+    @classmethod
+    def of(cls, report: Report) -> TablePart:
+        return cls(table_columns(report), any(report.columns["intensity_estimated"]),
+                   report.totals)
+
+
 def write_text(report: Report, out: IO[str]) -> None:
     """Human output: one line per job, then totals per signal naming signal and basis."""
-    period = (f"started from {format_local(report.since) if report.since else 'the start'} "
-              f"to {format_local(report.until) if report.until else 'now'}")
-    out.write(f"Emissions report: {report.job_count} finished job(s) {period}\n")
-    if not report.job_count:
+    write_table_parts(report.since, report.until, [TablePart.of(report)], out)
+
+
+@_gc_paused
+def write_table_parts(since: datetime | None, until: datetime | None,
+                      parts: Sequence[TablePart], out: IO[str]) -> None:
+    """``write_text`` of the jobs of ``parts``, in order (see ``bulk``)."""
+    cells = parts[0].cells if len(parts) == 1 else [
+        list(itertools.chain.from_iterable(part.cells[column] for part in parts))
+        for column in range(len(TABLE_COLUMNS))]
+    job_count = len(cells[0])
+    period = (f"started from {format_local(since) if since else 'the start'} "
+              f"to {format_local(until) if until else 'now'}")
+    out.write(f"Emissions report: {job_count} finished job(s) {period}\n")
+    if not job_count:
         return
     out.write("\n")
-    write_plain_table(TABLE_COLUMNS, table_columns(report), out)
-    if any(report.columns["intensity_estimated"]):
+    write_plain_table(TABLE_COLUMNS, cells, out)
+    if any(part.estimated for part in parts):
         out.write("* actual intensity estimated from forecasts (the provider published no "
                   "actuals yet)\n")
-    for signal, total in report.totals.items():
+    for signal, total in merged_totals(*(part.totals for part in parts)).items():
         out.write(f"\nTotals, {signal} intensity signal ({total.basis} basis), gCO2eq:\n")
         saved_pct = "" if total.saved_pct is None else f" ({total.saved_pct:.1f}%)"
         lines = [

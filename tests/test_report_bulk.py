@@ -1,6 +1,6 @@
-"""``report --json`` / ``--csv`` over many jobs, written by two processes: the same bytes as
-one process writes, whatever the split, the filters or the output stream, and the same
-when the child fails."""
+"""``gridshift report`` (table, ``--json``, ``--csv``) over many jobs, written by two
+processes: the same bytes as one process writes, whatever the split, the filters or the
+output stream, and the same when the child fails."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return children
 
 
-@pytest.mark.parametrize("form", ["json", "csv"])
+@pytest.mark.parametrize("form", ["json", "csv", "text"])
 @pytest.mark.parametrize("filters", [
     {},
     {"regions": ["south"]},
@@ -173,10 +173,12 @@ def test_totals_of_the_halves_equal_those_of_the_whole(workspace: Workspace,
         s: t.as_json() for s, t in whole.totals.items()}
 
 
+@pytest.mark.parametrize("form", ["json", "text"])
 def test_a_failed_child_leaves_its_half_to_the_parent(
-        workspace: Workspace, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        workspace: Workspace, store: Store, monkeypatch: pytest.MonkeyPatch,
+        form: bulk.Form) -> None:
     config = workspace.config()
-    expected = one_process(store, config, "json")
+    expected = one_process(store, config, form)
     parent = os.getpid()
     real_build = report.build
 
@@ -186,7 +188,7 @@ def test_a_failed_child_leaves_its_half_to_the_parent(
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(report, "build", build_failing_in_the_child)
-    assert two_processes(store, config, "json") == expected
+    assert two_processes(store, config, form) == expected
 
 
 def test_short_reports_stay_in_one_process(workspace: Workspace, store: Store) -> None:
@@ -211,12 +213,14 @@ def test_cli_report_over_many_jobs_equals_one_process(workspace: Workspace) -> N
     """The CLI forks from MANY jobs on, and its stdout is the one-process document."""
     store = workspace.store()
     store.insert_job_rows(job_rows(MANY + 1, seed=11))
-    expected = one_process(store, workspace.config(), "json")
+    expected = {form: one_process(store, workspace.config(), form)
+                for form in ("json", "text")}
     assert store.report_middle(None, None, [], min_jobs=MANY) is not None
     store.close()
-    result = workspace.cli("report", "--json")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == expected
+    for form, args in (("json", ["--json"]), ("text", [])):
+        result = workspace.cli("report", *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected[form]
 
 
 def test_a_reader_that_leaves_early_gets_no_error_message(workspace: Workspace,
