@@ -517,8 +517,7 @@ def report(
         bulk.write(store, config, start, end, regions,
                    "json" if json_output else "csv" if csv_output else "text", sys.stdout)
         _exit_at_once()
-    built = reporting.build(store, config, start, end, regions, table_only=not (
-        json_output or csv_output or outputs))
+    built = reporting.build(store, config, start, end, regions)  # the charts read every column
     if plot:
         reporting.write_file(Path(plot), reporting.plot_png(built, store, config))
     if html_file:

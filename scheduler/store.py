@@ -293,9 +293,6 @@ class Store:
                 session.scalar(select(func.max(JobEvent.id))) or 0,
             )
 
-    def finished_jobs(self) -> list[Job]:
-        return self.list_jobs(FINISHED)
-
     # Forecast points ---------------------------------------------------------------------
 
     def add_points(
