@@ -59,6 +59,8 @@ _DAEMON_KEYS = {
     "retention",
     "max_log_bytes",
     "powercap_root",
+    "socket",
+    "admin_group",
 }
 _REGION_KEYS = {"provider", "zone", "slots", "launcher"}
 
@@ -103,6 +105,18 @@ class DaemonConfig:
     max_log_bytes: int = 100 * 1024 * 1024
     # Where the RAPL energy counters are (scheduler/energy.py); elsewhere in containers.
     powercap_root: Path = Path("/sys/class/powercap")
+    # The local API's Unix socket; None = default_socket_path() of the daemon's user.
+    socket: Path | None = None
+    # Members of this group (and root) may cancel other users' jobs.
+    admin_group: str | None = None
+
+    def socket_path(self, uid: int | None = None,
+                    environ: Mapping[str, str] | None = None) -> Path:
+        """Where the daemon listens: ``socket`` if configured, else the default for ``uid``
+        (this process's by default)."""
+        if self.socket is not None:
+            return self.socket
+        return default_socket_path(os.getuid() if uid is None else uid, environ)
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,20 @@ def _xdg(variable: str, fallback: str, environ: Mapping[str, str] | None = None)
     base = (os.environ if environ is None else environ).get(variable) or str(
         Path.home() / fallback)
     return Path(base) / "gridshift"
+
+
+SYSTEM_SOCKET = Path("/run/gridshift/gridshift.sock")
+
+
+def default_socket_path(uid: int, environ: Mapping[str, str] | None = None) -> Path:
+    """The system daemon's socket for root; a per-user daemon's in $XDG_RUNTIME_DIR (or a
+    private directory under /tmp where no runtime directory is set)."""
+    if uid == 0:
+        return SYSTEM_SOCKET
+    runtime = (os.environ if environ is None else environ).get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "gridshift" / "gridshift.sock"
+    return Path(f"/tmp/gridshift-{uid}") / "gridshift.sock"
 
 
 def default_database_url(environ: Mapping[str, str] | None = None) -> str:
@@ -247,7 +275,19 @@ def _parse_daemon(
     powercap_root = table.get("powercap_root", str(defaults.powercap_root))
     if not isinstance(powercap_root, str) or not powercap_root:
         raise ConfigError(source, "daemon.powercap_root", "must be a path")
+    socket_path = table.get("socket")
+    if socket_path is not None and not (isinstance(socket_path, str)
+                                        and socket_path.startswith("/")):
+        raise ConfigError(source, "daemon.socket", "must be an absolute path")
+    if socket_path is not None and len(socket_path.encode()) > 100:
+        raise ConfigError(source, "daemon.socket",
+                          "must be at most 100 bytes long (a Unix socket's path limit)")
+    admin_group = table.get("admin_group")
+    if admin_group is not None and not (isinstance(admin_group, str) and admin_group):
+        raise ConfigError(source, "daemon.admin_group", "must be a group name")
     return DaemonConfig(
+        socket=None if socket_path is None else Path(socket_path),
+        admin_group=admin_group,
         log_dir=Path(log_dir).expanduser(),
         default_power_watts=float(power),
         max_log_bytes=max_log,

@@ -37,3 +37,7 @@ class UnknownJob(BadInput):
 
 class StateConflict(GridshiftError):
     """A conditional state change found the job in another state than expected."""
+
+
+class PermissionDenied(GridshiftError):
+    """The caller may not do this (another user's job, another user's daemon): exit 1."""

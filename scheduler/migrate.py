@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # submitpath reads HEAD_REVISION on the fast submit path, wit
 log = logging.getLogger("gridshift.migrate")
 
 # The newest revision in migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 

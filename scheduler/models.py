@@ -113,6 +113,8 @@ class Job(Base):
         CheckConstraint("power_watts > 0", name="ck_jobs_power_positive"),
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_submitted_at", "submitted_at"),
+        Index("ix_jobs_owner_uid", "owner_uid"),
+        Index("ix_jobs_array_id", "array_id"),
         # Report order, covering what a report filters on first (migration 0003; the store
         # names it in report queries, where SQLite would otherwise pick ix_jobs_state).
         Index(REPORT_ORDER_INDEX, "started_at", "id", "state",
@@ -131,6 +133,7 @@ class Job(Base):
     regions: Mapped[list[Any]] = mapped_column(JSONList)
     power_watts: Mapped[float] = mapped_column(Float)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
 
     # The plan: re-written at every re-plan until the job starts.
     planned_region: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -165,6 +168,19 @@ class Job(Base):
     intensity_estimated: Mapped[bool | None] = mapped_column(default=None)
     actuals_state: Mapped[str | None] = mapped_column(String(16), default=None)
     actuals_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    # Who submitted it (from the socket's peer credentials, or this process's ids) and what
+    # it runs with. NULL on jobs stored before migration 0004: the daemon's user and
+    # environment. ``environment`` is the submitter's captured environment (the owner's
+    # secrets: never printed); ``env`` holds the --env values applied on top.
+    owner_uid: Mapped[int | None] = mapped_column(Integer, default=None)
+    owner_gid: Mapped[int | None] = mapped_column(Integer, default=None)
+    owner_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSONDict, default=None)
+    umask: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Job arrays: array_id is the id of the array's first job (as in Slurm).
+    array_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    array_index: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class JobEvent(Base):

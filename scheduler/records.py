@@ -6,7 +6,8 @@ Their own module, free of SQLAlchemy, so that ``submit`` can use them without im
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,15 @@ class NewJob:
     signal: str | None = None
     # Filled by whichever path stores the job, from the forecasts it reads then.
     run_now_intensity: float | None = None
+    # The submitter (None: stored by an older gridshift; runs as the daemon's user) and
+    # what the job runs with: the captured environment (None: the daemon's) and umask.
+    owner_uid: int | None = None
+    owner_gid: int | None = None
+    owner_name: str | None = None
+    environment: dict[str, str] | None = None
+    umask: int | None = None
+    array_id: int | None = None
+    array_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,3 +52,117 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.starts)
+
+
+# The local API's wire types: the CLI builds an ApiRequest and either sends it to the daemon
+# over its Unix socket (client.py) or hands it to api.handle in-process; both give back an
+# ApiResponse. Bodies are JSON documents, except a report's text, CSV, PNG or HTML.
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    method: str  # GET | POST
+    path: str  # e.g. /jobs, /jobs/12, /jobs/12/cancel
+    query: dict[str, list[str]] = field(default_factory=dict)
+    body: Any = None  # a JSON-able document, or None
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int  # HTTP status: 2xx ok; 4xx/5xx carry {"error": ..., "exit_code": ...}
+    content_type: str = "application/json"
+    body: bytes = b""
+
+    def document(self) -> Any:
+        import json
+
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """What `gridshift submit` sends: everything parsed and made absolute by the client
+    (times in UTC), nothing that depends on the daemon's config (regions are checked, the
+    default power filled in, by the side that holds the config)."""
+
+    argv: list[str]
+    duration_s: int
+    not_before: datetime
+    deadline: datetime
+    cwd: str
+    umask: int
+    environment: dict[str, str]  # the caller's environment after --export
+    env: dict[str, str] = field(default_factory=dict)  # --env values, applied on top
+    regions: list[str] | None = None  # None = every configured region
+    name: str | None = None
+    power_watts: float | None = None
+    array: list[int] | None = None  # --array indices; None = one job
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "argv": list(self.argv), "duration_s": self.duration_s,
+            "not_before": self.not_before.isoformat(), "deadline": self.deadline.isoformat(),
+            "cwd": self.cwd, "umask": self.umask, "environment": dict(self.environment),
+            "env": dict(self.env), "regions": self.regions, "name": self.name,
+            "power_watts": self.power_watts, "array": self.array,
+        }
+
+    @classmethod
+    def from_json(cls, document: Any) -> SubmitRequest:
+        """Parse a request body; ValueError (with what is wrong) when it is malformed."""
+        if not isinstance(document, dict):
+            raise ValueError("the body must be a JSON object")
+
+        def strings(value: Any, what: str) -> list[str]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{what} must be a list of strings")
+            return list(value)
+
+        def mapping(value: Any, what: str) -> dict[str, str]:
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ValueError(f"{what} must be an object of strings")
+            return dict(value)
+
+        def when(value: Any, what: str) -> datetime:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{what} must be an ISO-8601 time") from None
+            if parsed.tzinfo is None:
+                raise ValueError(f"{what} must carry a UTC offset")
+            return parsed.astimezone(UTC)
+
+        def whole(value: Any, what: str) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{what} must be a whole number")
+            return value
+
+        regions = document.get("regions")
+        array = document.get("array")
+        power = document.get("power_watts")
+        name = document.get("name")
+        if power is not None and (isinstance(power, bool) or not isinstance(power, int | float)):
+            raise ValueError("power_watts must be a number")
+        if name is not None and not isinstance(name, str):
+            raise ValueError("name must be a string")
+        if array is not None and (not isinstance(array, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in array)):
+            raise ValueError("array must be a list of whole numbers")
+        cwd = document.get("cwd")
+        if not isinstance(cwd, str):
+            raise ValueError("cwd must be a string")
+        return cls(
+            argv=strings(document.get("argv"), "argv"),
+            duration_s=whole(document.get("duration_s"), "duration_s"),
+            not_before=when(document.get("not_before"), "not_before"),
+            deadline=when(document.get("deadline"), "deadline"),
+            cwd=cwd,
+            umask=whole(document.get("umask"), "umask"),
+            environment=mapping(document.get("environment"), "environment"),
+            env=mapping(document.get("env", {}), "env"),
+            regions=None if regions is None else strings(regions, "regions"),
+            name=name,
+            power_watts=None if power is None else float(power),
+            array=array,
+        )

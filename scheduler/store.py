@@ -154,6 +154,13 @@ class Store:
             submitted_at=now,
             signal=new.signal,
             run_now_intensity=new.run_now_intensity,
+            owner_uid=new.owner_uid,
+            owner_gid=new.owner_gid,
+            owner_name=new.owner_name,
+            environment=None if new.environment is None else dict(new.environment),
+            umask=new.umask,
+            array_id=new.array_id,
+            array_index=new.array_index,
         )
         with self.writing() as session:
             session.add(job)

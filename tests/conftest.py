@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,9 +92,12 @@ def create_workspace(root: Path, body: str, daemon: str = DEFAULT_DAEMON) -> Wor
     """A workspace in ``root`` whose config has the given provider and region tables."""
     (root / "logs").mkdir(exist_ok=True)
     config_path = root / "gridshift.toml"
+    # A Unix socket's path must stay under about 100 bytes: pytest's tmp_path may not.
+    socket_dir = Path(tempfile.mkdtemp(prefix="gs-"))
     config_path.write_text(
         f'[database]\nurl = "sqlite:///{root / "gridshift.db"}"\n\n'
-        f'[daemon]\nlog_dir = "{root / "logs"}"\n{daemon}\n\n{body}\n',
+        f'[daemon]\nlog_dir = "{root / "logs"}"\nsocket = "{socket_dir / "gs.sock"}"\n'
+        f'{daemon}\n\n{body}\n',
         encoding="utf-8",
     )
     config_path.chmod(0o600)
