@@ -162,13 +162,12 @@ def test_cli_exits_2_with_one_message_for_a_bad_config(
     assert not workspace.db_path.exists()
 
 
-def readme_config_section() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    return text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+def configuration_page() -> str:
+    return (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 
-def test_readme_config_reference_names_every_key() -> None:
-    section = readme_config_section()
+def test_the_configuration_page_names_every_key() -> None:
+    section = configuration_page()
     accepted = (
         {"url"}
         | config_module._DAEMON_KEYS
@@ -179,10 +178,11 @@ def test_readme_config_reference_names_every_key() -> None:
     assert missing == []
 
 
-def test_readme_example_config_is_valid(environ: dict[str, str], tmp_path: Path) -> None:
-    block = readme_config_section().split("```toml\n", 1)[1].split("```", 1)[0]
+def test_the_configuration_pages_example_is_valid(environ: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    block = configuration_page().split("```toml\n", 1)[1].split("```", 1)[0]
     csv_file = write(tmp_path / "gpu-box-intensity.csv", "start,end,gco2_per_kwh\n")
-    path = write(tmp_path / "readme.toml",
+    path = write(tmp_path / "example.toml",
                  block.replace("/etc/gridshift/gpu-box-intensity.csv", str(csv_file)))
     config = load_config(str(path), environ)
     assert list(config.regions) == ["gb", "gpu"]
