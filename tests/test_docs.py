@@ -1,9 +1,11 @@
 """The README and docs/ against the program: every link resolves, the README's command
-table names every command, and each command's page mentions every option it takes."""
+table names every command, each command's page mentions every option it takes, and every
+TOML block is a config the loader accepts."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 import typer
 
 from scheduler.cli import app
+from scheduler.config import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -89,3 +92,21 @@ def test_each_commands_page_mentions_every_option(name: str) -> None:
     text = page.read_text(encoding="utf-8")
     assert [opt for opt in _commands()[name]
             if not re.search(rf"(?<![\w-]){opt}(?![\w-])", text)] == []
+
+
+def _toml_blocks() -> list[tuple[str, str]]:
+    return [(page.name, block) for page in PAGES
+            for block in re.findall(r"```toml\n(.*?)```", page.read_text(encoding="utf-8"),
+                                    flags=re.DOTALL)]
+
+
+@pytest.mark.parametrize(("page", "block"), _toml_blocks(),
+                         ids=[f"{page}-{i}" for i, (page, _) in enumerate(_toml_blocks())])
+def test_each_toml_block_is_a_valid_config(page: str, block: str, tmp_path: Path) -> None:
+    raw = tomllib.loads(block)
+    for table in raw.get("providers", {}).values():
+        if "path" in table:  # a csv provider: its file must exist, so make one
+            csv_file = tmp_path / Path(table["path"]).name
+            csv_file.write_text("start,end,gco2_per_kwh\n", encoding="utf-8")
+            table["path"] = str(csv_file)
+    parse_config(raw, str(tmp_path / "gridshift.toml"), {})
