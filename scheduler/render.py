@@ -192,26 +192,43 @@ def _width(cell: str) -> int:
                2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in cell)
 
 
+def _inert_column(cells: Sequence[str]) -> Sequence[str]:
+    """``inert`` of each cell; one search over the whole column when none needs it."""
+    if _CONTROL.search("".join(cells)) is None:
+        return cells
+    return [inert(cell) for cell in cells]
+
+
 def _table_lines(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Iterator[str]:
     """A header, a rule, and one line per row, columns padded to their widest cell. The
     cells must already be inert."""
-    widths = [len(column) for column in columns]
-    for row in rows:
-        for index, cell in enumerate(row):
-            width = _width(cell)
-            if width > widths[index]:
-                widths[index] = width
-    last = len(columns) - 1
+    cells: list[Sequence[str]] = ([list(column) for column in zip(*rows, strict=True)]
+                                  if rows else [[] for _ in columns])
+    return _column_table_lines(columns, cells)
 
-    def line(cells: Sequence[str]) -> str:
-        padded = [cell + " " * (widths[i] - _width(cell)) for i, cell in enumerate(cells)
-                  if i < last]
-        return "  ".join([*padded, cells[last]]).rstrip()
 
-    yield line(columns)
-    yield line(["-" * width for width in widths])
-    for row in rows:
-        yield line(row)
+def _column_table_lines(headers: Sequence[str], columns: Sequence[Sequence[str]]
+                        ) -> Iterator[str]:
+    """``_table_lines`` from the cells a column at a time: rows of ASCII text (the usual
+    case) are padded by one %-format, the others cell by cell in terminal columns."""
+    ascii_columns = ["".join(column).isascii() for column in columns]
+    widths = [max(len(header), max(map(len if plain else _width, column), default=0))
+              for header, column, plain in zip(headers, columns, ascii_columns, strict=True)]
+    form = "  ".join([*(f"%-{width}s" for width in widths[:-1]), "%s"])
+    last = len(widths) - 1
+
+    def padded(cells: Sequence[str]) -> str:
+        return "  ".join([*(cell + " " * (widths[i] - _width(cell))
+                            for i, cell in enumerate(cells[:last])), cells[last]]).rstrip()
+
+    yield (form % tuple(headers)).rstrip()
+    yield (form % tuple("-" * width for width in widths)).rstrip()
+    every_row_ascii = all(ascii_columns)
+    for row in zip(*columns, strict=True):
+        if every_row_ascii or "".join(row).isascii():
+            yield (form % row).rstrip()
+        else:
+            yield padded(row)
 
 
 def _write_lines(lines: Iterable[str], out: IO[str] | None = None) -> None:
@@ -302,11 +319,12 @@ def print_jobs(documents: Sequence[Mapping[str, Any]], expand: bool = False,
             rows.append([])  # the array's row, once all its tasks are seen
     for array_id, tasks in arrays.items():
         rows[row_of_array[array_id]] = _array_cells(tasks)
-    starts = _local_column([row[5] for row in rows])
-    deadlines = _local_column([row[8] for row in rows])
-    for row, start, deadline in zip(rows, starts, deadlines, strict=True):
-        row[5], row[8] = start, deadline
-    _write_lines(_table_lines(LIST_COLUMNS, rows), out)
+    columns: list[Sequence[str]] = ([list(column) for column in zip(*rows, strict=True)]
+                                     if rows else [[] for _ in LIST_COLUMNS])
+    columns[5], columns[8] = _local_column(columns[5]), _local_column(columns[8])
+    for text_column in (1, 2, 3, 4):  # user, name, state, region
+        columns[text_column] = _inert_column(columns[text_column])
+    _write_lines(_column_table_lines(LIST_COLUMNS, columns), out)
 
 
 def _local_column(texts: Sequence[str | None]) -> list[str]:
@@ -328,18 +346,18 @@ def _cached_duration(seconds: Any) -> str:
 
 
 def _job_cells(document: Mapping[str, Any], array_place: bool = False) -> list[Any]:
-    """One job's cells; the two times still ISO-8601 (print_jobs converts them a column
-    at a time)."""
+    """One job's cells, not yet inert, the two times still ISO-8601 (print_jobs converts
+    them a column at a time)."""
     identifier = str(document["id"])
     if array_place and document.get("array_id") is not None:
         identifier += f" ({document['array_id']}_{document.get('array_index')})"
     planned = document.get("planned_intensity")
     return [
         identifier,
-        inert(document.get("user") or "-"),
-        inert(document["name"]),
-        inert(document["state"]),
-        inert(document.get("run_region") or document.get("planned_region") or "-"),
+        document.get("user") or "-",
+        document["name"],
+        document["state"],
+        document.get("run_region") or document.get("planned_region") or "-",
         document.get("started_at") or document.get("planned_start"),
         _cached_duration(document.get("duration_s")),
         "-" if planned is None else f"{planned:.0f}",
@@ -365,10 +383,10 @@ def _array_cells(tasks: Sequence[Mapping[str, Any]]) -> list[Any]:
     indices = [task["array_index"] for task in tasks if task.get("array_index") is not None]
     return [
         f"{first['array_id']}_[{index_ranges(indices)}]",
-        inert(",".join(users)),
-        inert(first["name"]),
-        inert(", ".join(f"{state} {counts[state]}" for state in states)),
-        inert(",".join(regions)),
+        ",".join(users),
+        first["name"],
+        ", ".join(f"{state} {counts[state]}" for state in states),
+        ",".join(regions),
         min(starts, default=None),  # ISO-8601 UTC texts sort as their times do
         _span(durations, _cached_duration),
         _span(planned, intensity),

@@ -366,9 +366,9 @@ def table_columns(report: Report) -> list[list[str]]:
               zip(_numbers(jobs["actual_intensity"]), jobs["intensity_estimated"], strict=True)]
     return [
         list(map(str, jobs["id"])),
-        list(jobs["name"]),
+        list(map(render.inert, jobs["name"])),  # user text: control characters escaped
         list(jobs["state"]),
-        [region or "-" for region in jobs["run_region"]],
+        [render.inert(region) if region else "-" for region in jobs["run_region"]],
         format_local_iso(jobs["started_at"]),
         _numbers(hours, 2),
         _numbers(jobs["energy_kwh"], 3),

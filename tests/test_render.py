@@ -450,3 +450,23 @@ def test_json_is_indented_two_spaces(capsys: pytest.CaptureFixture[str]) -> None
     render.print_json({"a": [1]})
     assert capsys.readouterr().out == '{\n  "a": [\n    1\n  ]\n}\n'
 
+
+
+def test_report_table_shows_names_and_regions_inert() -> None:
+    from types import SimpleNamespace
+
+    from scheduler import report
+
+    started = NOW.isoformat()
+    one: dict[str, list[Any]] = {
+        "id": [1], "name": [f"x[/]{ESC_TITLE}"], "state": ["succeeded"],
+        "run_region": [f"r{ESC_CLEAR}"], "started_at": [started],
+        "ended_at": [(NOW + HOUR).isoformat()], "energy_kwh": [0.3],
+        "energy_method": ["declared"], "planned_intensity": [50.0],
+        "actual_intensity": [60.0], "intensity_estimated": [False],
+        "scheduled_emissions_g": [15.0], "actual_emissions_g": [18.0],
+        "run_now_emissions_g": [90.0], "saved_g": [72.0],
+    }
+    cells = report.table_columns(SimpleNamespace(columns=one))  # type: ignore[arg-type]
+    assert cells[1] == ["x[/]\\x1b]0;title\\x07"]
+    assert cells[3] == ["r\\x1b[2J"]
