@@ -3,8 +3,8 @@
 Only the text rendering (``render.print_jobs``), into an in-memory buffer: the documents
 are built here, so the figure excludes the database and the JSON transport. Prints the
 median wall and CPU time of a few runs, for plain jobs, for the same jobs as arrays of 100
-tasks collapsed (one row per array), and expanded. Names include markup and an escape sequence, so the
-inert-text escaping is part of what is timed.
+tasks collapsed (one row per array), and expanded. Names include markup and an escape
+sequence, so the inert-text escaping is part of what is timed.
 
     .venv/bin/python benchmarks/list_render.py [N]
 """
