@@ -470,3 +470,17 @@ def test_report_table_shows_names_and_regions_inert() -> None:
     cells = report.table_columns(SimpleNamespace(columns=one))  # type: ignore[arg-type]
     assert cells[1] == ["x[/]\\x1b]0;title\\x07"]
     assert cells[3] == ["r\\x1b[2J"]
+
+
+def test_list_aligns_wide_characters_by_terminal_columns(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import unicodedata
+
+    render.print_jobs([job_document(id=1, name="東京の学習"), job_document(id=2, name="ab")])
+    lines = capsys.readouterr().out.splitlines()
+
+    def columns_before(line: str, text: str) -> int:
+        head = line[:line.index(text)]
+        return sum(2 if unicodedata.east_asian_width(c) == "W" else 1 for c in head)
+
+    assert columns_before(lines[2], "planned") == columns_before(lines[3], "planned")
