@@ -17,6 +17,7 @@ pandas or rich (the submit client is timed).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -335,14 +336,9 @@ def _local_column(texts: Sequence[str | None]) -> list[str]:
     return [shown[text] for text in texts]
 
 
-_DURATIONS: dict[Any, str] = {}
-
-
-def _cached_duration(seconds: Any) -> str:
-    text = _DURATIONS.get(seconds)
-    if text is None:
-        text = _DURATIONS[seconds] = _duration(seconds)
-    return text
+@functools.lru_cache(maxsize=4096)
+def _cached_duration(seconds: float | None) -> str:
+    return _duration(seconds)
 
 
 def _job_cells(document: Mapping[str, Any], array_place: bool = False) -> list[Any]:
