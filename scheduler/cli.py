@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -33,7 +32,7 @@ from scheduler.timespec import (
     utc_now,
 )
 
-if TYPE_CHECKING:  # SQLAlchemy stays off `submit`'s start-up path (scheduler/submitpath.py)
+if TYPE_CHECKING:
     from scheduler.store import Store
 
 app = typer.Typer(
@@ -210,17 +209,16 @@ def submit(
 
 
 def _submit(config: Config, spec: NewJob, now: datetime) -> Any:
-    """Store and plan the job: through submitpath (sqlite3, fast) where the database is at
-    the head revision, else through the Store, which creates or migrates it first."""
-    from scheduler import submitpath  # loads numpy for the planner: only where needed
+    """Store and plan the job in-process (the local API replaces this)."""
+    from scheduler import jobs
+    from scheduler.records import SubmitRequest
 
-    connection = submitpath.connect(config.database_url)
-    if connection is not None:
-        with closing(connection):
-            return submitpath.submit(connection, config, spec, now)
-    from scheduler import planning
-
-    return planning.submit_job(_store(config), config, spec, now)
+    request = SubmitRequest(
+        argv=spec.argv, duration_s=spec.duration_s, not_before=spec.not_before,
+        deadline=spec.deadline, cwd=spec.cwd, umask=0o022, environment=dict(os.environ),
+        env=spec.env, regions=spec.regions, name=spec.name, power_watts=spec.power_watts)
+    caller = jobs.Caller.from_ids(os.getuid(), os.getgid(), config)
+    return jobs.submit(_store(config), config, caller, request, now)[0]
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:

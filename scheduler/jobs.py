@@ -9,15 +9,28 @@ from the socket's peer credentials) and, with no daemon listening, the CLI in-pr
 from __future__ import annotations
 
 import grp
+import logging
+import math
+import os
 import pwd
+import signal
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
 
+from scheduler import launcher, planning
 from scheduler.config import Config
-from scheduler.models import Job, JobEvent, JobState
-from scheduler.records import SubmitRequest
+from scheduler.errors import BadInput, PermissionDenied, StateConflict
+from scheduler.models import FINISHED, UNSTARTED, Job, JobEvent, JobState
+from scheduler.records import NewJob, SubmitRequest
 from scheduler.store import Store
+from scheduler.timespec import format_duration, format_local
+
+log = logging.getLogger("gridshift.jobs")
+
+UNSTARTED_STATES = frozenset(s.value for s in UNSTARTED)
+FINISHED_STATES = frozenset(s.value for s in FINISHED)
 
 
 @dataclass(frozen=True)
@@ -62,10 +75,16 @@ class JobQuery:
     """What `list` asks for. Unfinished jobs unless ``include_finished``; newest first."""
 
     states: Collection[JobState] = ()
-    user: str | None = None  # owner name
+    user: str | None = None  # owner name (--user)
     uid: int | None = None  # owner uid (--mine)
-    include_finished: bool = True
+    include_finished: bool = False  # --all; a --state list is taken as given
     limit: int | None = None
+
+
+# At most this many tasks in one array (Slurm's default MaxArraySize is 1001).
+MAX_ARRAY_TASKS = 10_000
+# The most power one job may declare: beyond it the number is a typo, not a machine.
+MAX_POWER_WATTS = 100_000.0
 
 
 def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
@@ -73,24 +92,142 @@ def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
     """Validate against the config, store and place the job (or one job per array index)
     in one transaction, and return them as stored. BadInput (nothing written) for a
     region not configured, a deadline that cannot be met, a bad array."""
-    raise NotImplementedError
+    spec = _new_job(config, caller, request, now)
+    indices = request.array
+    if indices is not None:
+        if not indices:
+            raise BadInput("--array gives no index")
+        if len(indices) > MAX_ARRAY_TASKS:
+            raise BadInput(f"--array gives {len(indices)} tasks; at most {MAX_ARRAY_TASKS}")
+        if len(set(indices)) != len(indices) or min(indices) < 0:
+            raise BadInput("--array indices must be distinct whole numbers >= 0")
+    count = 1 if indices is None else len(indices)
+    start = max(now, spec.not_before)
+    run_now = planning.run_now_intensity(store, config, spec.regions[0], start,
+                                         timedelta(seconds=spec.duration_s))
+    specs = [replace(spec, run_now_intensity=run_now)] * count
+    plans = planning.place_new(store, config, specs, now)
+    return store.add_jobs(specs, plans, now, indices)
+
+
+def _new_job(config: Config, caller: Caller, request: SubmitRequest, now: datetime) -> NewJob:
+    argv = request.argv
+    if not argv or not argv[0]:
+        raise BadInput("no command given: gridshift submit --duration 1h -- COMMAND [ARG]...")
+    texts = [*argv, request.cwd, *request.env, *request.env.values(),
+             *request.environment, *request.environment.values(), request.name or ""]
+    if any("\0" in text for text in texts):
+        raise BadInput("a NUL byte in the command, its name, directory or environment")
+    if any(not key or "=" in key for key in (*request.env, *request.environment)):
+        raise BadInput("an environment variable name is empty or holds '='")
+    if request.duration_s <= 0:
+        raise BadInput("--duration must be above zero")
+    if not 0 <= request.umask <= 0o777:
+        raise BadInput("umask must be between 000 and 777")
+    if not request.cwd.startswith("/"):
+        raise BadInput(f"the working directory must be absolute, not {request.cwd!r}")
+    regions = preview_regions(config, request.regions)
+    length = timedelta(seconds=request.duration_s)
+    check_fits(max(now, request.not_before), length, request.deadline)
+    power = request.power_watts
+    if power is not None and not (0 < power <= MAX_POWER_WATTS and math.isfinite(power)):
+        raise BadInput(f"--power must be above 0 and at most {MAX_POWER_WATTS:.0f} W")
+    return NewJob(
+        name=request.name or Path(argv[0]).name,
+        argv=list(argv),
+        cwd=request.cwd,
+        env=dict(request.env),
+        duration_s=request.duration_s,
+        not_before=request.not_before,
+        deadline=request.deadline,
+        regions=regions,
+        power_watts=power or config.daemon.default_power_watts,
+        signal=config.shared_signal(regions),
+        owner_uid=caller.uid,
+        owner_gid=caller.gid,
+        owner_name=caller.name,
+        environment=dict(request.environment),
+        umask=request.umask,
+    )
+
+
+def check_fits(start: datetime, duration: timedelta, deadline: datetime) -> None:
+    """BadInput unless a job of ``duration`` starting at ``start`` ends by ``deadline``."""
+    if start + duration > deadline:
+        raise BadInput(
+            f"deadline too early: starting at {format_local(start)} a "
+            f"{format_duration(duration)} job finishes at {format_local(start + duration)}, "
+            f"after the deadline {format_local(deadline)}"
+        )
 
 
 def cancel(store: Store, config: Config, caller: Caller, job_id: int,
            now: datetime) -> Cancelled:
-    """Cancel one job. PermissionDenied (exit 1) for another user's job unless the caller
-    is an admin; BadInput when it already ended."""
-    raise NotImplementedError
+    """Cancel one job: an unstarted job never starts; a running one gets SIGTERM (through
+    its wrapper), then SIGKILL after kill_grace from the daemon. PermissionDenied (exit 1)
+    for another user's job unless the caller is an admin; BadInput when it already ended."""
+    job = store.get_job(job_id)
+    _check_may_cancel(config, caller, job)
+    if job.state in UNSTARTED_STATES:
+        try:
+            store.transition(job_id, UNSTARTED, JobState.CANCELLED, now,
+                             f"cancelled by user {caller.name} before it started")
+            log.info("job %d: cancelled by %s before it started", job_id, caller.name)
+            return Cancelled(job_id, JobState.CANCELLED.value, f"job {job_id} cancelled")
+        except StateConflict:
+            job = store.get_job(job_id)  # launched meanwhile
+    if job.state != JobState.RUNNING.value:
+        raise BadInput(f"job {job_id} already ended ({job.state}); nothing to cancel")
+    if job.cancel_requested_at is None:
+        store.update_job_fields(job_id, cancel_requested_at=now)
+    if job.pid is not None:
+        launcher.signal_job(job.pid, job.pid_started_at, signal.SIGTERM)
+    log.info("job %d: cancel requested by %s: sent SIGTERM", job_id, caller.name)
+    return Cancelled(
+        job_id, JobState.RUNNING.value,
+        f"job {job_id} is being cancelled: sent SIGTERM, SIGKILL follows after "
+        f"{format_duration(config.daemon.kill_grace)} if it is still running")
 
 
 def cancel_array(store: Store, config: Config, caller: Caller, array_id: int,
                  now: datetime) -> list[Cancelled]:
-    """Cancel every unfinished task of an array."""
-    raise NotImplementedError
+    """Cancel every unfinished task of an array (refused whole if one is not the caller's)."""
+    tasks = store.list_jobs(array_id=array_id)
+    if not tasks:
+        raise BadInput(f"no array with id {array_id}")
+    for task in tasks:
+        _check_may_cancel(config, caller, task)
+    unfinished = [t for t in tasks if t.state not in FINISHED_STATES]
+    if not unfinished:
+        raise BadInput(f"every task of array {array_id} already ended; nothing to cancel")
+    outcomes = []
+    for task in unfinished:
+        try:
+            outcomes.append(cancel(store, config, caller, task.id, now))
+        except BadInput:
+            continue  # it ended meanwhile
+    return outcomes
+
+
+def _check_may_cancel(config: Config, caller: Caller, job: Job) -> None:
+    # Jobs stored before owners were recorded belong to the daemon's user.
+    owner = os.getuid() if job.owner_uid is None else job.owner_uid
+    if caller.admin or caller.uid == owner:
+        return
+    name = job.owner_name or str(owner)
+    admins = (f", root or members of {config.daemon.admin_group}"
+              if config.daemon.admin_group else " or root")
+    raise PermissionDenied(f"job {job.id} belongs to {name}; only {name}{admins} may "
+                           f"cancel it")
 
 
 def list_jobs(store: Store, query: JobQuery) -> list[Job]:
-    raise NotImplementedError
+    """The jobs ``query`` asks for, newest first."""
+    states = list(query.states)
+    if not states and not query.include_finished:
+        states = [*UNSTARTED, JobState.RUNNING]
+    return store.list_jobs(states, owner_uid=query.uid, owner_name=query.user,
+                           newest_first=True, limit=query.limit)
 
 
 def show(store: Store, job_id: int) -> tuple[Job, list[JobEvent]]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from scheduler.errors import GridshiftError
 
-if TYPE_CHECKING:  # submitpath reads HEAD_REVISION on the fast submit path, without SQLAlchemy
+if TYPE_CHECKING:  # SQLAlchemy loads only when a migration is checked
     from sqlalchemy import Connection, Engine
 
 log = logging.getLogger("gridshift.migrate")

@@ -353,6 +353,24 @@ class _Occupancy:
         self.counts[first:stop] += 1
         self._full = None
 
+    def hold_all(self, starts: FloatArray, ends: FloatArray) -> None:
+        """Hold every [starts[i], ends[i]) at once: one sort and one cumulative sum, where
+        a hold at a time copies the arrays once per hold."""
+        keep = ends > starts
+        starts, ends = starts[keep], ends[keep]
+        if len(starts) == 0:
+            return
+        points = np.unique(np.concatenate((self.points, starts, ends)))
+        # Each new segment keeps the count of the old segment it lies in, plus the holds
+        # that cover it: starts at or before its beginning minus ends at or before it.
+        counts = self.counts[self.points.searchsorted(points[:-1], side="right") - 1]
+        delta = np.zeros(len(points), dtype=np.int64)
+        np.add.at(delta, points.searchsorted(starts), 1)
+        np.add.at(delta, points.searchsorted(ends), -1)
+        self.points = points
+        self.counts = counts + np.cumsum(delta)[:-1]
+        self._full = None
+
     def full_stretches(self) -> tuple[FloatArray, FloatArray]:
         """Sorted, disjoint [start, end) stretches where every slot is held."""
         if self._full is None:
@@ -401,9 +419,14 @@ def plan(
     column = {name: i for i, name in enumerate(names)}
     regions = [_Region(_PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
     occupancy = [_Occupancy(slots.get(name, 1)) for name in names]
+    held_by_column: dict[int, tuple[list[float], list[float]]] = {}
     for held in busy:
         if held.region in column:
-            occupancy[column[held.region]].hold(held.start, held.end)
+            starts_ends = held_by_column.setdefault(column[held.region], ([], []))
+            starts_ends[0].append(held.start)
+            starts_ends[1].append(held.end)
+    for col, (held_starts, held_ends) in held_by_column.items():
+        occupancy[col].hold_all(np.array(held_starts), np.array(held_ends))
 
     order = sorted(jobs, key=lambda j: (j.deadline - j.duration_s - now, j.job_id))
     duration = np.array([j.duration_s for j in order], dtype=np.float64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from scheduler import planner
@@ -123,10 +123,11 @@ def replan(store: Store, config: Config, now: datetime,
         to_epoch(now),
         [b for b in _busy(store.running_jobs(), now) if b.region in config.regions],
     )
+    durations = {job.id: job.duration_s for job in pending}
     updates = []
     for placement in placements:
         start = from_epoch(placement.start)
-        duration = next(j.duration_s for j in pending if j.id == placement.job_id)
+        duration = durations[placement.job_id]
         series = forecasts[placement.region].series
         updates.append(PlanUpdate(
             job_id=placement.job_id,
@@ -193,41 +194,46 @@ def preview(
                    left_out)
 
 
-def plan_new_job(store: Store, config: Config, job_id: int, now: datetime) -> PlanUpdate | None:
-    """Place one new job around the others' current plans (the daemon re-plans them all)."""
-    job = store.get_job(job_id)
+def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: datetime
+              ) -> list[PlanUpdate]:
+    """Place jobs not yet stored around running jobs and the others' current plans (the
+    daemon re-plans the whole queue on its next tick). ``PlanUpdate.job_id`` is the index
+    of the spec in ``specs``, in order."""
+    if not specs:
+        return []
+    regions = list(dict.fromkeys(r for spec in specs for r in spec.regions))
     # Only (region, start, duration) of the others: a full row per queued job made every
     # submit slower as the queue grew.
     held = _busy(store.running_jobs(), now) + [
         planner.Busy(region, to_epoch(start), to_epoch(start) + duration_s)
-        for region, start, duration_s in store.planned_slots(job.regions, exclude=job_id)
+        for region, start, duration_s in store.planned_slots(regions)
     ]
-    forecasts = load_forecasts(store, config, job.regions, now, job.deadline)
-    regions, left_out = split_comparable(job.regions, forecasts)
-    placement = planner.plan(
-        [_request(job, regions)], {r: forecasts[r].forecast for r in regions},
+    forecasts = load_forecasts(store, config, regions, now, max(s.deadline for s in specs))
+    kept: list[list[str]] = []
+    dropped: list[list[str]] = []
+    for spec in specs:
+        usable, left_out = split_comparable(spec.regions, forecasts)
+        kept.append(usable)
+        dropped.append(left_out)
+    requests = [
+        planner.JobRequest(index, float(spec.duration_s), to_epoch(spec.not_before),
+                           to_epoch(spec.deadline), tuple(kept[index]))
+        for index, spec in enumerate(specs)
+    ]
+    placements = planner.plan(
+        requests, {r: forecasts[r].forecast for r in regions},
         {r: config.regions[r].slots for r in regions}, to_epoch(now),
-        [b for b in held if b.region in regions],
-    )[0]
-    start = from_epoch(placement.start)
-    update = PlanUpdate(
-        job_id=job.id, region=placement.region, start=start,
-        intensity=placement.intensity if placement.covered else None,
-        vintage=_newest_vintage(forecasts[placement.region].series, start,
-                                start + timedelta(seconds=job.duration_s)),
-        note=placement.note + planner.left_out_note(left_out),
+        [b for b in held if b.region in forecasts],
     )
-    store.save_plans([update], now)
-    return update
-
-
-def submit_job(store: Store, config: Config, new: NewJob, now: datetime) -> Job:
-    """Store a new job with its run-now intensity, place it, and return it as stored.
-
-    ``submitpath.submit`` does the same without SQLAlchemy (tests/test_submitpath.py).
-    """
-    length = timedelta(seconds=new.duration_s)
-    run_now = run_now_intensity(store, config, new.regions[0], now, length)
-    job = store.add_job(replace(new, run_now_intensity=run_now), now)
-    plan_new_job(store, config, job.id, now)
-    return store.get_job(job.id)
+    updates: list[PlanUpdate | None] = [None] * len(specs)
+    for placement in placements:
+        index = placement.job_id
+        start = from_epoch(placement.start)
+        updates[index] = PlanUpdate(
+            job_id=index, region=placement.region, start=start,
+            intensity=placement.intensity if placement.covered else None,
+            vintage=_newest_vintage(forecasts[placement.region].series, start,
+                                    start + timedelta(seconds=specs[index].duration_s)),
+            note=placement.note + planner.left_out_note(dropped[index]),
+        )
+    return [update for update in updates if update is not None]

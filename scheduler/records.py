@@ -1,6 +1,6 @@
-"""Plain records that both the ORM store and the fast submit path (``submitpath``) use.
+"""Plain records shared by every layer: the store, the use cases, the local API's client.
 
-Their own module, free of SQLAlchemy, so that ``submit`` can use them without importing it.
+Their own module, free of SQLAlchemy, so that the client can use them without importing it.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from scheduler.timespec import format_duration, format_local, iso_utc
 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
     from scheduler.models import Job, JobEvent
-    from scheduler.submitpath import JobRow
 
 JOB_FIELDS = (
     "id", "name", "state", "argv", "cwd", "duration_s", "not_before", "deadline", "regions",
@@ -26,7 +25,7 @@ JOB_FIELDS = (
 )
 
 
-def job_json(job: Job | JobRow) -> dict[str, Any]:
+def job_json(job: Job) -> dict[str, Any]:
     """The job object of every ``--json`` output (keys fixed by the CLI contract), from an
     ORM Job or the fast submit path's row (submitpath.JobRow).
 

@@ -1,7 +1,4 @@
-"""The module that writes SQL: jobs, their conditional transitions, forecast points.
-
-(``submitpath`` repeats the few statements of ``submit`` through sqlite3 alone, for
-start-up time; tests/test_submitpath.py holds the two to the same rows.)
+"""The one module that writes SQL: jobs, their conditional transitions, forecast points.
 
 SQLite runs in WAL mode with a busy timeout. Every write transaction starts with
 ``BEGIN IMMEDIATE``: a deferred transaction that later upgrades to a write fails with
@@ -169,6 +166,48 @@ class Store:
                                  new_state=JobState.QUEUED.value, reason="submitted"))
         return job
 
+    def add_jobs(self, specs: Sequence[NewJob], plans: Sequence[PlanUpdate], now: datetime,
+                 array: Sequence[int] | None = None) -> list[Job]:
+        """Store new jobs already placed, in one transaction: each is ``planned`` with its
+        "submitted" and "planned" events, or nothing is stored. ``plans[i]`` places
+        ``specs[i]`` (its job_id is ignored). With ``array`` (one index per spec) the jobs
+        form an array whose id is the first job's id."""
+        if len(plans) != len(specs) or (array is not None and len(array) != len(specs)):
+            raise ValueError("one plan (and one array index) per job")
+        jobs = [self._job_row(spec, plan, now) for spec, plan in zip(specs, plans, strict=True)]
+        with self.writing() as session:
+            if array is not None:
+                session.add(jobs[0])
+                session.flush()
+                for job, index in zip(jobs, array, strict=True):
+                    job.array_id, job.array_index = jobs[0].id, index
+            session.add_all(jobs)
+            session.flush()
+            events = []
+            for job, plan in zip(jobs, plans, strict=True):
+                events.append({"job_id": job.id, "at": now, "old_state": None,
+                               "new_state": JobState.QUEUED.value, "reason": "submitted"})
+                events.append({"job_id": job.id, "at": now,
+                               "old_state": JobState.QUEUED.value,
+                               "new_state": JobState.PLANNED.value,
+                               "reason": f"planned: {plan.describe()}"})
+            session.execute(insert(JobEvent), events)
+        return jobs
+
+    @staticmethod
+    def _job_row(new: NewJob, plan: PlanUpdate, now: datetime) -> Job:
+        return Job(
+            name=new.name, state=JobState.PLANNED.value, argv=list(new.argv), cwd=new.cwd,
+            env=dict(new.env), duration_s=new.duration_s, not_before=new.not_before,
+            deadline=new.deadline, regions=list(new.regions), power_watts=new.power_watts,
+            submitted_at=now, signal=new.signal, run_now_intensity=new.run_now_intensity,
+            owner_uid=new.owner_uid, owner_gid=new.owner_gid, owner_name=new.owner_name,
+            environment=None if new.environment is None else dict(new.environment),
+            umask=new.umask, planned_region=plan.region, planned_start=plan.start,
+            planned_intensity=plan.intensity, planned_vintage=plan.vintage,
+            plan_note=plan.note,
+        )
+
     def get_job(self, job_id: int) -> Job:
         with self.reading() as session:
             job = session.get(Job, job_id)
@@ -181,10 +220,21 @@ class Store:
         states: Collection[JobState] = (),
         submitted_since: datetime | None = None,
         submitted_until: datetime | None = None,
+        owner_uid: int | None = None,
+        owner_name: str | None = None,
+        array_id: int | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> list[Job]:
-        query = select(Job).order_by(Job.id)
+        query = select(Job).order_by(Job.id.desc() if newest_first else Job.id)
         if states:
             query = query.where(Job.state.in_([s.value for s in states]))
+        if owner_uid is not None:
+            query = query.where(Job.owner_uid == owner_uid)
+        if owner_name is not None:
+            query = query.where(Job.owner_name == owner_name)
+        if array_id is not None:
+            query = query.where(Job.array_id == array_id)
         if submitted_since is not None:
             query = query.where(Job.submitted_at >= submitted_since)
         if submitted_until is not None:
@@ -193,6 +243,8 @@ class Store:
             # Ordered by submission so SQLite reads ix_jobs_submitted_at instead of
             # scanning every job in id order (ids follow submission order anyway).
             query = query.order_by(None).order_by(Job.submitted_at, Job.id)
+        if limit is not None:
+            query = query.limit(limit)
         with self.reading() as session:
             return list(session.scalars(query))
 

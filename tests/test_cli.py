@@ -6,10 +6,7 @@ g/kWh except a clear 50 g/kWh dip from +5h to +7h; region ``b`` is a flat 200.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -299,28 +296,3 @@ def test_an_unusable_database_is_one_message_and_exit_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "gridshift: database error: unable to open database file"]
-
-
-def test_submit_keeps_heavy_imports_off_its_start_up_path(
-    ws: tuple[Workspace, datetime], tmp_path: Path
-) -> None:
-    """`submit` must feel instant (benchmarks/cli_startup.py measures it): none of these
-    may be imported on its path, whatever other commands need them. SQLAlchemy alone
-    costs about 0.3 s: a database at the head revision is written through submitpath."""
-    workspace, _ = ws
-    modules_file = tmp_path / "modules.json"
-    script = (
-        "import json, sys\n"
-        "from scheduler.cli import main\n"
-        f"sys.argv = ['gridshift', '--config', {str(workspace.config_path)!r}, 'submit',\n"
-        "            '--duration', '1h', '--', 'true']\n"
-        "try:\n    main()\nexcept SystemExit as exit_:\n    assert not exit_.code, exit_.code\n"
-        f"open({str(modules_file)!r}, 'w').write(json.dumps(sorted(sys.modules)))\n"
-    )
-    completed = subprocess.run([sys.executable, "-c", script], env=workspace.env,
-                               cwd=workspace.root, capture_output=True, text=True, timeout=60)
-    assert completed.returncode == 0, completed.stderr
-    imported = {name.split(".")[0] for name in json.loads(modules_file.read_text("utf-8"))}
-    heavy = {"pandas", "rich", "requests", "urllib3", "alembic", "matplotlib", "apscheduler",
-             "psutil", "scipy", "sqlalchemy"}
-    assert sorted(heavy & imported) == []
