@@ -44,7 +44,7 @@ from scheduler.errors import (
 from scheduler.models import JobState
 from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.store import Store
-from scheduler.timespec import format_duration, format_local, iso_utc, utc_now
+from scheduler.timespec import iso_utc, utc_now
 
 log = logging.getLogger("gridshift.api")
 
@@ -209,11 +209,7 @@ def _plan(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     if body.get("deadline") is None:
         raise BadInput("deadline is required")
     deadline = _time(body["deadline"], "deadline", context.now)
-    if not_before + duration > deadline:
-        raise BadInput(
-            f"deadline too early: starting at {format_local(not_before)} a "
-            f"{format_duration(duration)} job finishes at {format_local(not_before + duration)}"
-            f", after the deadline {format_local(deadline)}")
+    jobs.check_fits(not_before, duration, deadline)
     regions = jobs.preview_regions(context.config, _strings(body.get("regions"), "regions"))
     from scheduler import planning
 
@@ -658,6 +654,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if not self._request_read():
             return
+        self.request_version = self.protocol_version  # else an HTTP/0.9 answer: no headers
         status = HTTPStatus(code)
         text = message or status.phrase
         log.warning("api: malformed request from uid %d: %d %s", self.peer[0], code, text)
