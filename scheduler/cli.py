@@ -443,7 +443,9 @@ def service_install(
     print_only: Annotated[bool, typer.Option("--print", help="Print the unit; write "
                                              "nothing.")] = False,
     service_user: Annotated[str, typer.Option("--service-user", metavar="NAME",
-                            help="Account a system unit runs as.")] = "gridshift",
+                            help="Account a system unit runs as (root: each job runs as its "
+                                 "submitter; another account runs every job as itself).")
+                            ] = "root",
 ) -> None:
     """Write the systemd unit for this installation and say which commands come next."""
     from scheduler import service

@@ -25,7 +25,9 @@ log = logging.getLogger("gridshift.service")
 
 UNIT_NAME = "gridshift.service"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
-DEFAULT_SERVICE_USER = "gridshift"
+# The system unit runs as root, so that it can run each job as its submitter.
+DEFAULT_SERVICE_USER = "root"
+RUNTIME_DIRECTORY = "gridshift"  # /run/gridshift: the local API's socket
 WATCHDOG_SEC = 120
 
 
@@ -81,7 +83,7 @@ def this_installation(config_path: str | None, user_unit: bool,
     if config is not None:
         command += ["--config", str(config)]
     command.append("daemon")
-    home = Path.home() if user_unit else Path("/var/lib") / service_user
+    home = Path.home() if user_unit else Path("/var/lib/gridshift")
     return UnitPaths(command, config, home, None if user_unit else service_user)
 
 
@@ -106,13 +108,28 @@ def render_unit(paths: UnitPaths) -> str:
         "RestartSec=5",
     ]
     if paths.user is not None:
+        if paths.user == "root":
+            lines += [
+                "# Root, so that each job runs as the user who submitted it (uid, groups,",
+                "# HOME, environment captured at submission); jobs never run as root unless",
+                "# root submitted them. Users reach the daemon through its socket only.",
+            ]
+        else:
+            lines += [
+                "# A dedicated account: it accepts only its own requests, and every job",
+                "# runs as this user.",
+                f"User={paths.user}",
+                f"Group={paths.user}",
+            ]
         lines += [
-            "# A dedicated account: every queued job runs as this user, never as root.",
-            f"User={paths.user}",
-            f"Group={paths.user}",
-            "# /var/lib/gridshift, owned by that user: the working directory.",
+            "# /var/lib/gridshift (database, logs), owned by the daemon's user.",
             "StateDirectory=gridshift",
             "StateDirectoryMode=0700",
+            f"# /run/{RUNTIME_DIRECTORY}: the local API's socket, gridshift.sock.",
+            f"RuntimeDirectory={RUNTIME_DIRECTORY}",
+            "RuntimeDirectoryMode=0755",
+            "# Jobs keep running across daemon restarts: keep the socket's directory too.",
+            "RuntimeDirectoryPreserve=yes",
         ]
     lines += [
         f"WorkingDirectory={paths.working_directory}",
@@ -124,8 +141,8 @@ def render_unit(paths: UnitPaths) -> str:
         "KillMode=process",
         "# SIGTERM: the daemon stops taking work and exits within seconds.",
         "TimeoutStopSec=30",
-        "# Files the daemon creates are owner-only (database and logs are created 0600",
-        "# anyway). Jobs inherit this umask: use 0027 to share their outputs with the group.",
+        "# Files the daemon creates are owner-only. Each job runs with the umask its",
+        "# submitter had.",
         "UMask=0077",
         "Environment=PYTHONUNBUFFERED=1",
         "",
@@ -180,6 +197,6 @@ def reference_unit() -> str:
     return render_unit(UnitPaths(
         exec_start=["/opt/gridshift/.venv/bin/gridshift", "--config", str(config), "daemon"],
         config_path=config,
-        working_directory=Path("/var/lib") / DEFAULT_SERVICE_USER,
+        working_directory=Path("/var/lib/gridshift"),
         user=DEFAULT_SERVICE_USER,
     ))

@@ -21,6 +21,8 @@ from typing import Any, Literal
 from sqlalchemy import (
     Engine,
     String,
+    Table,
+    bindparam,
     column,
     create_engine,
     delete,
@@ -54,6 +56,8 @@ from scheduler.models import (
 from scheduler.records import NewJob, Series
 
 BUSY_TIMEOUT_S = 60
+# Ids per IN (...) list: well under SQLite's limit on bound variables.
+_IDS_PER_QUERY = 10_000
 __all__ = ["NewJob", "PlanUpdate", "PointRecord", "Series", "Store"]
 
 
@@ -306,37 +310,57 @@ class Store:
     def save_plans(self, plans: Sequence[PlanUpdate], now: datetime) -> int:
         """Write placements for jobs that have not started; skip jobs that started meanwhile.
 
-        A job moving from queued to planned, or whose region or start changed, gets an
-        event. Returns how many plans changed.
+        Only jobs whose placement changed are written, in bulk statements; a job moving from
+        queued to planned, or whose region or start changed, gets one event. Returns how
+        many jobs moved (or were planned for the first time).
         """
-        changed = 0
+        unstarted = [s.value for s in UNSTARTED]
+        jobs: Table = Job.__table__  # type: ignore[assignment]
+        rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
         with self.writing() as session:
+            current: dict[int, Any] = {}
+            ids = [plan.job_id for plan in plans]
+            for first in range(0, len(ids), _IDS_PER_QUERY):
+                query = select(Job.id, Job.state, Job.planned_region, Job.planned_start,
+                               Job.planned_intensity, Job.planned_vintage, Job.plan_note
+                               ).where(Job.id.in_(ids[first:first + _IDS_PER_QUERY]))
+                current.update((row.id, row) for row in session.execute(query))
             for plan in plans:
-                current = session.execute(
-                    select(Job.state, Job.planned_region, Job.planned_start)
-                    .where(Job.id == plan.job_id)
-                ).one_or_none()
-                if current is None or current.state not in (s.value for s in UNSTARTED):
+                row = current.get(plan.job_id)
+                if row is None or row.state not in unstarted:
                     continue
-                same = (current.planned_region == plan.region
-                        and current.planned_start == plan.start)
-                session.execute(
-                    update(Job)
-                    .where(Job.id == plan.job_id,
-                           Job.state.in_([s.value for s in UNSTARTED]))
-                    .values(state=JobState.PLANNED.value, planned_region=plan.region,
-                            planned_start=plan.start, planned_intensity=plan.intensity,
-                            planned_vintage=plan.vintage, plan_note=plan.note)
-                    .execution_options(synchronize_session=False)
+                moved = (row.planned_region, row.planned_start) != (plan.region, plan.start)
+                if row.state == JobState.PLANNED.value and not moved and (
+                        row.planned_intensity, row.planned_vintage, row.plan_note
+                ) == (plan.intensity, plan.vintage, plan.note):
+                    continue
+                rows.append({"job_id": plan.job_id, "region": plan.region,
+                             "start": plan.start, "intensity": plan.intensity,
+                             "vintage": plan.vintage, "note": plan.note})
+                if row.state == JobState.PLANNED.value and not moved:
+                    continue
+                verb = "planned" if row.state == JobState.QUEUED.value else "re-planned"
+                events.append({"job_id": plan.job_id, "at": now, "old_state": row.state,
+                               "new_state": JobState.PLANNED.value,
+                               "reason": f"{verb}: {plan.describe()}"})
+            if rows:
+                session.connection().execute(
+                    update(jobs)
+                    # No IN list: SQLAlchemy expands those per statement, not per row.
+                    .where(jobs.c.id == bindparam("job_id"),
+                           or_(*(jobs.c.state == state for state in unstarted)))
+                    .values(state=JobState.PLANNED.value,
+                            planned_region=bindparam("region"),
+                            planned_start=bindparam("start", type_=UTCDateTime()),
+                            planned_intensity=bindparam("intensity"),
+                            planned_vintage=bindparam("vintage", type_=UTCDateTime()),
+                            plan_note=bindparam("note")),
+                    rows,
                 )
-                if current.state == JobState.PLANNED.value and same:
-                    continue
-                changed += 1
-                verb = "planned" if current.state == JobState.QUEUED.value else "re-planned"
-                session.add(JobEvent(job_id=plan.job_id, at=now, old_state=current.state,
-                                     new_state=JobState.PLANNED.value,
-                                     reason=f"{verb}: {plan.describe()}"))
-        return changed
+            if events:
+                session.connection().execute(insert(JobEvent), events)
+        return len(events)
 
     def count_by_state(self) -> dict[str, int]:
         with self.reading() as session:

@@ -56,8 +56,18 @@ def test_shipped_unit_is_a_notify_service_that_spares_running_jobs() -> None:
     assert service["Restart"] == "on-failure"
     assert service["KillMode"] == "process"
     assert "control-group" in text  # the comment says why not the default
-    assert service["User"] == "gridshift"
+    # Root, so that each job runs as its submitter; the socket lives in /run/gridshift.
+    assert "User" not in service
+    assert service["RuntimeDirectory"] == "gridshift"
     assert service["ExecStart"].endswith(" daemon")
+
+
+def test_a_service_user_other_than_root_runs_the_unit_as_that_account() -> None:
+    from scheduler.service import render_unit, this_installation
+
+    service = unit_directives(render_unit(this_installation(None, False, "gridshift")))
+    assert service["Service"]["User"] == "gridshift"
+    assert service["Service"]["RuntimeDirectory"] == "gridshift"
 
 
 def test_service_install_print_renders_this_installation_and_writes_nothing(
