@@ -386,8 +386,8 @@ def as_user(user: str, socket_path: Path, method: str, path: str, body: Any) -> 
     completed = subprocess.run(
         ["runuser", "-u", user, "--", python_for(user), "-c", CLIENT_SCRIPT,
          str(socket_path), method, path, json.dumps(body)],
-        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        timeout=60, cwd="/")
+        capture_output=True, text=True, timeout=60, cwd="/",
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
 
