@@ -452,6 +452,9 @@ class ApiServer:
         private = self.daemon_uid != 0
         try:
             if not path.parent.is_dir():
+                if path.parent.exists():
+                    raise SocketUnusable(f"cannot listen on {path}: {path.parent} is not a "
+                                         f"directory")
                 path.parent.mkdir(parents=True, mode=0o700 if private else 0o755)
                 path.parent.chmod(0o700 if private else 0o755)
             self._clear_stale()

@@ -456,6 +456,37 @@ def daemon(workspace: Workspace) -> Iterator[DaemonProcess]:
     assert not socket_path.exists()
 
 
+def test_a_killed_daemons_socket_is_replaced_by_the_next_daemon(workspace: Workspace) -> None:
+    socket_path = workspace.config().daemon.socket_path()
+    first = DaemonProcess(workspace)
+    first.wait_started()
+    wait_for(socket_path.exists, what="the daemon's socket")
+    first.kill()
+    assert socket_path.exists()  # left behind: nobody removed it
+    assert client.send(socket_path, ApiRequest("GET", "/jobs")) is None
+    second = DaemonProcess(workspace)
+    second.wait_started()
+    response = wait_for(lambda: client.send(socket_path, ApiRequest("GET", "/status")),
+                        what="the new daemon's answer")
+    assert response.document()["daemon"]["pid"] == second.pid
+    assert second.stop() == 0
+    assert not socket_path.exists()
+
+
+def test_a_daemon_that_cannot_listen_says_so_in_one_line(workspace: Workspace) -> None:
+    blocker = Path(tempfile.mkdtemp(prefix="gs-")) / "a-file"
+    blocker.write_text("not a directory\n", encoding="utf-8")
+    configured = workspace.config().daemon.socket_path()
+    text = workspace.config_path.read_text(encoding="utf-8")
+    workspace.config_path.write_text(
+        text.replace(str(configured), str(blocker / "gs.sock")), encoding="utf-8")
+    result = workspace.cli("daemon", timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (f"gridshift: cannot listen on {blocker / 'gs.sock'}: {blocker} is "
+                         f"not a directory"), result.stderr
+
+
 def test_curl_lists_jobs_from_the_real_daemon(workspace: Workspace,
                                               daemon: DaemonProcess) -> None:
     if shutil.which("curl") is None:
@@ -519,6 +550,7 @@ def test_eight_clients_submit_two_thousand_jobs_without_an_error(
     for thread in threads:
         thread.join()
     assert failures == []
+    assert "api:" not in daemon.output()  # requests are logged at DEBUG only
     every_id = [job_id for chunk in ids for job_id in chunk]
     assert len(set(every_id)) == clients * each
     assert job_count(workspace) == clients * each
