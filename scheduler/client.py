@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import socket
+import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from scheduler.records import ApiRequest, ApiResponse
 DEFAULT_TIMEOUT_S = 300.0
 # The Host header of every request (curl's examples use the same name).
 HOST = "gridshift"
+BUSY_RETRY_S = 0.01
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -37,14 +39,24 @@ class _UnixConnection(http.client.HTTPConnection):
         self.socket_path = socket_path
 
     def connect(self) -> None:
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            connection.settimeout(self.timeout)
-            connection.connect(str(self.socket_path))
-        except BaseException:
-            connection.close()
-            raise
-        self.sock = connection
+        give_up = time.monotonic() + (self.timeout or DEFAULT_TIMEOUT_S)
+        while True:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                connection.settimeout(self.timeout)
+                connection.connect(str(self.socket_path))
+            except BlockingIOError:
+                # The daemon's accept queue is full (a burst of clients): wait a little.
+                connection.close()
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(BUSY_RETRY_S)
+                continue
+            except BaseException:
+                connection.close()
+                raise
+            self.sock = connection
+            return
 
 
 def send(socket_path: Path, request: ApiRequest,

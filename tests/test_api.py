@@ -340,6 +340,59 @@ def test_a_daemon_that_fails_mid_request_is_one_line(tmp_path: Path) -> None:
     listener.close()
 
 
+def test_a_full_accept_queue_makes_the_client_wait_not_fail(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = short_socket_path()
+    path.parent.mkdir(exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    fillers = []
+    while True:  # connect until the daemon-to-be's queue is full
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        try:
+            filler.connect(str(path))
+        except BlockingIOError:
+            filler.close()
+            break
+        fillers.append(filler)
+    refused: list[int] = []
+    connect = socket.socket.connect
+
+    def counting_connect(self: socket.socket, address: Any) -> None:
+        try:
+            connect(self, address)
+        except BlockingIOError:
+            refused.append(1)
+            raise
+
+    monkeypatch.setattr(socket.socket, "connect", counting_connect)
+    answers: list[ApiResponse | None] = []
+    sender = threading.Thread(target=lambda: answers.append(
+        client.send(path, ApiRequest("GET", "/jobs"), timeout=30)))
+    sender.start()
+    wait_for(lambda: refused, what="the client to find the queue full")
+    for _ in range(len(fillers) + 1):
+        connection, _ = listener.accept()
+        connection.settimeout(0.5)
+        try:
+            request = connection.recv(65536)
+        except TimeoutError:
+            connection.close()  # a filler: it never sends
+            continue
+        assert request.startswith(b"GET /jobs HTTP/1.1")
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 2\r\nConnection: close\r\n\r\n[]")
+        connection.close()
+        break
+    sender.join()
+    assert answers[0] is not None and answers[0].document() == []
+    for filler in fillers:
+        filler.close()
+    listener.close()
+
+
 # Identity from the operating system ----------------------------------------------------
 
 
