@@ -1,8 +1,8 @@
 """TOML config -> frozen dataclasses, validated once; every error names file and key.
 
 Lookup order: ``--config FILE``, env ``GRIDSHIFT_CONFIG``, ``$XDG_CONFIG_HOME/gridshift/
-config.toml``, else built-in defaults (Great Britain national from the UK Carbon Intensity
-API). ``config/gridshift.toml`` documents every key.
+config.toml``, ``/etc/gridshift/config.toml``, else built-in defaults (Great Britain
+national from the UK Carbon Intensity API). ``config/gridshift.toml`` documents every key.
 """
 
 from __future__ import annotations
@@ -162,6 +162,8 @@ def _xdg(variable: str, fallback: str, environ: Mapping[str, str] | None = None)
 
 
 SYSTEM_SOCKET = Path("/run/gridshift/gridshift.sock")
+# The system daemon's config: the last place looked before the built-in defaults.
+SYSTEM_CONFIG = Path("/etc/gridshift/config.toml")
 
 
 def default_socket_path(uid: int, environ: Mapping[str, str] | None = None) -> Path:
@@ -187,7 +189,9 @@ def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path |
         return Path(environ["GRIDSHIFT_CONFIG"])
     xdg = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     candidate = Path(xdg) / "gridshift" / "config.toml"
-    return candidate if candidate.exists() else None
+    if candidate.exists():
+        return candidate
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
 
 
 def load_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Config:

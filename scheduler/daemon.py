@@ -365,12 +365,19 @@ class Daemon:
             scheduler.add_job(self.watchdog, "interval", args=[watchdog_every],
                               seconds=watchdog_every.total_seconds(), id="watchdog")
 
+        # The local API (api.py): before the loop, so submits are answered from the start.
+        from scheduler.api import ApiServer
+
+        api_server = ApiServer(daemon_settings.socket_path(), self.store, self.config,
+                               clock=self.clock)
         try:
+            api_server.start()
             notify("READY=1\nSTATUS=scheduling")
             scheduler.start()
             while not self._stopping:
                 time.sleep(STOP_POLL_S)
         finally:
+            api_server.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         notify("STOPPING=1")
