@@ -206,9 +206,6 @@ class RegionView:
             ],
         }
 
-    def print_table(self) -> None:
-        render.print_forecast({"regions": [self.as_json()]})
-
 
 def region_views(
     config: Config, store: Store, regions: Sequence[str], now: datetime

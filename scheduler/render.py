@@ -243,12 +243,6 @@ def _write_lines(lines: Iterable[str], out: IO[str] | None = None) -> None:
         stream.write("\n".join(batch) + "\n")
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A plain text table on stdout, every cell inert; the title (if any) on its own line."""
-    cells = [[inert(cell) for cell in row] for row in rows]
-    _write_lines([*([inert(title)] if title else []), *_table_lines(columns, cells)])
-
-
 # submit -------------------------------------------------------------------------------------
 
 
@@ -616,14 +610,3 @@ def print_plan(document: Mapping[str, Any]) -> None:
         lines.append(inert(f"not ranked: {', '.join(left_out)} (a percentile index ranks "
                            "times within its own region only)"))
     _write_lines(lines)
-
-
-# Until cli.py renders from documents: the ORM-taking entry points it calls today.
-
-
-def jobs_table(jobs: Sequence[Job]) -> None:
-    print_jobs([job_json(job) for job in jobs])
-
-
-def job_detail(job: Job, events: Sequence[JobEvent]) -> None:
-    print_job_detail(show_json(job, events))
