@@ -22,7 +22,8 @@ import stat
 import struct
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -51,6 +52,8 @@ log = logging.getLogger("gridshift.api")
 MAX_BODY_BYTES = 1 << 20
 # A client that has not sent its whole request this long after connecting is dropped.
 IDLE_TIMEOUT_S = 30.0
+# How long a stopping daemon waits for the requests it is answering.
+STOP_DRAIN_S = 5.0
 # SQLite's INTEGER is 64-bit: a larger id names no job (and would overflow the driver).
 MAX_ID = 2**63 - 1
 JSON = "application/json"
@@ -446,6 +449,8 @@ class ApiServer:
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._inode: int | None = None
+        self._in_flight = 0
+        self._requests_done = threading.Condition()
 
     def start(self) -> None:
         path = self.socket_path
@@ -507,12 +512,27 @@ class ApiServer:
         if server is None:
             return
         server.shutdown()
+        with self._requests_done:  # a submit in flight gets its answer, not a hang-up
+            if not self._requests_done.wait_for(lambda: self._in_flight == 0, STOP_DRAIN_S):
+                log.warning("api: stopping with %d request(s) unanswered", self._in_flight)
         server.server_close()
         try:  # only our own socket: a newer daemon may have replaced it
             if self.socket_path.stat().st_ino == self._inode:
                 self.socket_path.unlink()
         except FileNotFoundError:
             pass
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request being answered, for ``stop`` to wait on."""
+        with self._requests_done:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._requests_done:
+                self._in_flight -= 1
+                self._requests_done.notify_all()
 
     def answer(self, request: ApiRequest, uid: int, gid: int) -> ApiResponse:
         refused = foreign_caller(self.daemon_uid, uid)
@@ -613,7 +633,8 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         request = ApiRequest(self.command, unquote(split.path),
                              parse_qs(split.query, keep_blank_values=True), body)
-        self._write(api.answer(request, *self.peer))
+        with api.in_flight():
+            self._write(api.answer(request, *self.peer))
 
     def _read_body(self, limit: int) -> tuple[Any, ApiResponse | None]:
         if self.headers.get("Transfer-Encoding"):
