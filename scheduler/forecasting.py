@@ -18,7 +18,7 @@ from scheduler import render
 from scheduler.config import Config
 from scheduler.providers import Provider, ProviderError, build_provider
 from scheduler.store import PointRecord, Series, Store
-from scheduler.timespec import format_local, iso_utc
+from scheduler.timespec import iso_utc
 
 log = logging.getLogger("gridshift.forecasting")
 
@@ -45,16 +45,7 @@ class RefreshResult:
     note: str = ""  # e.g. a horizon shorter than the provider's usual one
 
     def describe(self) -> str:
-        label = "" if self.kind == "forecast" else f" {self.kind}s"
-        if not self.ok:
-            return f"{self.provider} zone {self.zone}{label}: FAILED: {self.error}"
-        if not self.points:
-            return f"{self.provider} zone {self.zone}{label}: {self.note or 'no new data'}"
-        reach = "horizon to" if self.kind == "forecast" else "up to"
-        text = (f"{self.provider} zone {self.zone}{label}: {self.points} points "
-                f"({self.stored} new), {reach} {format_local(self.horizon_end)}, "
-                f"vintage {format_local(self.vintage)}")
-        return f"{text}; {self.note}" if self.note else text
+        return render.refresh_line(self.as_json())
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -216,22 +207,7 @@ class RegionView:
         }
 
     def print_table(self) -> None:
-        units = ("percentile index, not emissions" if self.series.units == "percentile"
-                 else "gCO2eq/kWh")
-        basis = f" ({self.series.basis})" if self.series.basis else ""
-        title = (f"{self.region} ({self.provider} zone {self.zone}; "
-                 f"{self.series.signal or self.signal} intensity{basis}, {units})")
-        if not len(self.series):
-            render.message(f"{title}: no forecast stored from now on; "
-                           f"try gridshift forecast --refresh")
-            return
-        top = max(self.series.values) or 1.0
-        render.table(title, ("start", "end", "value", "", "vintage"), [
-            (format_local(s), format_local(e), render.intensity(v),
-             "#" * max(1, round(20 * v / top)), format_local(g))
-            for s, e, v, g in zip(self.series.starts, self.series.ends, self.series.values,
-                                  self.series.vintages, strict=True)
-        ])
+        render.print_forecast({"regions": [self.as_json()]})
 
 
 def region_views(

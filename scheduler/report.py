@@ -219,7 +219,8 @@ def build(store: Store, config: Config, since: datetime | None, until: datetime 
     ``table_only``: read just what the human table and the totals show (``TABLE_READS``),
     so ``columns`` holds only some of the job object's keys and ``jobs`` must not be used.
     """
-    names = TABLE_READS if table_only else (*render.JOB_FIELDS, *REVIEW_COLUMNS)
+    names = TABLE_READS if table_only else (*render.JOB_FIELDS, *REVIEW_COLUMNS,
+                                            *(column for _, column in render.OWNER_FIELDS))
     rows = store.report_rows(names, since, until, regions, part)
     stored: dict[str, Sequence[Any]] = (dict(zip(names, zip(*rows, strict=True), strict=True))
                                         if rows else dict.fromkeys(names, ()))
@@ -271,6 +272,9 @@ def job_columns(stored: Mapping[str, Sequence[Any]]) -> dict[str, Sequence[Any]]
         "run_now_emissions_g": emissions.run_now_g,
         "saved_g": emissions.saved_g,
     })
+    for key, column in render.OWNER_FIELDS:
+        if column in stored:
+            columns[key] = stored[column]
     return columns
 
 
@@ -362,9 +366,9 @@ def table_columns(report: Report) -> list[list[str]]:
               zip(_numbers(jobs["actual_intensity"]), jobs["intensity_estimated"], strict=True)]
     return [
         list(map(str, jobs["id"])),
-        list(jobs["name"]),
+        list(map(render.inert, jobs["name"])),  # user text: control characters escaped
         list(jobs["state"]),
-        [region or "-" for region in jobs["run_region"]],
+        [render.inert(region) if region else "-" for region in jobs["run_region"]],
         format_local_iso(jobs["started_at"]),
         _numbers(hours, 2),
         _numbers(jobs["energy_kwh"], 3),
