@@ -177,9 +177,7 @@ def _list(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
 
 def _show(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:
     job, events = jobs.show(context.store, _job_id(job_id))
-    document = render.job_json(job)
-    document["events"] = [render.event_json(event) for event in events]
-    return json_response(HTTPStatus.OK, document)
+    return json_response(HTTPStatus.OK, render.show_json(job, events))
 
 
 def _cancel(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:

@@ -125,8 +125,10 @@ def test_submit_list_show_and_cancel_through_the_socket(
     assert [j["id"] for j in listed] == [job["id"]]
     assert send(server, "GET", "/jobs", state=["succeeded"]).document() == []
 
-    shown = send(server, "GET", f"/jobs/{job['id']}").document()
-    assert [e["new_state"] for e in shown["events"]] == ["queued", "planned"]
+    shown = send(server, "GET", f"/jobs/{job['id']}")
+    assert [e["new_state"] for e in shown.document()["events"]] == ["queued", "planned"]
+    assert shown.document()["environment_names"] == ["PATH", "SECRET"]
+    assert "s3cret" not in shown.body.decode()
 
     cancelled = send(server, "POST", f"/jobs/{job['id']}/cancel")
     assert cancelled.status == 200
