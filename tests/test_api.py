@@ -523,7 +523,7 @@ def test_a_killed_daemons_socket_is_replaced_by_the_next_daemon(workspace: Works
     second.wait_started()
     response = wait_for(lambda: client.send(socket_path, ApiRequest("GET", "/status")),
                         what="the new daemon's answer")
-    assert response.document()["daemon"]["pid"] == second.pid
+    assert response is not None and response.document()["daemon"]["pid"] == second.pid
     assert second.stop() == 0
     assert not socket_path.exists()
 
@@ -578,34 +578,44 @@ def test_the_client_process_loads_no_orm_or_numerics(workspace: Workspace,
     assert json.loads(completed.stdout) == {"status": 201, "heavy": []}
 
 
+SUBMIT_MANY = """
+import json, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from scheduler import client
+from scheduler.records import ApiRequest, SubmitRequest
+socket_path, slot, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+now = datetime.now(UTC)
+ids, failures = [], []
+for number in range(count):
+    request = SubmitRequest(["true"], 3600, now, now + timedelta(hours=24), "/tmp", 0o022,
+                            {"PATH": "/usr/bin"}, name=f"c{slot}-{number}")
+    try:
+        response = client.send(socket_path, ApiRequest("POST", "/jobs", {},
+                                                       request.as_json()))
+    except Exception as error:
+        failures.append(f"{type(error).__name__}: {error}")
+        continue
+    if response is None or response.status != 201:
+        failures.append(repr(response))
+    else:
+        ids.append(response.document()["id"])
+print(json.dumps({"ids": ids, "failures": failures}))
+"""
+
+
 def test_eight_clients_submit_two_thousand_jobs_without_an_error(
         workspace: Workspace, daemon: DaemonProcess) -> None:
+    """Eight client processes (as eight users' shells) submit 250 jobs each at once."""
     socket_path = workspace.config().daemon.socket_path()
-    now = datetime.now(UTC)
     clients, each = 8, 250
-    ids: list[list[int]] = [[] for _ in range(clients)]
-    failures: list[str] = []
-
-    def submit_many(slot: int) -> None:
-        for number in range(each):
-            body = submit_body(now, name=f"c{slot}-{number}")
-            try:
-                response = client.send(socket_path, ApiRequest("POST", "/jobs", {}, body))
-            except GridshiftError as error:
-                failures.append(str(error))
-                continue
-            if response is None or response.status != 201:
-                failures.append(repr(response))
-                continue
-            ids[slot].append(response.document()["id"])
-
-    threads = [threading.Thread(target=submit_many, args=(slot,)) for slot in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    processes = [subprocess.Popen([sys.executable, "-c", SUBMIT_MANY, str(socket_path),
+                                   str(slot), str(each)], stdout=subprocess.PIPE,
+                                  text=True, cwd=REPO)
+                 for slot in range(clients)]
+    outcomes = [json.loads(process.communicate(timeout=600)[0]) for process in processes]
+    assert [outcome["failures"] for outcome in outcomes] == [[]] * clients
     assert "api:" not in daemon.output()  # requests are logged at DEBUG only
-    every_id = [job_id for chunk in ids for job_id in chunk]
+    every_id = [job_id for outcome in outcomes for job_id in outcome["ids"]]
     assert len(set(every_id)) == clients * each
     assert job_count(workspace) == clients * each
