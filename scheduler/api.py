@@ -18,6 +18,7 @@ import pwd
 import re
 import socket
 import socketserver
+import sqlite3
 import stat
 import struct
 import sys
@@ -103,10 +104,22 @@ def handle(request: ApiRequest, context: ApiContext) -> ApiResponse:
         return error_response(_status_of(error), str(error), error.exit_code)
     except Exception as error:
         log.exception("api: %s %s failed", request.method, request.path)
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
-                              f"internal error: {type(error).__name__}: {first_line}",
-                              EXIT_FAILURE)
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, _fault(error), EXIT_FAILURE)
+
+
+def _fault(error: Exception) -> str:
+    """One line for an unexpected failure: the driver's words for a database error (disk
+    full, locked, unwritable), else the exception's type and first line."""
+    cause: object = getattr(error, "orig", None)
+    if isinstance(error, sqlite3.Error) or cause is None:
+        cause = error
+    if isinstance(cause, sqlite3.Error):
+        return f"database error: {_first_line(cause)}"
+    return f"internal error: {type(error).__name__}: {_first_line(error)}"
+
+
+def _first_line(error: object) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def handle_local(config: Config, request: ApiRequest, now: datetime) -> ApiResponse:

@@ -4,9 +4,11 @@ real users, and the real daemon process serving curl and many concurrent clients
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -226,6 +228,22 @@ def test_bad_requests_get_one_line_errors_and_write_nothing(
     assert malformed.startswith(b"HTTP/1.1 400")
     assert json.loads(malformed.split(b"\r\n\r\n", 1)[1])["exit_code"] == 2
     assert job_count(workspace) == 0
+
+
+def test_a_failure_inside_the_daemon_is_500_one_line_and_it_keeps_serving(
+        serve: Callable[..., ApiServer], workspace: Workspace,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = serve()
+    with sqlite3.connect(workspace.db_path) as connection:
+        connection.execute("ALTER TABLE jobs RENAME TO jobs_elsewhere")
+    with caplog.at_level(logging.ERROR, logger="gridshift.api"):
+        broken = send(server, "GET", "/jobs")
+    assert broken.status == 500
+    assert broken.document() == {"error": "database error: no such table: jobs",
+                                 "exit_code": 1}
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None  # the traceback, once, in the daemon's log
+    assert send(server, "GET", "/forecast").status == 200
 
 
 def test_a_body_over_one_mib_gets_413_and_the_server_keeps_serving(
