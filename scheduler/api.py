@@ -430,13 +430,16 @@ def foreign_caller(daemon_uid: int, caller_uid: int) -> ApiResponse | None:
     """A daemon not running as root serves only its own user: 403 for anyone else."""
     if daemon_uid == 0 or caller_uid == daemon_uid:
         return None
-    try:
-        owner = pwd.getpwuid(daemon_uid).pw_name
-    except KeyError:
-        owner = f"uid {daemon_uid}"
     return error_response(HTTPStatus.FORBIDDEN,
-                          f"this gridshift daemon runs as {owner} and accepts only its own "
-                          f"user's requests", EXIT_FAILURE)
+                          f"this gridshift daemon runs as {_user_name(daemon_uid)} and "
+                          f"accepts only its own user's requests", EXIT_FAILURE)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 class ApiServer:
@@ -473,6 +476,11 @@ class ApiServer:
                                          f"directory")
                 path.parent.mkdir(parents=True, mode=0o700 if private else 0o755)
                 path.parent.chmod(0o700 if private else 0o755)
+            owner = path.parent.stat().st_uid
+            if owner not in (0, os.geteuid()):
+                # Whoever owns the directory could swap the socket for their own.
+                raise SocketUnusable(f"cannot listen on {path}: {path.parent} belongs to "
+                                     f"{_user_name(owner)}, not to this daemon's user")
             self._clear_stale()
             server = _UnixHTTPServer(str(path), _Handler, bind_and_activate=False)
             server.api = self

@@ -515,6 +515,46 @@ def test_a_socket_the_caller_may_not_open_is_permission_denied_naming_its_owner(
     assert str(server.socket_path) in answer["message"] and "root" in answer["message"]
 
 
+def test_a_socket_directory_another_user_owns_is_refused(
+        workspace: Workspace, other_user: tuple[str, int]) -> None:
+    _name, uid = other_user
+    directory = Path(tempfile.mkdtemp(prefix="gs-"))
+    os.chown(directory, uid, -1)
+    store = workspace.store()
+    server = ApiServer(directory / "gs.sock", store, workspace.config())
+    with pytest.raises(SocketUnusable, match="belongs to gsapi"):
+        server.start()
+    store.close()
+    assert not (directory / "gs.sock").exists()
+
+
+def test_the_client_skips_a_default_socket_directory_another_user_made(
+        other_user: tuple[str, int]) -> None:
+    name, uid = other_user
+    runtime = Path(tempfile.mkdtemp(prefix="gs-"))
+    runtime.chmod(0o755)
+    (runtime / "gridshift").mkdir()
+    os.chown(runtime / "gridshift", 65534, -1)  # nobody's, made before this user's daemon
+    script = ("import json; from scheduler import client; "
+              "print(json.dumps([str(p) for p in client.candidate_sockets(None)]))")
+
+    def candidates() -> Any:
+        completed = subprocess.run(
+            ["runuser", "-u", name, "--", python_for(name), "-c", script],
+            capture_output=True, text=True, timeout=60, cwd="/", check=True,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                 "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(runtime),
+                 "HOME": f"/home/{name}"})
+        return json.loads(completed.stdout)
+
+    assert candidates() == ["/run/gridshift/gridshift.sock"]
+    (runtime / "gridshift").rmdir()
+    (runtime / "gridshift").mkdir()
+    os.chown(runtime / "gridshift", uid, -1)  # the user's own: tried first
+    assert candidates() == [str(runtime / "gridshift" / "gridshift.sock"),
+                            "/run/gridshift/gridshift.sock"]
+
+
 # The real daemon ---------------------------------------------------------------------
 
 
