@@ -591,6 +591,7 @@ class _Handler(BaseHTTPRequestHandler):
         # A client that dribbles its request byte by byte resets the per-read timeout;
         # this ends the whole read once the deadline passes.
         self._reading = True
+        self._dropped = False
         self._guard = threading.Lock()
         self._deadline = threading.Timer(api.idle_timeout_s, self._drop)
         self._deadline.daemon = True
@@ -600,6 +601,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self._guard:
             if not self._reading:
                 return
+            self._dropped = True
             log.warning("api: dropped a client (uid %d) that sent no whole request in %.0f s",
                         self.peer[0], self.server.api.idle_timeout_s)
             try:
@@ -611,9 +613,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Stop the deadline; False where it already dropped the client."""
         self._deadline.cancel()
         with self._guard:
-            dropped = not self._reading
             self._reading = False
-            return not dropped
+            return not self._dropped
 
     def finish(self) -> None:
         self._deadline.cancel()
