@@ -339,6 +339,23 @@ def test_the_client_finds_the_socket_without_reading_the_whole_config(
     assert target == "/jobs?user=a+b%26c&state=x&state=y"
 
 
+def test_the_system_config_is_the_last_place_looked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler import config
+
+    system = tmp_path / "etc-gridshift.toml"
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", system)
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    assert config.find_config_path(None, env) is None
+    system.write_text('[daemon]\nsocket = "/run/team/gs.sock"\n', encoding="utf-8")
+    assert config.find_config_path(None, env) == system
+    assert client.candidate_sockets(None, env) == [Path("/run/team/gs.sock")]
+    own = tmp_path / "xdg" / "gridshift" / "config.toml"
+    own.parent.mkdir(parents=True)
+    own.write_text("", encoding="utf-8")
+    assert config.find_config_path(None, env) == own
+
+
 def test_a_daemon_that_fails_mid_request_is_one_line(tmp_path: Path) -> None:
     path = short_socket_path()
     path.parent.mkdir(exist_ok=True)
@@ -553,6 +570,24 @@ def test_the_client_skips_a_default_socket_directory_another_user_made(
     os.chown(runtime / "gridshift", uid, -1)  # the user's own: tried first
     assert candidates() == [str(runtime / "gridshift" / "gridshift.sock"),
                             "/run/gridshift/gridshift.sock"]
+
+
+def test_a_config_the_user_cannot_read_still_leaves_the_default_sockets(
+        other_user: tuple[str, int]) -> None:
+    name, _uid = other_user
+    directory = Path(tempfile.mkdtemp(prefix="gs-"))
+    directory.chmod(0o755)
+    secret = directory / "config.toml"
+    secret.write_text('[daemon]\nsocket = "/run/elsewhere/gs.sock"\n', encoding="utf-8")
+    secret.chmod(0o600)  # root's, as a system config holding provider tokens is
+    script = ("import json, sys; from scheduler import client; "
+              "print(json.dumps([str(p) for p in client.candidate_sockets(sys.argv[1])]))")
+    completed = subprocess.run(
+        ["runuser", "-u", name, "--", python_for(name), "-c", script, str(secret)],
+        capture_output=True, text=True, timeout=60, cwd="/", check=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+             "HOME": f"/home/{name}"})
+    assert json.loads(completed.stdout)[-1] == "/run/gridshift/gridshift.sock"
 
 
 # The real daemon ---------------------------------------------------------------------
