@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from scheduler import jobs, render
@@ -125,12 +125,31 @@ def _first_line(error: object) -> str:
 def handle_local(config: Config, request: ApiRequest, now: datetime) -> ApiResponse:
     """The in-process way in, for the CLI where no daemon listens: the same ``handle`` on
     this process's own store, as this process's own user."""
-    store = Store.open(config.database_url)
+    store = _StoreOnFirstUse(config.database_url)
     try:
         caller = jobs.Caller.from_ids(os.getuid(), os.getgid(), config)
-        return handle(request, ApiContext(store, config, caller, now, may_fork=True))
+        return handle(request, ApiContext(cast(Store, store), config, caller, now,
+                                          may_fork=True))
     finally:
         store.close()
+
+
+class _StoreOnFirstUse:
+    """The in-process store, opened (the database created, migrated) only when a request
+    first uses it: input refused before that leaves nothing on disk."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._store: Store | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store is None:
+            self._store = Store.open(self._url)
+        return getattr(self._store, name)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 def error_response(status: int, message: str, exit_code: int,

@@ -126,7 +126,7 @@ def job_json(job: Job) -> dict[str, Any]:
     return document
 
 
-def environment_names(job: Job | JobRow) -> list[str]:
+def environment_names(job: Job) -> list[str]:
     """The sorted names (never the values) of what the job runs with: the captured
     environment and the --env variables."""
     captured = getattr(job, "environment", None) or {}
@@ -138,7 +138,7 @@ def event_json(event: JobEvent) -> dict[str, Any]:
             "new_state": event.new_state, "reason": event.reason}
 
 
-def show_json(job: Job | JobRow, events: Iterable[JobEvent]) -> dict[str, Any]:
+def show_json(job: Job, events: Iterable[JobEvent]) -> dict[str, Any]:
     """The document of `show`: the job document, its history and its variable names."""
     document = job_json(job)
     document["events"] = [event_json(event) for event in events]
