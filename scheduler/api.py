@@ -18,11 +18,13 @@ import pwd
 import re
 import socket
 import socketserver
+import sqlite3
 import stat
 import struct
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -51,6 +53,8 @@ log = logging.getLogger("gridshift.api")
 MAX_BODY_BYTES = 1 << 20
 # A client that has not sent its whole request this long after connecting is dropped.
 IDLE_TIMEOUT_S = 30.0
+# How long a stopping daemon waits for the requests it is answering.
+STOP_DRAIN_S = 5.0
 # SQLite's INTEGER is 64-bit: a larger id names no job (and would overflow the driver).
 MAX_ID = 2**63 - 1
 JSON = "application/json"
@@ -100,10 +104,22 @@ def handle(request: ApiRequest, context: ApiContext) -> ApiResponse:
         return error_response(_status_of(error), str(error), error.exit_code)
     except Exception as error:
         log.exception("api: %s %s failed", request.method, request.path)
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
-                              f"internal error: {type(error).__name__}: {first_line}",
-                              EXIT_FAILURE)
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, _fault(error), EXIT_FAILURE)
+
+
+def _fault(error: Exception) -> str:
+    """One line for an unexpected failure: the driver's words for a database error (disk
+    full, locked, unwritable), else the exception's type and first line."""
+    cause: object = getattr(error, "orig", None)
+    if isinstance(error, sqlite3.Error) or cause is None:
+        cause = error
+    if isinstance(cause, sqlite3.Error):
+        return f"database error: {_first_line(cause)}"
+    return f"internal error: {type(error).__name__}: {_first_line(error)}"
+
+
+def _first_line(error: object) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def handle_local(config: Config, request: ApiRequest, now: datetime) -> ApiResponse:
@@ -193,9 +209,7 @@ def _list(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
 
 def _show(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:
     job, events = jobs.show(context.store, _job_id(job_id))
-    document = render.job_json(job)
-    document["events"] = [render.event_json(event) for event in events]
-    return json_response(HTTPStatus.OK, document)
+    return json_response(HTTPStatus.OK, render.show_json(job, events))
 
 
 def _cancel(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:
@@ -435,13 +449,16 @@ def foreign_caller(daemon_uid: int, caller_uid: int) -> ApiResponse | None:
     """A daemon not running as root serves only its own user: 403 for anyone else."""
     if daemon_uid == 0 or caller_uid == daemon_uid:
         return None
-    try:
-        owner = pwd.getpwuid(daemon_uid).pw_name
-    except KeyError:
-        owner = f"uid {daemon_uid}"
     return error_response(HTTPStatus.FORBIDDEN,
-                          f"this gridshift daemon runs as {owner} and accepts only its own "
-                          f"user's requests", EXIT_FAILURE)
+                          f"this gridshift daemon runs as {_user_name(daemon_uid)} and "
+                          f"accepts only its own user's requests", EXIT_FAILURE)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 class ApiServer:
@@ -465,6 +482,8 @@ class ApiServer:
         self._server: _UnixHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._inode: int | None = None
+        self._in_flight = 0
+        self._requests_done = threading.Condition()
 
     def start(self) -> None:
         path = self.socket_path
@@ -476,6 +495,11 @@ class ApiServer:
                                          f"directory")
                 path.parent.mkdir(parents=True, mode=0o700 if private else 0o755)
                 path.parent.chmod(0o700 if private else 0o755)
+            owner = path.parent.stat().st_uid
+            if owner not in (0, os.geteuid()):
+                # Whoever owns the directory could swap the socket for their own.
+                raise SocketUnusable(f"cannot listen on {path}: {path.parent} belongs to "
+                                     f"{_user_name(owner)}, not to this daemon's user")
             self._clear_stale()
             server = _UnixHTTPServer(str(path), _Handler, bind_and_activate=False)
             server.api = self
@@ -526,12 +550,27 @@ class ApiServer:
         if server is None:
             return
         server.shutdown()
+        with self._requests_done:  # a submit in flight gets its answer, not a hang-up
+            if not self._requests_done.wait_for(lambda: self._in_flight == 0, STOP_DRAIN_S):
+                log.warning("api: stopping with %d request(s) unanswered", self._in_flight)
         server.server_close()
         try:  # only our own socket: a newer daemon may have replaced it
             if self.socket_path.stat().st_ino == self._inode:
                 self.socket_path.unlink()
         except FileNotFoundError:
             pass
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request being answered, for ``stop`` to wait on."""
+        with self._requests_done:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._requests_done:
+                self._in_flight -= 1
+                self._requests_done.notify_all()
 
     def answer(self, request: ApiRequest, uid: int, gid: int) -> ApiResponse:
         refused = foreign_caller(self.daemon_uid, uid)
@@ -571,6 +610,7 @@ class _Handler(BaseHTTPRequestHandler):
         # A client that dribbles its request byte by byte resets the per-read timeout;
         # this ends the whole read once the deadline passes.
         self._reading = True
+        self._dropped = False
         self._guard = threading.Lock()
         self._deadline = threading.Timer(api.idle_timeout_s, self._drop)
         self._deadline.daemon = True
@@ -580,6 +620,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self._guard:
             if not self._reading:
                 return
+            self._dropped = True
             log.warning("api: dropped a client (uid %d) that sent no whole request in %.0f s",
                         self.peer[0], self.server.api.idle_timeout_s)
             try:
@@ -591,9 +632,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Stop the deadline; False where it already dropped the client."""
         self._deadline.cancel()
         with self._guard:
-            dropped = not self._reading
             self._reading = False
-            return not dropped
+            return not self._dropped
 
     def finish(self) -> None:
         self._deadline.cancel()
@@ -632,7 +672,8 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         request = ApiRequest(self.command, unquote(split.path),
                              parse_qs(split.query, keep_blank_values=True), body)
-        self._write(api.answer(request, *self.peer))
+        with api.in_flight():
+            self._write(api.answer(request, *self.peer))
 
     def _read_body(self, limit: int) -> tuple[Any, ApiResponse | None]:
         if self.headers.get("Transfer-Encoding"):

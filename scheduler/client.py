@@ -162,7 +162,18 @@ def candidate_sockets(explicit_config: str | None,
     if configured is not None:
         return [configured]
     own = default_socket_path(os.getuid(), environ)
-    return list(dict.fromkeys((own, SYSTEM_SOCKET)))
+    return [s for s in dict.fromkeys((own, SYSTEM_SOCKET)) if _trusted_directory(s.parent)]
+
+
+def _trusted_directory(directory: Path) -> bool:
+    """Not a directory another user made (say /tmp/gridshift-UID before this user's
+    daemon did): whoever owns it could put their own socket there and read the
+    environment a submit sends."""
+    try:
+        owner = directory.stat().st_uid
+    except OSError:
+        return True  # nothing there (yet): send() finds no daemon
+    return owner in (0, os.getuid())
 
 
 def send_first(sockets: list[Path], request: ApiRequest,

@@ -4,9 +4,11 @@ real users, and the real daemon process serving curl and many concurrent clients
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -125,8 +127,10 @@ def test_submit_list_show_and_cancel_through_the_socket(
     assert [j["id"] for j in listed] == [job["id"]]
     assert send(server, "GET", "/jobs", state=["succeeded"]).document() == []
 
-    shown = send(server, "GET", f"/jobs/{job['id']}").document()
-    assert [e["new_state"] for e in shown["events"]] == ["queued", "planned"]
+    shown = send(server, "GET", f"/jobs/{job['id']}")
+    assert [e["new_state"] for e in shown.document()["events"]] == ["queued", "planned"]
+    assert shown.document()["environment_names"] == ["PATH", "SECRET"]
+    assert "s3cret" not in shown.body.decode()
 
     cancelled = send(server, "POST", f"/jobs/{job['id']}/cancel")
     assert cancelled.status == 200
@@ -226,6 +230,22 @@ def test_bad_requests_get_one_line_errors_and_write_nothing(
     assert job_count(workspace) == 0
 
 
+def test_a_failure_inside_the_daemon_is_500_one_line_and_it_keeps_serving(
+        serve: Callable[..., ApiServer], workspace: Workspace,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = serve()
+    with sqlite3.connect(workspace.db_path) as connection:
+        connection.execute("ALTER TABLE jobs RENAME TO jobs_elsewhere")
+    with caplog.at_level(logging.ERROR, logger="gridshift.api"):
+        broken = send(server, "GET", "/jobs")
+    assert broken.status == 500
+    assert broken.document() == {"error": "database error: no such table: jobs",
+                                 "exit_code": 1}
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None  # the traceback, once, in the daemon's log
+    assert send(server, "GET", "/forecast").status == 200
+
+
 def test_a_body_over_one_mib_gets_413_and_the_server_keeps_serving(
         serve: Callable[..., ApiServer], workspace: Workspace) -> None:
     server = serve()
@@ -317,6 +337,23 @@ def test_the_client_finds_the_socket_without_reading_the_whole_config(
         "/run/gridshift/gridshift.sock")
     target = client.target(ApiRequest("GET", "/jobs", {"user": ["a b&c"], "state": ["x", "y"]}))
     assert target == "/jobs?user=a+b%26c&state=x&state=y"
+
+
+def test_the_system_config_is_the_last_place_looked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler import config
+
+    system = tmp_path / "etc-gridshift.toml"
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", system)
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    assert config.find_config_path(None, env) is None
+    system.write_text('[daemon]\nsocket = "/run/team/gs.sock"\n', encoding="utf-8")
+    assert config.find_config_path(None, env) == system
+    assert client.candidate_sockets(None, env) == [Path("/run/team/gs.sock")]
+    own = tmp_path / "xdg" / "gridshift" / "config.toml"
+    own.parent.mkdir(parents=True)
+    own.write_text("", encoding="utf-8")
+    assert config.find_config_path(None, env) == own
 
 
 def test_a_daemon_that_fails_mid_request_is_one_line(tmp_path: Path) -> None:
@@ -495,6 +532,64 @@ def test_a_socket_the_caller_may_not_open_is_permission_denied_naming_its_owner(
     assert str(server.socket_path) in answer["message"] and "root" in answer["message"]
 
 
+def test_a_socket_directory_another_user_owns_is_refused(
+        workspace: Workspace, other_user: tuple[str, int]) -> None:
+    _name, uid = other_user
+    directory = Path(tempfile.mkdtemp(prefix="gs-"))
+    os.chown(directory, uid, -1)
+    store = workspace.store()
+    server = ApiServer(directory / "gs.sock", store, workspace.config())
+    with pytest.raises(SocketUnusable, match="belongs to gsapi"):
+        server.start()
+    store.close()
+    assert not (directory / "gs.sock").exists()
+
+
+def test_the_client_skips_a_default_socket_directory_another_user_made(
+        other_user: tuple[str, int]) -> None:
+    name, uid = other_user
+    runtime = Path(tempfile.mkdtemp(prefix="gs-"))
+    runtime.chmod(0o755)
+    (runtime / "gridshift").mkdir()
+    os.chown(runtime / "gridshift", 65534, -1)  # nobody's, made before this user's daemon
+    script = ("import json; from scheduler import client; "
+              "print(json.dumps([str(p) for p in client.candidate_sockets(None)]))")
+
+    def candidates() -> Any:
+        completed = subprocess.run(
+            ["runuser", "-u", name, "--", python_for(name), "-c", script],
+            capture_output=True, text=True, timeout=60, cwd="/", check=True,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                 "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(runtime),
+                 "HOME": f"/home/{name}"})
+        return json.loads(completed.stdout)
+
+    assert candidates() == ["/run/gridshift/gridshift.sock"]
+    (runtime / "gridshift").rmdir()
+    (runtime / "gridshift").mkdir()
+    os.chown(runtime / "gridshift", uid, -1)  # the user's own: tried first
+    assert candidates() == [str(runtime / "gridshift" / "gridshift.sock"),
+                            "/run/gridshift/gridshift.sock"]
+
+
+def test_a_config_the_user_cannot_read_still_leaves_the_default_sockets(
+        other_user: tuple[str, int]) -> None:
+    name, _uid = other_user
+    directory = Path(tempfile.mkdtemp(prefix="gs-"))
+    directory.chmod(0o755)
+    secret = directory / "config.toml"
+    secret.write_text('[daemon]\nsocket = "/run/elsewhere/gs.sock"\n', encoding="utf-8")
+    secret.chmod(0o600)  # root's, as a system config holding provider tokens is
+    script = ("import json, sys; from scheduler import client; "
+              "print(json.dumps([str(p) for p in client.candidate_sockets(sys.argv[1])]))")
+    completed = subprocess.run(
+        ["runuser", "-u", name, "--", python_for(name), "-c", script, str(secret)],
+        capture_output=True, text=True, timeout=60, cwd="/", check=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+             "HOME": f"/home/{name}"})
+    assert json.loads(completed.stdout)[-1] == "/run/gridshift/gridshift.sock"
+
+
 # The real daemon ---------------------------------------------------------------------
 
 
@@ -521,7 +616,7 @@ def test_a_killed_daemons_socket_is_replaced_by_the_next_daemon(workspace: Works
     second.wait_started()
     response = wait_for(lambda: client.send(socket_path, ApiRequest("GET", "/status")),
                         what="the new daemon's answer")
-    assert response.document()["daemon"]["pid"] == second.pid
+    assert response is not None and response.document()["daemon"]["pid"] == second.pid
     assert second.stop() == 0
     assert not socket_path.exists()
 
@@ -576,34 +671,44 @@ def test_the_client_process_loads_no_orm_or_numerics(workspace: Workspace,
     assert json.loads(completed.stdout) == {"status": 201, "heavy": []}
 
 
+SUBMIT_MANY = """
+import json, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from scheduler import client
+from scheduler.records import ApiRequest, SubmitRequest
+socket_path, slot, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+now = datetime.now(UTC)
+ids, failures = [], []
+for number in range(count):
+    request = SubmitRequest(["true"], 3600, now, now + timedelta(hours=24), "/tmp", 0o022,
+                            {"PATH": "/usr/bin"}, name=f"c{slot}-{number}")
+    try:
+        response = client.send(socket_path, ApiRequest("POST", "/jobs", {},
+                                                       request.as_json()))
+    except Exception as error:
+        failures.append(f"{type(error).__name__}: {error}")
+        continue
+    if response is None or response.status != 201:
+        failures.append(repr(response))
+    else:
+        ids.append(response.document()["id"])
+print(json.dumps({"ids": ids, "failures": failures}))
+"""
+
+
 def test_eight_clients_submit_two_thousand_jobs_without_an_error(
         workspace: Workspace, daemon: DaemonProcess) -> None:
+    """Eight client processes (as eight users' shells) submit 250 jobs each at once."""
     socket_path = workspace.config().daemon.socket_path()
-    now = datetime.now(UTC)
     clients, each = 8, 250
-    ids: list[list[int]] = [[] for _ in range(clients)]
-    failures: list[str] = []
-
-    def submit_many(slot: int) -> None:
-        for number in range(each):
-            body = submit_body(now, name=f"c{slot}-{number}")
-            try:
-                response = client.send(socket_path, ApiRequest("POST", "/jobs", {}, body))
-            except GridshiftError as error:
-                failures.append(str(error))
-                continue
-            if response is None or response.status != 201:
-                failures.append(repr(response))
-                continue
-            ids[slot].append(response.document()["id"])
-
-    threads = [threading.Thread(target=submit_many, args=(slot,)) for slot in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    processes = [subprocess.Popen([sys.executable, "-c", SUBMIT_MANY, str(socket_path),
+                                   str(slot), str(each)], stdout=subprocess.PIPE,
+                                  text=True, cwd=REPO)
+                 for slot in range(clients)]
+    outcomes = [json.loads(process.communicate(timeout=600)[0]) for process in processes]
+    assert [outcome["failures"] for outcome in outcomes] == [[]] * clients
     assert "api:" not in daemon.output()  # requests are logged at DEBUG only
-    every_id = [job_id for chunk in ids for job_id in chunk]
+    every_id = [job_id for outcome in outcomes for job_id in outcome["ids"]]
     assert len(set(every_id)) == clients * each
     assert job_count(workspace) == clients * each
