@@ -44,8 +44,9 @@ ACTUALS_FIRST_DELAY = timedelta(minutes=2)
 STOP_POLL_S = 0.2
 # How often forecast vintages older than daemon.retention are pruned.
 PRUNE_EVERY = timedelta(hours=1)
-# Tests only: make a launch block at one point (after-claim, here; after-spawn and
-# after-start-record, in the wrapper) until PAUSE_DIR/<point>-job-<id>.release exists.
+# Tests only: make a launch block at one point (after-claim and before-spec, here;
+# after-spawn and after-start-record, in the wrapper) until
+# PAUSE_DIR/<point>-job-<id>.release exists.
 PAUSE_AT_ENV = "GRIDSHIFT_TEST_PAUSE_AT"
 PAUSE_DIR_ENV = "GRIDSHIFT_TEST_PAUSE_DIR"
 RETURNED_TO_QUEUE = "returned to the queue: the daemon stopped before its command started"
@@ -276,6 +277,7 @@ class Daemon:
             process.wait()
             del self._children[job.id]
             raise
+        self._pause("before-spec", job.id)
         launcher.send_spec(process, launcher.wrapper_spec(
             log_dir, job.id, [*settings.launcher, *job.argv], env, job.cwd, identity,
             job.umask, self.config.daemon.max_log_bytes, self._pause_at, self._pause_dir))
