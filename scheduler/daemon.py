@@ -103,8 +103,6 @@ class Daemon:
     _meters: EnergyMonitor = field(init=False, repr=False)
     # Wrappers this process started, kept until their job's end is committed.
     _children: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
-    # Wrappers whose job has ended but which still copy a leftover's output: reaped later.
-    _finishing: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _pause_at: str | None = None
     _pause_dir: str | None = None
     _last_marker: tuple[int, int, int] | None = None
@@ -161,7 +159,6 @@ class Daemon:
             for job in self.store.running_jobs():
                 if self._reap(job, now):
                     self._enforce_cancel(job, now)
-            self._finishing = [p for p in self._finishing if p.poll() is None]
             marker = self.store.change_marker()
             if marker != self._last_marker:
                 planning.replan(self.store, self.config, now)
@@ -330,8 +327,9 @@ class Daemon:
         self._record_end(job, outcome, now)
         if process is not None:
             del self._children[job.id]
-            if process.poll() is None:
-                self._finishing.append(process)
+            if process.poll() is None:  # still copying a leftover's output to the log
+                threading.Thread(target=process.wait, daemon=True,
+                                 name=f"reap-wrapper-{job.id}").start()
         return False
 
     def _adopt(self, job: Job) -> Job:
