@@ -520,7 +520,7 @@ def check_directories(config: Config) -> None:
     plant symlinks or files there that the daemon would then write through."""
     log_dir = config.daemon.log_dir
     try:
-        log_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o711 if os.geteuid() == 0 else 0o700)
     except OSError as error:
         raise GridshiftError(f"cannot create the log directory {log_dir}: "
                              f"{error.strerror or error}") from None

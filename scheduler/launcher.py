@@ -202,6 +202,16 @@ def ensure_private_directory(path: Path, mode: int) -> None:
         raise LaunchRefused(f"{path} is not safe: {problem}")
 
 
+def _give_group(directory: Path, gid: int) -> None:
+    """Let the job's user list their log directory (it stays the daemon's to write)."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(descriptor).st_gid != gid:
+            os.fchown(descriptor, -1, gid)
+    finally:
+        os.close(descriptor)
+
+
 def open_log(path: Path, identity: Identity | None) -> int:
     """Open the job's log for appending (never through a symlink), owned by its user."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
@@ -232,9 +242,14 @@ def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity 
     """Phase one: start the job's wrapper, which waits for its spec (``send_spec``).
 
     Raise LaunchRefused or OSError when it cannot be started: then nothing ran."""
-    ensure_private_directory(log_dir, 0o755)
+    # Under root, users reach their own directory (not list the others), which only they
+    # (by its group) may list; under a user, everything is that user's alone.
+    as_root = os.geteuid() == 0
+    ensure_private_directory(log_dir, 0o711 if as_root else 0o700)
     ensure_private_directory(records_dir(log_dir), 0o700)
-    ensure_private_directory(log_dir / user_dir, 0o755)
+    ensure_private_directory(log_dir / user_dir, 0o750 if as_root else 0o700)
+    if identity is not None:
+        _give_group(log_dir / user_dir, identity.gid)
     clear_records(log_dir, job_id)
     log_path = log_path_for(log_dir, job_id, user_dir)
     descriptor = open_log(log_path, identity)
