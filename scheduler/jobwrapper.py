@@ -195,13 +195,16 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"gridshift: cannot record the job's launch: {error}\n")
         return NOT_STARTED
     signalled = 0
+    command_pid: int | None = None
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         # Pass the signal to every process of the job, once: this wrapper's process group,
         # which the job and its children share (the daemon signals the wrapper alone, see
         # launcher.signal_job). Ignored here meanwhile, or it would come straight back.
+        # A command that had already exited was not ended by it (a cancel racing its end).
         nonlocal signalled
-        signalled = signalled or signum
+        if not signalled and not (command_pid is not None and _has_exited(command_pid)):
+            signalled = signum
         signal.signal(signum, signal.SIG_IGN)
         try:
             os.killpg(os.getpgrp(), signum)
@@ -234,6 +237,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.flush()
         _write_status(spec, COULD_NOT_START, bool(signalled))
         return COULD_NOT_START
+    command_pid = child.pid
     pause(spec, "after-spawn")
     try:
         write_record(spec.records + STARTED_SUFFIX,
@@ -255,6 +259,15 @@ def main(argv: list[str]) -> int:
     _write_status(spec, exit_code, signalled_before_exit)
     copier.join()
     return exit_code if exit_code >= 0 else 128 - exit_code
+
+
+def _has_exited(pid: int) -> bool:
+    """Whether our child ``pid`` has exited (a zombie not yet waited for, or gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def _write_status(spec: Spec, exit_code: int, signalled: bool) -> None:
