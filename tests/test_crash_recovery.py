@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import sqlite3
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -311,3 +313,53 @@ def test_sigterm_during_a_forecast_refresh_leaves_a_consistent_database(
     again.wait_started()
     assert ws.cli("status").returncode == 0
     assert again.stop() == 0
+
+
+RANDOM_CYCLES = 50
+RANDOM_JOBS = 240
+RANDOM_SPREAD_S = 60.0
+
+
+@pytest.mark.timeout(600)  # each cycle starts a real daemon: slow on a loaded machine
+def test_kill_9_at_random_moments_over_hundreds_of_jobs_loses_and_repeats_nothing(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    """50 kill -9 of the real daemon at random moments while 300 short real jobs become due:
+    at the end every job ran exactly once and has its real state and exit status."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    ws = csv_workspace(rising_forecast(), slots=12)
+    record = ws.root / "ran.txt"
+    expected: dict[int, int] = {}
+    store = ws.store()
+    now = datetime.now(UTC)
+    try:
+        for _ in range(RANDOM_JOBS):
+            exit_code = rng.choice((0, 0, 1, 3, 7))
+            start = now + timedelta(seconds=rng.uniform(0, RANDOM_SPREAD_S))
+            created = store.add_job(NewJob(
+                name="random", argv=["sh", "-c", f'echo "$GRIDSHIFT_JOB_ID" >> {record}; '
+                                     f"sleep {rng.choice(('0', '0.1', '0.5', '1.5'))}; "
+                                     f"exit {exit_code}"],
+                cwd=str(ws.root), env={}, duration_s=1, not_before=start,
+                deadline=start + timedelta(hours=1), regions=["a"], power_watts=10.0), now)
+            store.transition(created.id, (JobState.QUEUED,), JobState.PLANNED, now, "setup",
+                             planned_region="a", planned_start=start)
+            expected[created.id] = exit_code
+    finally:
+        store.close()
+    for _ in range(RANDOM_CYCLES):
+        daemon = DaemonProcess(ws)
+        daemon.wait_started()
+        time.sleep(rng.uniform(0, 1.2))  # the random moment of the crash
+        daemon.kill()
+    last = DaemonProcess(ws)
+    ended = wait_finished(ws, list(expected), 180)
+    assert last.stop() == 0
+    ran = Counter(launches(record))
+    context = f"seed {seed}"
+    assert [i for i in expected if ran[str(i)] != 1] == [], context
+    for finished in ended:
+        want = JobState.SUCCEEDED if expected[finished.id] == 0 else JobState.FAILED
+        assert (finished.state, finished.exit_code) == (want, expected[finished.id]), (
+            context, finished.id, finished.end_reason)

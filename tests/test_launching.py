@@ -360,3 +360,44 @@ def test_the_wrapper_refuses_arguments_and_runs_nothing_without_a_whole_spec(
                                  input=stdin, text=True, capture_output=True, timeout=60)
         assert wrapper.returncode == expected
     assert not marker.exists() and not list(tmp_path.glob("job-1.*"))
+
+
+# A lost exit status (issue 16.10) ---
+
+def test_an_exit_status_survives_an_end_that_could_not_be_committed(
+    csv_workspace: Callable[..., Workspace], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full disk: the wrapper could not write the status and the daemon's first attempt
+    to record the end fails. The next tick records the real exit status, not `lost`."""
+    from sqlalchemy.exc import OperationalError
+
+    from scheduler.daemon import Daemon
+
+    ws = csv_workspace(flat_forecast())
+    job_id = add_due_job(ws, ["sh", "-c", "exit 7"], tmp_path)
+    store = ws.store()
+    daemon = Daemon(ws.config(), store)
+    daemon.refresh(datetime.now(UTC))
+    status = launcher.status_path_for(ws.log_dir, job_id)
+    try:
+        daemon.tick(datetime.now(UTC))
+        wait_for(status.exists, what="the command to end")
+        status.unlink()  # as if the disk had been full when the wrapper wrote it
+        wrapper = store.get_job(job_id).pid
+        assert wrapper is not None
+        wait_for(lambda: not launcher.is_same_process(wrapper, None), what="the wrapper to end")
+        real_transition = store.transition
+
+        def disk_full(*args: Any, **kwargs: Any) -> None:
+            monkeypatch.setattr(store, "transition", real_transition)
+            raise OperationalError("UPDATE jobs", {}, Exception("database or disk is full"))
+
+        monkeypatch.setattr(store, "transition", disk_full)
+        with pytest.raises(OperationalError):
+            daemon.tick(datetime.now(UTC))
+        assert store.get_job(job_id).state == JobState.RUNNING
+        daemon.tick(datetime.now(UTC))
+        ended = store.get_job(job_id)
+        assert (ended.state, ended.exit_code) == (JobState.FAILED, 7), ended.end_reason
+    finally:
+        store.close()
