@@ -250,7 +250,8 @@ class Daemon:
                         else launcher.user_dir_name(daemon_name, daemon_uid))
             env = launcher.job_environment(
                 job.id, region, job.environment, job.env,
-                None if identity is None else identity.home,
+                identity.home if identity is not None
+                else None if job.owner_uid is None else launcher.home_of(job.owner_uid),
                 None if job.array_id is None or job.array_index is None
                 else (job.array_id, job.array_index),
                 self._credentials())
@@ -318,7 +319,7 @@ class Daemon:
         outcome = launcher.check(log_dir, job.id, job.pid, job.pid_started_at, wrapper_exit)
         if outcome is None:
             return True
-        if outcome.never_started and process is not None:
+        if outcome.never_started and process is not None and job.cancel_requested_at is None:
             # Its own wrapper stopped before starting the command: no crash to recover
             # from, so no second try (a broken install would relaunch it every tick).
             outcome = launcher.Outcome(None, now, reason=(

@@ -122,6 +122,13 @@ def daemon_user() -> tuple[int, str]:
         return uid, f"uid-{uid}"
 
 
+def home_of(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return None
+
+
 def resolve_identity(owner_uid: int | None, owner_gid: int | None) -> Identity | None:
     """Whom to run a job as: None for the daemon's own user (its own jobs, jobs stored
     before owners were recorded, and every job of a daemon that is not root)."""
@@ -350,7 +357,19 @@ def read_pid_file(log_dir: Path, job_id: int) -> tuple[int, float] | None:
 
 def command_started(log_dir: Path, job_id: int) -> bool:
     """Whether the wrapper got as far as spawning the command (it may have run)."""
-    return os.path.lexists(records_prefix(log_dir, job_id) + STARTING_SUFFIX)
+    return (os.path.lexists(records_prefix(log_dir, job_id) + STARTING_SUFFIX)
+            or os.path.lexists(_legacy_status_path(log_dir, job_id) + PID_SUFFIX))
+
+
+def _legacy_status_path(log_dir: Path, job_id: int) -> str:
+    """Where wrappers before the two-phase launch kept their records (a job launched by
+    the previous version and still running across the upgrade)."""
+    return str(log_dir / f"job-{job_id}.status")
+
+
+def _read_any_status(log_dir: Path, job_id: int) -> Outcome | None:
+    return (read_status(status_path_for(log_dir, job_id))
+            or read_status(Path(_legacy_status_path(log_dir, job_id))))
 
 
 LOST_REASON = ("the process is gone and no exit status was recorded "
@@ -366,7 +385,7 @@ def check(log_dir: Path, job_id: int, pid: int | None, pid_started_at: float | N
     ``pid`` None means the daemon never handed the wrapper its spec: nothing ran.
     ``wrapper_exit`` is the wrapper's exit status when the caller reaped it itself."""
     prefix = records_prefix(log_dir, job_id)
-    recorded = read_status(Path(prefix + STATUS_SUFFIX))
+    recorded = _read_any_status(log_dir, job_id)
     if recorded is not None:
         return recorded
     if pid is None and not command_started(log_dir, job_id):
@@ -375,7 +394,7 @@ def check(log_dir: Path, job_id: int, pid: int | None, pid_started_at: float | N
     if wrapper is not None and is_same_process(*wrapper):
         return None
     # The wrapper may have written its status between the two checks above.
-    recorded = read_status(Path(prefix + STATUS_SUFFIX))
+    recorded = _read_any_status(log_dir, job_id)
     if recorded is not None:
         return recorded
     if not command_started(log_dir, job_id):
