@@ -525,8 +525,10 @@ def check_directories(config: Config) -> None:
     except OSError as error:
         raise GridshiftError(f"cannot create the log directory {log_dir}: "
                              f"{error.strerror or error}") from None
-    for what, directory in (("log directory", log_dir),
-                            ("database directory", sqlite_path(config.database_url).parent)):
+    directories = [("log directory", log_dir)]
+    if config.database_url.startswith("sqlite:///"):
+        directories.append(("database directory", sqlite_path(config.database_url).parent))
+    for what, directory in directories:
         problem = launcher.unsafe_directory(directory)
         if problem is not None:
             raise GridshiftError(f"refusing to start: the {what} {directory} is not safe: "
