@@ -429,6 +429,9 @@ def forecast(
 @handle_errors
 def daemon() -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
+    from scheduler import stopflag
+
+    stopflag.install()  # before the slow imports: an early SIGTERM is a clean stop
     from scheduler.daemon import configure_logging, run_daemon
 
     configure_logging()

@@ -34,6 +34,7 @@ from scheduler.timespec import MAX_DURATION, format_duration, parse_duration, pa
 from tests.conftest import Workspace, floor_hour, hourly
 from tests.daemon_process import (
     DaemonProcess,
+    job,
     reap_daemons,  # noqa: F401 (autouse: kills leftovers)
     submitted_id,
     wait_finished,
@@ -41,6 +42,7 @@ from tests.daemon_process import (
     wait_state,
     workspace_command,
 )
+from tests.wrapper_process import start_wrapper
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
@@ -245,8 +247,8 @@ def test_hostile_jobs_end_cleanly_and_the_daemon_carries_on(
                                        "trap '' TERM; echo ready; sleep 60").stdout)
     daemon = DaemonProcess(ws)
 
-    stubborn_log = ws.log_dir / f"job-{stubborn_job}.log"
     wait_state(ws, stubborn_job, (JobState.RUNNING,))
+    stubborn_log = Path(wait_for(lambda: job(ws, stubborn_job).log_path, what="its log"))
     wait_for(lambda: stubborn_log.exists() and b"ready" in stubborn_log.read_bytes(),
              what="the stubborn job to install its trap")
     cancel = ws.cli("cancel", str(stubborn_job))
@@ -293,11 +295,10 @@ def test_a_full_disk_drops_the_output_but_not_the_job(tmp_path: Path) -> None:
     to its end and its exit status is recorded."""
     status_path = tmp_path / "job-1.status"
     with open("/dev/full", "wb") as full:
-        wrapper = subprocess.run(
-            [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--", "sh", "-c",
-             "head -c 1000000 /dev/zero; echo done > finished; exit 3"],
-            stdout=full, stderr=subprocess.DEVNULL, cwd=tmp_path, timeout=60)
-    assert wrapper.returncode == 3
+        wrapper = start_wrapper(tmp_path / "job-1", [
+            "sh", "-c", "head -c 1000000 /dev/zero; echo done > finished; exit 3"],
+            tmp_path, full)
+    assert wrapper.wait(60) == 3
     assert (tmp_path / "finished").read_text() == "done\n"
     assert json.loads(status_path.read_text())["exit_code"] == 3
 
@@ -308,10 +309,8 @@ def test_a_job_ends_when_its_command_exits_not_when_its_leftovers_do(tmp_path: P
     status_path = tmp_path / "job-1.status"
     log_path = tmp_path / "job-1.log"
     with log_path.open("wb") as log:
-        wrapper = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--", "sh", "-c",
-             "(sleep 6; echo late) & echo main done; exit 4"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+        wrapper = start_wrapper(tmp_path / "job-1", [
+            "sh", "-c", "(sleep 6; echo late) & echo main done; exit 4"], tmp_path, log)
     try:
         wait_for(status_path.exists, timeout=5, what="the status of the ended command")
         assert json.loads(status_path.read_text())["exit_code"] == 4
