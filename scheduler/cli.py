@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from scheduler import render
-from scheduler.config import Config, load_config
+from scheduler.config import MAX_POWER_WATTS, Config, load_config
 from scheduler.errors import EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError, StateConflict
 from scheduler.records import NewJob
 from scheduler.simulate.cli import simulate_app
@@ -29,6 +29,7 @@ from scheduler.timespec import (
     format_local,
     iso_utc,
     parse_duration,
+    parse_job_id,
     parse_when,
     utc_now,
 )
@@ -178,8 +179,9 @@ def submit(
     earliest = parse_when(not_before, now) if not_before else now
     finish_by = _deadline(deadline, within, now)
     _check_fits(max(now, earliest), length, finish_by)
-    if power is not None and not 0 < power < float("inf"):
-        raise BadInput("--power must be a number of watts above zero")
+    if power is not None and not 0 < power <= MAX_POWER_WATTS:
+        raise BadInput(f"--power must be a number of watts above zero, "
+                       f"at most {MAX_POWER_WATTS:.0f}")
     overrides = _parse_env(env or [])
     config = _config()
     regions = _regions(config, region)
@@ -264,6 +266,7 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show one job: its plan, its run and its history."""
+    job_id = parse_job_id(job_id)
     store = _store(_config())
     job = store.get_job(job_id)
     events = store.job_events(job_id)
@@ -281,6 +284,7 @@ def cancel(job_id: Annotated[int, typer.Argument(metavar="JOB_ID")]) -> None:
     """Cancel a job: unstarted jobs never start; a running job gets SIGTERM, then SIGKILL."""
     from scheduler.models import JobState
 
+    job_id = parse_job_id(job_id)
     config = _config()
     store = _store(config)
     now = utc_now()

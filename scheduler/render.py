@@ -70,7 +70,8 @@ def event_json(event: JobEvent) -> dict[str, Any]:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    # allow_nan=False: a non-finite number fails here, never prints as invalid JSON.
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def error(message: str) -> None:

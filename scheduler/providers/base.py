@@ -40,6 +40,8 @@ from scheduler.store import PointRecord
 # A server asking for a longer wait than this gets no retry at all: the next refresh retries.
 MAX_RETRY_AFTER_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
+# A whole fetch (retries, headers, body) may take the provider's timeout plus this.
+DEADLINE_MARGIN_S = 2.0
 USER_AGENT = "gridshift (carbon-aware job scheduler)"
 # Error bodies are quoted in messages up to this length (they help with 401/403 causes).
 MAX_QUOTED_BODY = 160
@@ -201,7 +203,7 @@ class WebProvider(Provider):
         self.session = session or make_session()
         self.timeout = (CONNECT_TIMEOUT_S, config.timeout.total_seconds())
         # The whole fetch, body included: requests' read timeout is per received chunk.
-        self.deadline_s = CONNECT_TIMEOUT_S + config.timeout.total_seconds()
+        self.deadline_s = config.timeout.total_seconds() + DEADLINE_MARGIN_S
         assert config.base_url is not None  # config validation sets it for web kinds
         self.base_url: str = config.base_url
 
