@@ -7,6 +7,7 @@ with its zone. One object renders both ways (data on stdout, messages on stderr)
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -70,8 +71,21 @@ def event_json(event: JobEvent) -> dict[str, Any]:
 
 
 def print_json(document: Any) -> None:
-    # allow_nan=False: a non-finite number fails here, never prints as invalid JSON.
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    try:
+        text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity, which JSON has not: null (unknown) instead
+        text = json.dumps(_finite(document), indent=2, sort_keys=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def error(message: str) -> None:

@@ -369,3 +369,12 @@ def test_a_job_ends_when_its_command_exits_not_when_its_leftovers_do(tmp_path: P
         with contextlib.suppress(ProcessLookupError):
             os.killpg(wrapper.pid, signal.SIGKILL)
         wrapper.wait()
+
+
+def test_json_output_never_holds_nan_or_infinity(capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever reaches the one JSON formatter, what it prints is JSON: null for unknown."""
+    from scheduler import render
+
+    render.print_json({"saved_g": float("nan"), "rows": [1.5, float("inf"), (float("-inf"),)]})
+    printed = json.loads(capsys.readouterr().out, parse_constant=_refuse)
+    assert printed == {"saved_g": None, "rows": [1.5, None, [None]]}

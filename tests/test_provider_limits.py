@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -310,3 +311,33 @@ def test_overlapping_csv_rows_name_both_lines(tmp_path: Path) -> None:
 def test_a_refresh_summary_is_one_line_whatever_the_error_holds() -> None:
     result = forecasting.RefreshResult("p", "z", False, error="first\nsecond\r\nthird")
     assert result.describe() == "p zone z: FAILED: first second third"
+
+
+def test_a_connection_closed_mid_answer_is_a_provider_error() -> None:
+    """The server promises 5,000 bytes and hangs up after 20: one ProviderError."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = int(listener.getsockname()[1])
+
+    def serve() -> None:
+        for _ in range(2):  # the first try and the session's one retry
+            try:
+                connection, _address = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: 5000\r\n\r\n" + b'{"forecast": [{"da')
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    config = web_config("electricitymaps", f"http://127.0.0.1:{port}", name="em", token=TOKEN)
+    try:
+        with pytest.raises(ProviderError) as raised:
+            ElectricityMaps(config, session=fast_session()).fetch_forecast("DE", NOW)
+    finally:
+        listener.close()
+    assert f"request to http://127.0.0.1:{port}/v3/carbon-intensity/forecast failed: " \
+           f"connection broken" in str(raised.value)

@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -236,6 +237,11 @@ class WebProvider(Provider):
         except requests.RequestException as error:
             raise ProviderError(where, f"request to {shown} failed: "
                                        f"{_describe(error)}") from None
+        except ReadTimeoutError:  # the body is read from urllib3 directly
+            raise ProviderError(where, f"request to {shown} failed: timed out") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ProviderError(where, f"request to {shown} failed: connection broken while "
+                                       f"reading the answer ({type(error).__name__})") from None
         except _DeadlinePassed:
             raise ProviderError(where, f"request to {shown} failed: no complete answer "
                                        f"within {self.deadline_s:.0f} s") from None

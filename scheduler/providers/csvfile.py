@@ -32,6 +32,32 @@ def parse_csv(text: str, signal: str, basis: str | None, vintage: datetime | Non
 
     More than ``max_rows`` data rows reject the file before the rest is read."""
     reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    try:
+        numbered = _parse_rows(reader, signal, basis, vintage, where, source, max_rows)
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise ProviderError(where, f"{source}after line {reader.line_num}: {error}") from None
+    if not numbered:
+        raise ProviderError(where, f"{source}no data rows")
+    numbered.sort(key=lambda item: (item[0].kind, item[0].start))
+    for (previous, previous_line), (current, current_line) in itertools.pairwise(numbered):
+        if current.kind == previous.kind and current.start < previous.end:
+            raise ProviderError(where, f"{source}line {current_line}: duplicate or unsorted "
+                                       f"timestamps: {current.kind} "
+                                       f"{current.start.isoformat()} overlaps line "
+                                       f"{previous_line} ({previous.start.isoformat()} to "
+                                       f"{previous.end.isoformat()})")
+    points = [point for point, _line in numbered]
+    for kind in ("forecast", "actual"):
+        of_kind = [p for p in points if p.kind == kind]
+        if of_kind:
+            check_points(of_kind, where)
+    return points
+
+
+def _parse_rows(reader: csv.DictReader[str], signal: str, basis: str | None,
+                vintage: datetime | None, where: str, source: str,
+                max_rows: int | None) -> list[tuple[PointRecord, int]]:
+    """Each data row as a point with its line number; the first bad row raises."""
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise ProviderError(where, f"{source}missing column(s) {', '.join(missing)}")
@@ -57,22 +83,7 @@ def parse_csv(text: str, signal: str, basis: str | None, vintage: datetime | Non
             raise ProviderError(where, f"{source}line {line}: kind must be forecast or actual")
         numbered.append((PointRecord(start=start, end=end, value=value, kind=kind,
                                      signal=signal, basis=basis, vintage=vintage), line))
-    if not numbered:
-        raise ProviderError(where, f"{source}no data rows")
-    numbered.sort(key=lambda item: (item[0].kind, item[0].start))
-    for (previous, previous_line), (current, current_line) in itertools.pairwise(numbered):
-        if current.kind == previous.kind and current.start < previous.end:
-            raise ProviderError(where, f"{source}line {current_line}: duplicate or unsorted "
-                                       f"timestamps: {current.kind} "
-                                       f"{current.start.isoformat()} overlaps line "
-                                       f"{previous_line} ({previous.start.isoformat()} to "
-                                       f"{previous.end.isoformat()})")
-    points = [point for point, _line in numbered]
-    for kind in ("forecast", "actual"):
-        of_kind = [p for p in points if p.kind == kind]
-        if of_kind:
-            check_points(of_kind, where)
-    return points
+    return numbered
 
 
 def _utc(text: str | None) -> datetime:
