@@ -7,6 +7,7 @@ national from the UK Carbon Intensity API). ``config/gridshift.toml`` documents 
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tomllib
@@ -61,8 +62,14 @@ _DAEMON_KEYS = {
     "powercap_root",
     "socket",
     "admin_group",
+    "max_points_per_refresh",
+    "forecast_horizon",
 }
 _REGION_KEYS = {"provider", "zone", "slots", "launcher"}
+# The most power one job may declare: a rack of eight GPUs draws about 10 kW.
+MAX_POWER_WATTS = 100_000.0
+# A week of 5-minute data is 2,016 points per zone; the default leaves a wide margin.
+DEFAULT_MAX_POINTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,12 @@ class ProviderConfig:
     signal: str = "average"
     basis: str | None = None
     timeout: timedelta = timedelta(seconds=10)
+    # From [daemon]: a fetch returning more than max_points is refused; forecast points
+    # ending before now - forecast_lookback (daemon.retention) or starting after now +
+    # forecast_horizon are not stored.
+    max_points: int = DEFAULT_MAX_POINTS
+    forecast_lookback: timedelta = timedelta(days=30)
+    forecast_horizon: timedelta = timedelta(days=7)
     # Secrets never appear in repr(), logs or output.
     token: str | None = field(default=None, repr=False)
     username: str | None = field(default=None, repr=False)
@@ -109,6 +122,9 @@ class DaemonConfig:
     socket: Path | None = None
     # Members of this group (and root) may cancel other users' jobs.
     admin_group: str | None = None
+    # Bounds on what one forecast refresh stores: points, and how far ahead.
+    max_points_per_refresh: int = DEFAULT_MAX_POINTS
+    forecast_horizon: timedelta = timedelta(days=7)
 
     def socket_path(self, uid: int | None = None,
                     environ: Mapping[str, str] | None = None) -> Path:
@@ -210,30 +226,31 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(source, "-", f"not valid TOML: {error}") from None
     config = parse_config(raw, source, env)
-    _refuse_world_readable_secrets(path, raw)
+    _refuse_shared_secrets(path, raw)
     return config
 
 
-def _refuse_world_readable_secrets(path: Path, raw: Mapping[str, Any]) -> None:
+def _refuse_shared_secrets(path: Path, raw: Mapping[str, Any]) -> None:
+    """A config holding a credential must be the owner's alone (group access included)."""
     providers = raw.get("providers", {})
     holds_secret = any(
         isinstance(p, dict) and ({"token", "password"} & p.keys()) for p in providers.values()
     )
-    if holds_secret and path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):
+    others = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
+    if holds_secret and path.stat().st_mode & others:
         raise ConfigError(
-            str(path), "providers", f"holds a token or password but is readable by every user "
-            f"on this machine; run: chmod 600 {path}"
+            str(path), "providers", f"holds a token or password but other users can read "
+            f"it (mode {stat.S_IMODE(path.stat().st_mode):04o}); run: chmod 600 {path}"
         )
 
 
 def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
     """Validate a parsed TOML document (``{}`` gives the built-in defaults)."""
+    _refuse_nul_bytes(raw, source, "")
     _check_keys(raw, {"database", "daemon", "providers", "regions"}, source, "")
     database = _table(raw, "database", source)
     _check_keys(database, {"url"}, source, "database.")
-    url = database.get("url", default_database_url(environ))
-    if not isinstance(url, str) or not url.startswith("sqlite:///"):
-        raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
+    url = _database_url(database.get("url", default_database_url(environ)), source)
 
     daemon = _parse_daemon(_table(raw, "daemon", source), source, environ)
 
@@ -244,7 +261,7 @@ def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]
         raw_regions = {"gb": {"provider": "uk", "zone": "national"}}
     providers = {
         name: _parse_provider(name, _subtable(raw_providers, name, source, "providers"),
-                              source, environ)
+                              source, environ, daemon)
         for name in raw_providers
     }
     regions = {
@@ -257,6 +274,39 @@ def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]
     return Config(source, url, daemon, providers, regions)
 
 
+def _refuse_nul_bytes(value: Any, source: str, key: str) -> None:
+    """No string in the config may hold a NUL byte: no path, argument or name can."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(source, key or "-", "contains a NUL byte")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            dotted = f"{key}.{name}" if key else str(name)
+            if "\x00" in str(name):
+                raise ConfigError(source, dotted, "contains a NUL byte")
+            _refuse_nul_bytes(item, source, dotted)
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul_bytes(item, source, f"{key}[{index}]")
+
+
+def _database_url(url: Any, source: str) -> str:
+    """An ``sqlite:///`` URL to a file. A relative path is relative to the config file's
+    directory (not to each command's working directory); an in-memory database is refused,
+    since every command would see its own empty one."""
+    if not isinstance(url, str) or not url.startswith("sqlite:///"):
+        raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
+    location = url.removeprefix("sqlite:///")
+    database, _separator, _query = location.partition("?")
+    if not database or database == ":memory:" or database.startswith("file:") \
+            or "mode=memory" in url:
+        raise ConfigError(source, "database.url", "must name a database file (an in-memory "
+                                                  "database would lose every job)")
+    if Path(database).is_absolute():
+        return url
+    base = Path.cwd() if source == BUILTIN else Path(source).absolute().parent
+    return f"sqlite:///{base / location}"
+
+
 def _parse_daemon(
     table: Mapping[str, Any], source: str, environ: Mapping[str, str]
 ) -> DaemonConfig:
@@ -265,14 +315,20 @@ def _parse_daemon(
     durations = {
         key: _duration(table, key, source, "daemon.", getattr(defaults, key))
         for key in ("refresh_every", "tick", "kill_grace", "actuals_every", "actuals_give_up",
-                    "retention")
+                    "retention", "forecast_horizon")
     }
     log_dir = table.get("log_dir", _xdg("XDG_STATE_HOME", ".local/state", environ) / "logs")
     if not isinstance(log_dir, (str, Path)) or not str(log_dir):
         raise ConfigError(source, "daemon.log_dir", "must be a path")
     power = table.get("default_power_watts", defaults.default_power_watts)
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not power > 0:
-        raise ConfigError(source, "daemon.default_power_watts", "must be a number above zero")
+    if isinstance(power, bool) or not isinstance(power, (int, float)) \
+            or not (math.isfinite(power) and 0 < power <= MAX_POWER_WATTS):
+        raise ConfigError(source, "daemon.default_power_watts",
+                          f"must be a number of watts above zero, at most {MAX_POWER_WATTS:.0f}")
+    max_points = table.get("max_points_per_refresh", defaults.max_points_per_refresh)
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+        raise ConfigError(source, "daemon.max_points_per_refresh",
+                          "must be a whole number >= 1")
     max_log = table.get("max_log_bytes", defaults.max_log_bytes)
     if isinstance(max_log, bool) or not isinstance(max_log, int) or max_log < 1024:
         raise ConfigError(source, "daemon.max_log_bytes", "must be a whole number >= 1024")
@@ -296,19 +352,24 @@ def _parse_daemon(
         default_power_watts=float(power),
         max_log_bytes=max_log,
         powercap_root=Path(powercap_root).expanduser(),
+        max_points_per_refresh=max_points,
         **durations,
     )
 
 
 def _parse_provider(
-    name: str, table: Mapping[str, Any], source: str, environ: Mapping[str, str]
+    name: str, table: Mapping[str, Any], source: str, environ: Mapping[str, str],
+    daemon: DaemonConfig,
 ) -> ProviderConfig:
     prefix = f"providers.{name}."
     kind = table.get("kind")
     if kind not in PROVIDER_KINDS:
         raise ConfigError(source, prefix + "kind", f"must be one of {', '.join(PROVIDER_KINDS)}")
     _check_keys(table, _PROVIDER_KEYS[kind], source, prefix)
-    values: dict[str, Any] = {"name": name, "kind": kind}
+    values: dict[str, Any] = {"name": name, "kind": kind,
+                              "max_points": daemon.max_points_per_refresh,
+                              "forecast_lookback": daemon.retention,
+                              "forecast_horizon": daemon.forecast_horizon}
     for key in ("base_url", "path", "token", "username", "password", "signal", "basis"):
         if key in table and not (isinstance(table[key], str) and table[key]):
             raise ConfigError(source, prefix + key, "must be a non-empty string")

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -107,6 +108,7 @@ class Daemon:
     _pause_dir: str | None = None
     _last_marker: tuple[int, int, int] | None = None
     _stopping: bool = False
+    _exit_code: int = 0
     _started_at: datetime | None = None
     _work_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
@@ -487,12 +489,13 @@ class Daemon:
         notify("STOPPING=1")
         scheduler.shutdown(wait=False)
         finished = self._work_lock.acquire(timeout=STOP_WAIT_S)
-        self.store.mark_stopped(os.getpid(), self.clock())
+        if not self._exit_code:  # a read-only database cannot record the stop
+            self.store.mark_stopped(os.getpid(), self.clock())
         log.info("daemon stopping; %d running job(s) keep running", len(self._children))
         if not finished:
             log.warning("daemon stopping while work is in flight; the database stays "
                         "consistent (every change is one transaction)")
-        return 0
+        return self._exit_code
 
     def _guarded(self, work: Callable[[datetime], object]) -> Callable[[], None]:
         def run() -> None:
@@ -500,8 +503,18 @@ class Daemon:
                 return
             try:
                 work(self.clock())
-            except Exception:  # a failing iteration must never stop the daemon
-                log.exception("%s failed; will try again", work.__name__)
+            except Exception as error:  # a failing iteration must never stop the daemon...
+                cause = getattr(error, "orig", None) or error
+                if getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+                    # ...unless it can never succeed: stop with one line and exit 1.
+                    if not self._exit_code:
+                        log.error("database %s is read-only; stopping",
+                                  self.config.database_url)
+                    self._exit_code, self._stopping = 1, True
+                    return
+                summary = " ".join(f"{type(cause).__name__}: {cause}".split())
+                log.error("%s failed; will try again: %s", work.__name__, summary)
+                log.debug("%s failed", work.__name__, exc_info=True)
 
         return run
 
@@ -519,6 +532,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     # alembic's per-plugin set-up lines; migrate.py logs the migration itself in one line.
     for noisy in ("apscheduler", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances" every tick while a refresh runs.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     # urllib3 warns once per retry; forecasting logs the fetch's outcome in one line.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 

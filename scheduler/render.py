@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import shlex
 import sys
@@ -148,7 +149,21 @@ def show_json(job: Job, events: Iterable[JobEvent]) -> dict[str, Any]:
 
 def print_json(document: Any) -> None:
     """The one JSON format of every ``--json`` output."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    try:
+        text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity, which JSON has not: null (unknown) instead
+        text = json.dumps(_finite(document), indent=2, sort_keys=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 # Messages -----------------------------------------------------------------------------------

@@ -13,11 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.errors import BadInput
 
-_DURATION_PART = re.compile(r"(\d+)([dhms])")
-_DURATION_FULL = re.compile(r"(?:\d+[dhms])+")
+# ASCII digits only: \d (and int()) would also take Arabic-Indic or full-width digits.
+_DURATION_PART = re.compile(r"([0-9]+)([dhms])")
+_DURATION_FULL = re.compile(r"(?:[0-9]+[dhms])+")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # Longer than any sensible job or deadline; keeps datetime arithmetic in range.
 MAX_DURATION = timedelta(days=3650)
+# Job ids are SQLite INTEGERs: signed 64-bit.
+MAX_JOB_ID = 2**63 - 1
 
 
 def parse_duration(text: str) -> timedelta:
@@ -40,6 +43,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def parse_job_id(text: str | int) -> int:
+    """A job id as a user typed it: ASCII digits naming a positive 64-bit integer."""
+    cleaned = str(text).strip()
+    if not re.fullmatch(r"[0-9]{1,19}", cleaned) or not 1 <= int(cleaned) <= MAX_JOB_ID:
+        raise BadInput(f"bad job id {str(text)[:40]!r}: must be a whole number "
+                       f"from 1 to {MAX_JOB_ID}")
+    return int(cleaned)
+
+
 def format_duration(value: timedelta) -> str:
     """The inverse of ``parse_duration`` for whole seconds: 5400 s -> ``1h30m``."""
     seconds = int(value.total_seconds())
@@ -57,6 +69,8 @@ def parse_when(text: str, now: datetime) -> datetime:
     """Parse ISO-8601 (a naive time is local time), ``+DUR`` after ``now`` or ``-DUR``
     before it (``-7d``: a week ago); return UTC."""
     cleaned = text.strip()
+    if not cleaned.isascii():
+        raise BadInput(f"bad time {text!r}: use ASCII digits and letters only")
     if cleaned.startswith("+"):
         return now + parse_duration(cleaned[1:])
     if cleaned.startswith("-"):

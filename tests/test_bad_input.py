@@ -155,6 +155,11 @@ BAD_SUBMITS = [
     ["--duration", "1h", "--region", "atlantis", "--", "true"],
     ["--duration", "1h", "--env", "NOEQUALS", "--", "true"],
     ["--duration", "1h", "--power", "-5", "--", "true"],
+    ["--duration", "1h", "--power", "100001", "--", "true"],
+    ["--duration", "1h", "--power", "inf", "--", "true"],
+    ["--duration", "1h", "--power", "nan", "--", "true"],
+    ["--duration", "\u0661h", "--", "true"],
+    ["--duration", "1h", "--not-before", "+\u0661h", "--", "true"],
     ["--duration", "1h", "--"],
     ["--duration", "1h", "--", ""],
 ]
@@ -181,6 +186,10 @@ def test_bad_submissions_exit_2_with_one_line_and_write_nothing(
     b"[daemon]\nmax_log_bytes = 12\n",
     b'[regions.x]\nprovider = "nowhere"\n',
     b"# caf\xe9\n",  # not UTF-8
+    b"[daemon]\ndefault_power_watts = inf\n",
+    b'[database]\nurl = "sqlite:///:memory:"\n',
+    b'[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "uk"\n'
+    b'launcher = ["env", "A=\\u0000"]\n',
 ])
 def test_bad_config_exits_2_naming_the_file_and_creates_no_database(
     make_workspace: Callable[..., Workspace], config_bytes: bytes,
@@ -210,6 +219,43 @@ def test_a_bad_csv_forecast_stores_nothing_and_says_which_line(
     assert _forecast_points(ws) == 0
     # Only the refresh outcome (for `status`) is recorded.
     assert database_digest(ws) != before
+
+
+@pytest.mark.parametrize("job_id", ["99999999999999999999", "9223372036854775808", "0"])
+def test_a_job_id_beyond_64_bits_is_bad_input_not_a_traceback(
+    csv_workspace: Callable[..., Workspace], job_id: str,
+) -> None:
+    ws = csv_workspace(forecast())
+    assert ws.cli("submit", "--duration", "1h", "--", "true").returncode == 0
+    before = database_digest(ws)
+    for command in ("show", "cancel"):
+        result = ws.cli(command, job_id)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.startswith("gridshift: bad job id")
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert database_digest(ws) == before
+
+
+def test_an_absurd_forecast_value_never_reaches_json_output(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    """A csv value of 1e308 is refused at refresh with its line; plan --json stays JSON."""
+    ws = csv_workspace(forecast())
+    csv_path = ws.root / "a.csv"
+    lines = csv_path.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace("200.0", "1e308")
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = ws.cli("forecast", "--refresh")
+    assert result.returncode == 1
+    assert "line 4: bad value 1e+308" in result.stderr and "Traceback" not in result.stderr
+    assert _forecast_points(ws) == 0
+    plan = ws.cli("plan", "--duration", "1h", "--json")
+    strict = json.loads(plan.stdout or "null", parse_constant=_refuse)
+    assert "NaN" not in plan.stdout and "Infinity" not in plan.stdout, strict
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"{name} in JSON output")
 
 
 def _forecast_points(ws: Workspace) -> int:
@@ -322,3 +368,12 @@ def test_a_job_ends_when_its_command_exits_not_when_its_leftovers_do(tmp_path: P
         with contextlib.suppress(ProcessLookupError):
             os.killpg(wrapper.pid, signal.SIGKILL)
         wrapper.wait()
+
+
+def test_json_output_never_holds_nan_or_infinity(capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever reaches the one JSON formatter, what it prints is JSON: null for unknown."""
+    from scheduler import render
+
+    render.print_json({"saved_g": float("nan"), "rows": [1.5, float("inf"), (float("-inf"),)]})
+    printed = json.loads(capsys.readouterr().out, parse_constant=_refuse)
+    assert printed == {"saved_g": None, "rows": [1.5, None, [None]]}
