@@ -239,8 +239,7 @@ def _scenario(
     if revising:
         archive = revised_forecasts(actuals, DEMO_ERROR_AT_HORIZON, DEMO_HORIZON_S,
                                     DEMO_ISSUE_EVERY_S, seed)
-        label = (f"forecasts 48 h ahead revised hourly (up to "
-                 f"{100 * DEMO_ERROR_AT_HORIZON:g}% off at 48 h)")
+        label = "forecasts revised hourly, 48 h ahead"
     choice = ForecastChoice(archive, forecast_error or 0.0, seed, repeats, label)
     return Scenario(actuals, job_sets, choice, policies, slots)
 
