@@ -95,10 +95,20 @@ def _database_error(error: Exception) -> object | None:
     return None
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"gridshift {version('gridshift')}\n")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def main_options(
     config: Annotated[str | None, typer.Option("--config", help="Config file (TOML).",
                                                metavar="FILE")] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          is_eager=True, callback=_print_version)] = False,
 ) -> None:
     State.config_path = config
 

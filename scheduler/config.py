@@ -22,7 +22,8 @@ from scheduler.timespec import parse_duration
 
 BUILTIN = "<built-in defaults>"
 
-PROVIDER_KINDS = ("carbonintensity_uk", "csv", "electricitymaps", "watttime", "carbon_aware_sdk")
+PROVIDER_KINDS = ("carbonintensity_uk", "csv", "electricitymaps", "watttime", "carbon_aware_sdk",
+                  "replay")
 DEFAULT_BASE_URLS = {
     "carbonintensity_uk": "https://api.carbonintensity.org.uk",
     "electricitymaps": "https://api.electricitymap.org",
@@ -36,6 +37,7 @@ DEFAULT_SIGNALS = {
     "electricitymaps": "average",
     "watttime": "marginal",
     "carbon_aware_sdk": "marginal",
+    "replay": "average",
 }
 SECRET_ENV = {
     ("electricitymaps", "token"): "GRIDSHIFT_ELECTRICITYMAPS_TOKEN",
@@ -48,7 +50,12 @@ _PROVIDER_KEYS: dict[str, set[str]] = {
     "electricitymaps": {"kind", "base_url", "timeout", "token", "basis"},
     "watttime": {"kind", "base_url", "timeout", "username", "password"},
     "carbon_aware_sdk": {"kind", "base_url", "timeout", "signal", "basis"},
+    "replay": {"kind", "horizon"},
 }
+# The replay provider's bundled data is Electricity Maps' life-cycle intensity; its basis
+# label says it is replayed wherever a basis is shown.
+REPLAY_BASIS = "lifecycle replay"
+DEFAULT_REPLAY_HORIZON = timedelta(hours=48)
 _DAEMON_KEYS = {
     "refresh_every",
     "tick",
@@ -91,6 +98,7 @@ class ProviderConfig:
     token: str | None = field(default=None, repr=False)
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    horizon: timedelta | None = None  # replay: how far ahead a forecast reaches
 
     def secrets(self) -> list[str]:
         return [s for s in (self.token, self.username, self.password) if s]
@@ -191,6 +199,22 @@ def default_socket_path(uid: int, environ: Mapping[str, str] | None = None) -> P
     if runtime:
         return Path(runtime) / "gridshift" / "gridshift.sock"
     return Path(f"/tmp/gridshift-{uid}") / "gridshift.sock"
+
+
+def replay_zones() -> list[str]:
+    """The zones a replay provider serves: one per data file bundled in scheduler/data."""
+    from importlib import resources
+
+    data = resources.files("scheduler").joinpath("data")
+    return sorted(entry.name.removesuffix(".csv") for entry in data.iterdir()
+                  if entry.name.endswith(".csv"))
+
+
+def _beside_config(path: Path, source: str) -> Path:
+    """A relative path in a config file is relative to that file's directory."""
+    if path.is_absolute() or source == BUILTIN:
+        return path
+    return Path(os.path.abspath(Path(source).parent / path))
 
 
 def default_database_url(environ: Mapping[str, str] | None = None) -> str:
@@ -348,7 +372,7 @@ def _parse_daemon(
     return DaemonConfig(
         socket=None if socket_path is None else Path(socket_path),
         admin_group=admin_group,
-        log_dir=Path(log_dir).expanduser(),
+        log_dir=_beside_config(Path(log_dir).expanduser(), source),
         default_power_watts=float(power),
         max_log_bytes=max_log,
         powercap_root=Path(powercap_root).expanduser(),
@@ -373,7 +397,10 @@ def _parse_provider(
     for key in ("base_url", "path", "token", "username", "password", "signal", "basis"):
         if key in table and not (isinstance(table[key], str) and table[key]):
             raise ConfigError(source, prefix + key, "must be a non-empty string")
-    if kind != "csv":
+    if kind == "replay":
+        values["horizon"] = _duration(table, "horizon", source, prefix, DEFAULT_REPLAY_HORIZON)
+        values["basis"] = REPLAY_BASIS
+    elif kind != "csv":
         base_url = table.get("base_url", DEFAULT_BASE_URLS[kind])
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(source, prefix + "base_url", "must start with http:// or https://")
@@ -416,6 +443,9 @@ def _parse_region(
     zone = table.get("zone", "national" if kind == "carbonintensity_uk" else "")
     if not isinstance(zone, str) or (not zone and kind != "csv"):
         raise ConfigError(source, prefix + "zone", "must be a non-empty string")
+    if kind == "replay" and zone not in replay_zones():
+        raise ConfigError(source, prefix + "zone",
+                          f"must be a bundled zone: {', '.join(replay_zones())}")
     if kind == "carbonintensity_uk" and not _valid_uk_zone(zone):
         raise ConfigError(source, prefix + "zone",
                           "must be 'national', a region id 1..17 or 'postcode:OUTCODE'")
