@@ -250,9 +250,10 @@ def list_jobs(
         except ValueError:
             raise BadInput(f"unknown state {value!r} (states: "
                            f"{', '.join(s.value for s in JobState)})") from None
-    jobs = _store(_config()).list_jobs(states)
+    config = _config()
+    jobs = _store(config).list_jobs(states)
     if json_output:
-        render.print_json([render.job_json(job) for job in jobs])
+        render.print_json([render.job_json(job, config) for job in jobs])
     else:
         render.jobs_table(jobs)
 
@@ -264,11 +265,12 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show one job: its plan, its run and its history."""
-    store = _store(_config())
+    config = _config()
+    store = _store(config)
     job = store.get_job(job_id)
     events = store.job_events(job_id)
     if json_output:
-        document = render.job_json(job)
+        document = render.job_json(job, config)
         document["events"] = [render.event_json(e) for e in events]
         render.print_json(document)
     else:

@@ -15,6 +15,7 @@ from scheduler import accounting
 from scheduler.timespec import format_duration, format_local, iso_utc
 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
+    from scheduler.config import Config
     from scheduler.models import Job, JobEvent
     from scheduler.submitpath import JobRow
 
@@ -26,7 +27,7 @@ JOB_FIELDS = (
 )
 
 
-def job_json(job: Job | JobRow) -> dict[str, Any]:
+def job_json(job: Job | JobRow, config: Config | None = None) -> dict[str, Any]:
     """The job object of every ``--json`` output (keys fixed by the CLI contract), from an
     ORM Job or the fast submit path's row (submitpath.JobRow).
 
@@ -55,6 +56,8 @@ def job_json(job: Job | JobRow) -> dict[str, Any]:
         "run_now_emissions_g": emissions.run_now_g,
         "saved_g": emissions.saved_g,
     })
+    sci = accounting.job_sci(job, config, emissions.actual_g)  # embodied: needs the config
+    document.update({"embodied_g": sci.embodied_g, "sci_g": sci.sci_g})
     return document
 
 
