@@ -125,8 +125,9 @@ class SignalTotals:
         return 100.0 * self.saved_g / compared_run_now_g
 
     @property
-    def embodied_g(self) -> float:
-        return math.fsum(self.embodied_values)
+    def embodied_g(self) -> float | None:
+        """None where no job's embodied share is known (no region states its hardware)."""
+        return math.fsum(self.embodied_values) if self.embodied_values else None
 
     @property
     def sci_jobs(self) -> int:
@@ -463,7 +464,7 @@ def write_table_parts(since: datetime | None, until: datetime | None,
             ("deadline misses", str(total.deadline_misses)),
             ("awaiting actuals", str(total.awaiting_actuals)),
             ("with estimated intensity", str(total.estimated)),
-            ("embodied (hardware's share)", f"{total.embodied_g:.0f} g"),
+            ("embodied (hardware's share)", f"{_number(total.embodied_g)} g"),
             (f"SCI per job ({total.sci_jobs} with every term known)",
              f"{_number(total.sci_per_job_g)} g"),
         ]
