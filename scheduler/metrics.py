@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 
 from scheduler import accounting
 from scheduler.config import Config
@@ -144,9 +144,9 @@ class DaemonMetrics:
             self._thread = None
 
     def load(self, store: Store, now: datetime) -> None:
-        """Counters from the database's sums (a few GROUP BY queries), job counts and
+        """Counters from the database's sums (one GROUP BY query), job counts and
         forecasts as stored."""
-        for row in _finished_sums(store):
+        for row in _stored_fact_sums(store):
             region, outcome, method = row.region, row.outcome, row.method or UNKNOWN_METHOD
             self.finished.labels(region, outcome).inc(row.jobs)
             if row.misses:
@@ -154,9 +154,7 @@ class DaemonMetrics:
             if row.energied:
                 self.energy.labels(region, method).inc(row.energy_kwh
                                                        * accounting.JOULES_PER_KWH)
-        for row in _settled_emission_sums(store):
-            self._add_emissions(row.region, row.scheduled, row.actual, row.run_now,
-                                row.saved)
+            self._add_emissions(region, row.scheduled, row.actual, row.run_now, row.saved)
         self.set_job_counts(store.count_by_state())
         last_success = {(r.provider, r.zone): r.last_success_at for r in store.refreshes()
                         if r.kind == "forecast"}
@@ -266,37 +264,31 @@ class _LiveFigures(Collector):
 
 # Start-up sums ------------------------------------------------------------------------------
 
-_RAN_AND_ENDED = (Job.state.in_([s.value for s in FINISHED]), Job.started_at.is_not(None),
-                  Job.run_region.is_not(None))
+def _stored_fact_sums(store: Store) -> list[Any]:
+    """One pass over the jobs that ran and ended, per run region, outcome and energy
+    method: jobs, deadline misses, energy, and over those whose review is settled the
+    sums of ``accounting.emissions_from``'s terms (same operations, in SQL)."""
+    settled = and_(Job.actuals_state.is_not(None),
+                   Job.actuals_state.not_in([s for s in accounting.AWAITING if s]))
+    planned_kwh = Job.power_watts * Job.duration_s / accounting.JOULES_PER_KWH
+    actual = Job.energy_kwh * Job.actual_intensity
+    run_now = Job.energy_kwh * Job.run_now_actual_intensity
 
+    def settled_total(term: Any) -> Any:
+        return func.total(case((settled, term)))
 
-def _finished_sums(store: Store) -> list[Any]:
-    """Per run region, outcome and energy method: jobs, deadline misses, energy."""
     query = (select(Job.run_region.label("region"), Job.state.label("outcome"),
                     Job.energy_method.label("method"), func.count().label("jobs"),
                     func.total(Job.deadline_missed).label("misses"),
                     func.count(Job.energy_kwh).label("energied"),
-                    func.total(Job.energy_kwh).label("energy_kwh"))
-             .where(*_RAN_AND_ENDED)
-             .group_by(Job.run_region, Job.state, Job.energy_method))
-    with store.reading() as session:
-        return list(session.execute(query))
-
-
-def _settled_emission_sums(store: Store) -> list[Any]:
-    """Per run region, over jobs whose review is settled: the sums of
-    ``accounting.emissions_from``'s terms (same operations, in SQL)."""
-    planned_kwh = Job.power_watts * Job.duration_s / accounting.JOULES_PER_KWH
-    actual = Job.energy_kwh * Job.actual_intensity
-    run_now = Job.energy_kwh * Job.run_now_actual_intensity
-    query = (select(Job.run_region.label("region"),
-                    func.total(Job.planned_intensity * planned_kwh).label("scheduled"),
-                    func.total(actual).label("actual"),
-                    func.total(run_now).label("run_now"),
+                    func.total(Job.energy_kwh).label("energy_kwh"),
+                    settled_total(Job.planned_intensity * planned_kwh).label("scheduled"),
+                    settled_total(actual).label("actual"),
+                    settled_total(run_now).label("run_now"),
                     # A counter never falls: a job that ran dirtier than at once adds 0.
-                    func.total(func.max(run_now - actual, 0.0)).label("saved"))
-             .where(*_RAN_AND_ENDED, Job.actuals_state.is_not(None),
-                    Job.actuals_state.not_in([s for s in accounting.AWAITING if s]))
-             .group_by(Job.run_region))
+                    settled_total(func.max(run_now - actual, 0.0)).label("saved"))
+             .where(Job.state.in_([s.value for s in FINISHED]), Job.started_at.is_not(None),
+                    Job.run_region.is_not(None))
+             .group_by(Job.run_region, Job.state, Job.energy_method))
     with store.reading() as session:
         return list(session.execute(query))
