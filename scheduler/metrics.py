@@ -4,8 +4,9 @@ Counters of stored facts (finished jobs, deadline misses, energy, emissions) sta
 SQL sums over the database when the daemon starts and grow as the daemon records each
 job's end and each emissions review, so a restart is not a reset of history. The other
 figures are kept in memory as the daemon works (job counts from each tick, forecasts from
-each refresh): a scrape reads memory only, never the database, and takes no lock the
-daemon's work holds.
+each refresh): a scrape reads memory only, never the database, and never waits for the
+daemon's work lock (it shares only prometheus_client's per-value locks, each held for one
+read or one add).
 
 Label values are region, provider, state and method names from the config and from
 gridshift's own words: never a job id or anything a user typed, so cardinality stays

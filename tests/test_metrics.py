@@ -1,9 +1,11 @@
 """``/metrics`` of the real daemon process over HTTP: values against ``report --json`` and
 the database, counters of stored facts across a restart, bounded labels, a taken port, and
-launches kept on time while something scrapes ten times a second."""
+launches kept on time while something scrapes ten times a second. And, in-process with a
+fixed clock, the forecast figures through a fetch that fails."""
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import urllib.request
@@ -15,8 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler import accounting
+from scheduler.daemon import Daemon
 from scheduler.models import JobState
-from tests.conftest import Workspace, write_csv
+from tests.conftest import Workspace, floor_hour, hourly, write_csv
 from tests.daemon_process import (
     DaemonProcess,
     jobs,
@@ -208,3 +211,39 @@ def test_scraping_ten_times_a_second_keeps_launches_on_time(
         # grid itself; scraping may add no more than one more.
         assert job.started_at - job.planned_start <= 2 * tick, (job.id, job.started_at)
     assert daemon.stop() == 0
+
+
+def test_a_failed_fetch_counts_for_its_provider_and_keeps_the_forecast(
+    csv_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    hour = floor_hour(datetime.now(UTC))
+    now = hour + timedelta(minutes=10)
+    workspace = csv_workspace({"here": hourly(hour - timedelta(hours=1), [300, 200, 100])})
+    store = workspace.store()
+    clock = [now]
+    daemon = Daemon(workspace.config(), store, clock=lambda: clock[0])
+    registry = daemon.metrics.registry
+    try:
+        daemon.metrics.load(store, now)
+        assert registry.get_sample_value("gridshift_forecast_age_seconds",
+                                         {"region": "here"}) == math.inf  # never fetched
+        assert registry.get_sample_value("gridshift_grid_intensity",
+                                         {"region": "here", "signal": "average"}) is None
+        daemon.refresh(now)
+        assert registry.get_sample_value("gridshift_grid_intensity",
+                                         {"region": "here", "signal": "average"}) == 200.0
+        assert registry.get_sample_value("gridshift_forecast_horizon_seconds",
+                                         {"region": "here"}) == 110 * 60
+
+        (tmp_path / "here.csv").unlink()
+        clock[0] = later = hour + timedelta(hours=1, minutes=5)
+        daemon.refresh(later)
+        assert registry.get_sample_value("gridshift_provider_failures_total",
+                                         {"provider": "here"}) == 1
+        # The stored forecast still holds: the next slot's value, an older age.
+        assert registry.get_sample_value("gridshift_grid_intensity",
+                                         {"region": "here", "signal": "average"}) == 100.0
+        assert registry.get_sample_value("gridshift_forecast_age_seconds",
+                                         {"region": "here"}) == 55 * 60
+    finally:
+        store.close()
