@@ -72,7 +72,8 @@ _DAEMON_KEYS = {
     "max_points_per_refresh",
     "forecast_horizon",
 }
-_REGION_KEYS = {"provider", "zone", "slots", "launcher"}
+_REGION_KEYS = {"provider", "zone", "slots", "launcher", "embodied_gco2", "lifetime"}
+_METRICS_KEYS = {"listen"}
 # The most power one job may declare: a rack of eight GPUs draws about 10 kW.
 MAX_POWER_WATTS = 100_000.0
 # A week of 5-minute data is 2,016 points per zone; the default leaves a wide margin.
@@ -111,6 +112,9 @@ class RegionConfig:
     zone: str
     slots: int = 1
     launcher: tuple[str, ...] = ()
+    # The hardware's embodied emissions (gCO2eq) and lifetime: the SCI's embodied term.
+    embodied_gco2: float | None = None
+    lifetime: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -144,12 +148,19 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # Where the daemon serves /metrics (host, port); None: not served.
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     database_url: str
     daemon: DaemonConfig
     providers: Mapping[str, ProviderConfig]
     regions: Mapping[str, RegionConfig]
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def region(self, name: str) -> RegionConfig:
         try:
@@ -271,7 +282,7 @@ def _refuse_shared_secrets(path: Path, raw: Mapping[str, Any]) -> None:
 def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
     """Validate a parsed TOML document (``{}`` gives the built-in defaults)."""
     _refuse_nul_bytes(raw, source, "")
-    _check_keys(raw, {"database", "daemon", "providers", "regions"}, source, "")
+    _check_keys(raw, {"database", "daemon", "providers", "regions", "metrics"}, source, "")
     database = _table(raw, "database", source)
     _check_keys(database, {"url"}, source, "database.")
     url = _database_url(database.get("url", default_database_url(environ)), source)
@@ -295,7 +306,25 @@ def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]
     }
     if not regions:
         raise ConfigError(source, "regions", "configure at least one region")
-    return Config(source, url, daemon, providers, regions)
+    metrics = _parse_metrics(_table(raw, "metrics", source), source)
+    return Config(source, url, daemon, providers, regions, metrics)
+
+
+def _parse_metrics(table: Mapping[str, Any], source: str) -> MetricsConfig:
+    _check_keys(table, _METRICS_KEYS, source, "metrics.")
+    if "listen" not in table:
+        return MetricsConfig()
+    listen = table["listen"]
+    problem = 'must be "host:port" with a port from 1 to 65535, e.g. "127.0.0.1:9464"'
+    if not isinstance(listen, str):
+        raise ConfigError(source, "metrics.listen", problem)
+    host, _, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address: "[::1]:9464"
+        host = host[1:-1]
+    if not host or any(c.isspace() for c in host) or not (port.isdigit()
+                                                          and 1 <= int(port) <= 65535):
+        raise ConfigError(source, "metrics.listen", problem)
+    return MetricsConfig((host, int(port)))
 
 
 def _refuse_nul_bytes(value: Any, source: str, key: str) -> None:
@@ -455,7 +484,17 @@ def _parse_region(
     launcher = table.get("launcher", [])
     if not isinstance(launcher, list) or not all(isinstance(a, str) and a for a in launcher):
         raise ConfigError(source, prefix + "launcher", "must be a list of non-empty strings")
-    return RegionConfig(name, provider, zone, slots, tuple(launcher))
+    embodied = table.get("embodied_gco2")
+    if embodied is not None and (isinstance(embodied, bool) or not isinstance(
+            embodied, (int, float)) or not 0 <= embodied < math.inf):
+        raise ConfigError(source, prefix + "embodied_gco2", "must be a number >= 0 (gCO2eq)")
+    lifetime = _duration(table, "lifetime", source, prefix, timedelta(0)) or None
+    if (embodied is None) != (lifetime is None):
+        missing = "lifetime" if lifetime is None else "embodied_gco2"
+        raise ConfigError(source, prefix + missing,
+                          "give embodied_gco2 and lifetime together (the SCI's embodied term)")
+    return RegionConfig(name, provider, zone, slots, tuple(launcher),
+                        None if embodied is None else float(embodied), lifetime)
 
 
 def _valid_uk_zone(zone: str) -> bool:

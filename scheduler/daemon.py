@@ -29,6 +29,7 @@ from scheduler.config import Config
 from scheduler.energy import EnergyMonitor
 from scheduler.errors import GridshiftError, StateConflict
 from scheduler.jobwrapper import COULD_NOT_START, PAUSE_POLL_S
+from scheduler.metrics import DaemonMetrics
 from scheduler.models import Job, JobState
 from scheduler.providers import Provider, build_provider
 from scheduler.service import notify, watchdog_interval
@@ -102,6 +103,7 @@ class Daemon:
     # Per-job energy meters, in memory: a job re-adopted after a restart gets declared power.
     energy: EnergyMonitor | None = None
     _meters: EnergyMonitor = field(init=False, repr=False)
+    metrics: DaemonMetrics = field(init=False, repr=False)
     # Wrappers this process started, kept until their job's end is committed.
     _children: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     _pause_at: str | None = None
@@ -116,6 +118,7 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
+        self.metrics = DaemonMetrics(self.config, self.clock)
         if not self.providers:
             self.providers = {name: build_provider(p) for name, p in self.config.providers.items()}
         self._pause_at = os.environ.get(PAUSE_AT_ENV) or None
@@ -143,19 +146,24 @@ class Daemon:
         for provider_name, zone in forecasting.zones_of(self.config):
             if self._stopping:
                 return
-            forecasting.refresh_zone(self.store, self.providers[provider_name], zone, now)
+            result = forecasting.refresh_zone(self.store, self.providers[provider_name], zone,
+                                              now)
+            self.metrics.record_refresh(self.store, result, now)
 
     def refresh_actuals(self, now: datetime) -> None:
         """Fetch recent actual intensity for every (provider, zone), for emissions review."""
-        forecasting.refresh_actuals(self.config, self.store, now, self.providers)
+        for result in forecasting.refresh_actuals(self.config, self.store, now, self.providers):
+            self.metrics.record_refresh(self.store, result, now)
 
     def backfill_actuals(self, now: datetime) -> None:
         """Fill actual intensity (emissions review) for finished jobs still awaiting it."""
-        accounting.backfill_actuals(self.store, self.config, now, self.providers)
+        accounting.backfill_actuals(self.store, self.config, now, self.providers,
+                                    self.metrics.record_review)
 
     def tick(self, now: datetime) -> None:
         """Reap finished jobs, enforce kill grace, re-plan on change, launch due jobs."""
         with self._work_lock:
+            begun = time.perf_counter()
             # Before reaping: a job that just ended still has its CPU times readable.
             self._meters.sample(now)
             for job in self.store.running_jobs():
@@ -163,17 +171,20 @@ class Daemon:
                     self._enforce_cancel(job, now)
             marker = self.store.change_marker()
             if marker != self._last_marker:
-                planning.replan(self.store, self.config, now)
+                with self.metrics.replan_duration.time():
+                    planning.replan(self.store, self.config, now)
                 self._last_marker = self.store.change_marker()
             if not self._stopping:
                 self._dispatch(now)
             self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
             self._last_tick_done = time.monotonic()
             self._report_status()
+            self.metrics.tick_duration.observe(time.perf_counter() - begun)
 
     def _report_status(self) -> None:
         """A one-line STATUS= for `systemctl status`, sent when it changes."""
         counts = self.store.count_by_state()
+        self.metrics.set_job_counts(counts)
         line = ", ".join(f"{counts.get(s.value, 0)} {s.value}"
                          for s in (JobState.RUNNING, JobState.PLANNED, JobState.QUEUED))
         if line != self._last_status:
@@ -264,8 +275,10 @@ class Daemon:
             self.store.transition(job.id, (JobState.RUNNING,), JobState.FAILED, now,
                                   f"could not start: {detail}", ended_at=now, exit_code=None,
                                   end_reason=f"could not start: {detail}")
+            self.metrics.record_finished(region, JobState.FAILED, late, None, None)
             return False
         self._children[job.id] = process
+        self.metrics.record_launch(job, now)
         try:
             self.store.update_job_fields(job.id, pid=launched.pid,
                                          pid_started_at=launched.pid_started_at,
@@ -384,6 +397,8 @@ class Daemon:
                                   energy_method=energy.method, energy_note=energy.note)
         except StateConflict:
             return
+        self.metrics.record_finished(job.run_region, state, missed, energy.energy_kwh,
+                                     energy.method)
         log.info("job %d: %s (%s)", job.id, state.value, reason)
 
     def _return_to_queue(self, job: Job, outcome: launcher.Outcome, now: datetime) -> None:
@@ -428,6 +443,8 @@ class Daemon:
             # scheduler.shutdown() here deadlocked against the executor's own lock).
             self._stopping = True
 
+        # Stored facts first (reconcile records ends on top of them); a taken port stops here.
+        self.metrics.start(self.store, self.clock())
         # Installed before reconciling, so an early SIGTERM is a clean stop, not a kill;
         # one that came even earlier (during start-up, see stopflag) counts too.
         previous = {s: signal.signal(s, stop) for s in stopflag.STOP_SIGNALS}
@@ -489,6 +506,7 @@ class Daemon:
         notify("STOPPING=1")
         scheduler.shutdown(wait=False)
         finished = self._work_lock.acquire(timeout=STOP_WAIT_S)
+        self.metrics.stop()
         if not self._exit_code:  # a read-only database cannot record the stop
             self.store.mark_stopped(os.getpid(), self.clock())
         log.info("daemon stopping; %d running job(s) keep running", len(self._children))

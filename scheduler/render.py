@@ -32,6 +32,7 @@ from scheduler import accounting
 from scheduler.timespec import format_duration, format_local, format_local_iso, iso_utc
 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
+    from scheduler.config import Config
     from scheduler.models import Job, JobEvent
 
 JOB_FIELDS = (
@@ -91,9 +92,10 @@ def _shell_word(word: str) -> str:
 # JSON documents -----------------------------------------------------------------------------
 
 
-def job_json(job: Job) -> dict[str, Any]:
+def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
     """The job document of every output (keys fixed by the CLI contract), from an ORM Job.
-    Never holds a value of the job's environment or --env (the owner's secrets).
+    Never holds a value of the job's environment or --env (the owner's secrets). The
+    embodied share of SCI needs the region's hardware from ``config`` (null without it).
 
     ``gridshift report`` builds the same documents from plain rows (report.job_columns).
     """
@@ -121,6 +123,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "run_now_emissions_g": emissions.run_now_g,
         "saved_g": emissions.saved_g,
     })
+    sci = accounting.job_sci(job, config, emissions.actual_g)  # embodied: needs the config
+    document.update({"embodied_g": sci.embodied_g, "sci_g": sci.sci_g})
     # Owner (null for jobs stored before owners were recorded) and array position.
     for key, column in OWNER_FIELDS:
         document[key] = getattr(job, column, None)
@@ -139,9 +143,10 @@ def event_json(event: JobEvent) -> dict[str, Any]:
             "new_state": event.new_state, "reason": event.reason}
 
 
-def show_json(job: Job, events: Iterable[JobEvent]) -> dict[str, Any]:
+def show_json(job: Job, events: Iterable[JobEvent], config: Config | None = None
+              ) -> dict[str, Any]:
     """The document of `show`: the job document, its history and its variable names."""
-    document = job_json(job)
+    document = job_json(job, config)
     document["events"] = [event_json(event) for event in events]
     document["environment_names"] = environment_names(job)
     return document

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from scheduler.errors import BadInput
 
 # ASCII digits only: \d (and int()) would also take Arabic-Indic or full-width digits.
-_DURATION_PART = re.compile(r"([0-9]+)([dhms])")
-_DURATION_FULL = re.compile(r"(?:[0-9]+[dhms])+")
-_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"([0-9]+)([ywdhms])")
+_DURATION_FULL = re.compile(r"(?:[0-9]+[ywdhms])+")
+# y: 365 days, w: 7 days (hardware lifetimes in config, e.g. "4y").
+_UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 # Longer than any sensible job or deadline; keeps datetime arithmetic in range.
 MAX_DURATION = timedelta(days=3650)
 # Job ids are SQLite INTEGERs: signed 64-bit.
@@ -24,7 +25,7 @@ MAX_JOB_ID = 2**63 - 1
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``90s``, ``45m``, ``2h``, ``1h30m``, ``1d``; raise BadInput otherwise.
+    """Parse ``90s``, ``45m``, ``2h``, ``1h30m``, ``1d``, ``2w``, ``4y``; raise BadInput otherwise.
 
     Units must appear at most once each, largest first, and the total must be positive.
     """
@@ -32,7 +33,7 @@ def parse_duration(text: str) -> timedelta:
     if not _DURATION_FULL.fullmatch(cleaned):
         raise BadInput(f"bad duration {text!r}: use forms like 90s, 45m, 2h, 1h30m, 1d")
     units = [unit for _, unit in _DURATION_PART.findall(cleaned)]
-    order = "dhms"
+    order = "ywdhms"
     if len(set(units)) != len(units) or units != sorted(units, key=order.index):
         raise BadInput(f"bad duration {text!r}: give each unit once, largest first (1h30m)")
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(cleaned))

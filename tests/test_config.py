@@ -87,11 +87,12 @@ def test_the_documented_example_config_loads_as_documented(environ: dict[str, st
 def test_the_documented_example_config_names_every_key() -> None:
     """config/gridshift.toml documents every key the loader accepts (commented or set)."""
     text = DOCUMENTED_CONFIG.read_text(encoding="utf-8")
-    documented = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, flags=re.MULTILINE))
+    documented = set(re.findall(r"^#?\s*([a-z_0-9]+)\s*=", text, flags=re.MULTILINE))
     accepted = (
         {"url"}
         | config_module._DAEMON_KEYS
         | config_module._REGION_KEYS
+        | config_module._METRICS_KEYS
         | set().union(*config_module._PROVIDER_KEYS.values())
     )
     assert sorted(accepted - documented) == []
@@ -143,6 +144,21 @@ GOOD_REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovid
          "NUL byte"),
         ('[daemon]\nlog_dir = "/tmp/a\\u0000b"\n' + GOOD_REGION, "daemon.log_dir",
          "NUL byte"),
+        (GOOD_REGION + "[metrics]\nlisten = \"9464\"\n", "metrics.listen", "host:port"),
+        (GOOD_REGION + "[metrics]\nlisten = \"localhost:http\"\n", "metrics.listen",
+         "host:port"),
+        (GOOD_REGION + "[metrics]\nlisten = \"127.0.0.1:70000\"\n", "metrics.listen",
+         "1 to 65535"),
+        (GOOD_REGION + "[metrics]\nlisten = 9464\n", "metrics.listen", "host:port"),
+        (GOOD_REGION + "[metrics]\nport = 9464\n", "metrics.port", "unknown key"),
+        (GOOD_REGION + "embodied_gco2 = -1\nlifetime = \"4y\"\n", "regions.gb.embodied_gco2",
+         ">= 0"),
+        (GOOD_REGION + "embodied_gco2 = \"lots\"\nlifetime = \"4y\"\n",
+         "regions.gb.embodied_gco2", ">= 0"),
+        (GOOD_REGION + "embodied_gco2 = 1000\n", "regions.gb.lifetime", "together"),
+        (GOOD_REGION + "lifetime = \"4y\"\n", "regions.gb.embodied_gco2", "together"),
+        (GOOD_REGION + "embodied_gco2 = 1000\nlifetime = \"four years\"\n",
+         "regions.gb.lifetime", "bad duration"),
     ],
 )
 def test_bad_config_names_file_key_and_problem(
@@ -154,6 +170,19 @@ def test_bad_config_names_file_key_and_problem(
     message = str(caught.value)
     assert message.startswith(f"{path}: {key}: ")
     assert problem in message
+
+
+def test_metrics_listen_and_embodied_hardware_are_read(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    path = write(tmp_path / "good.toml", GOOD_REGION + 'embodied_gco2 = 1500000\nlifetime = "4y"\n'
+                 '[metrics]\nlisten = "[::1]:9464"\n')
+    config = load_config(str(path), environ)
+    assert config.metrics.listen == ("::1", 9464)
+    assert config.regions["gb"].embodied_gco2 == 1_500_000.0
+    assert config.regions["gb"].lifetime == timedelta(days=4 * 365)
+    plain = load_config(str(write(tmp_path / "plain.toml", GOOD_REGION)), environ)
+    assert plain.metrics.listen is None and plain.regions["gb"].embodied_gco2 is None
 
 
 def test_missing_config_file_is_named(environ: dict[str, str], tmp_path: Path) -> None:
@@ -190,6 +219,7 @@ def test_readme_config_reference_names_every_key() -> None:
         {"url"}
         | config_module._DAEMON_KEYS
         | config_module._REGION_KEYS
+        | config_module._METRICS_KEYS
         | set().union(*config_module._PROVIDER_KEYS.values())
     )
     missing = [key for key in sorted(accepted) if not re.search(rf"[.`]{key}`", section)]

@@ -33,6 +33,9 @@ NOW = datetime(2026, 11, 26, 10, 30, tzinfo=UTC)
         ("1d2h3m4s", 86400 + 2 * 3600 + 3 * 60 + 4),
         ("2H", 7200),
         (" 5m ", 300),
+        ("2w", 14 * 86400),
+        ("4y", 4 * 365 * 86400),
+        ("1y2w3d", (365 + 14 + 3) * 86400),
     ],
 )
 def test_duration_forms(text: str, seconds: int) -> None:
@@ -42,7 +45,7 @@ def test_duration_forms(text: str, seconds: int) -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "0s", "0h0m", "abc", "1.5h", "-5m", "5", "h", "1h 30m", "30m1h", "1h1h", "3651d",
-     "2 hours", "1w", "\u0661h", "\uff11h", "1h\u0663\u0660m"],
+     "2 hours", "1w1y", "11y", "\u0661h", "\uff11h", "1h\u0663\u0660m"],
 )
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(BadInput, match="bad duration"):
