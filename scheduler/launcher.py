@@ -48,6 +48,12 @@ RECORDS_DIR = ".gridshift"  # a user name cannot start with a dot
 TEST_ENV_PREFIX = "GRIDSHIFT_TEST_"
 SECRET_NAMES = frozenset(SECRET_ENV.values())
 
+# The wrapper runs the daemon's own copy of gridshift (found from this file, not from any
+# search path a job or an installation could change), in an isolated interpreter.
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+WRAPPER_MAIN = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
+                f"from scheduler.jobwrapper import main; sys.exit(main(sys.argv[1:]))")
+
 
 class LaunchRefused(Exception):
     """The job cannot be started (its user is unknown, its log directory unsafe...)."""
@@ -262,7 +268,7 @@ def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity 
     descriptor = open_log(log_path, identity)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "scheduler.jobwrapper"], cwd="/",
+            [sys.executable, "-I", "-c", WRAPPER_MAIN], cwd="/",
             env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"}, stdin=subprocess.PIPE,
             stdout=descriptor, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True,
@@ -271,6 +277,8 @@ def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity 
         os.close(descriptor)
     return Launched(process.pid, process_start_time(process.pid) or 0.0, log_path,
                     status_path_for(log_dir, job_id)), process
+
+
 
 
 def wrapper_spec(log_dir: Path, job_id: int, argv: Sequence[str], env: Mapping[str, str],
