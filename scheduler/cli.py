@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
+import pwd
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -20,19 +20,19 @@ import typer
 
 from scheduler import render
 from scheduler.config import Config, load_config
-from scheduler.errors import EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError, StateConflict
-from scheduler.records import NewJob
+from scheduler.errors import EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError
+from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.simulate.cli import simulate_app
 from scheduler.timespec import (
     format_duration,
     format_local,
-    iso_utc,
     parse_duration,
+    parse_job_id,
     parse_when,
     utc_now,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the commands that talk to a daemon never import SQLAlchemy
     from scheduler.store import Store
 
 app = typer.Typer(
@@ -95,10 +95,20 @@ def _database_error(error: Exception) -> object | None:
     return None
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"gridshift {version('gridshift')}\n")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def main_options(
     config: Annotated[str | None, typer.Option("--config", help="Config file (TOML).",
                                                metavar="FILE")] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          is_eager=True, callback=_print_version)] = False,
 ) -> None:
     State.config_path = config
 
@@ -113,11 +123,42 @@ def _store(config: Config) -> Store:
     return Store.open(config.database_url)
 
 
-def _regions(config: Config, names: Sequence[str] | None) -> list[str]:
-    chosen = list(dict.fromkeys(names)) if names else list(config.regions)
-    for name in chosen:
-        config.region(name)
-    return chosen
+def _call(request: ApiRequest, existing_database: bool = False) -> ApiResponse:
+    """Ask the daemon over its socket; with no daemon listening, run the same request
+    in-process on the database (only if it exists, with ``existing_database``). An error
+    answer becomes a GridshiftError with its code."""
+    from scheduler import client
+
+    response = client.send_first(client.candidate_sockets(State.config_path), request)
+    if response is None:
+        from scheduler import api
+        from scheduler.store import sqlite_path
+
+        config = _config()
+        database = sqlite_path(config.database_url)
+        if existing_database and not database.exists():
+            raise GridshiftError(f"no database at {database}: no daemon has run with this "
+                                 f"config")
+        # What the use cases log reaches the daemon's log when a daemon runs them; here,
+        # the answer says it, and Python's last-resort handler would repeat it on stderr.
+        logging.getLogger("gridshift").addHandler(logging.NullHandler())
+        response = api.handle_local(config, request, utc_now())
+    if response.status >= 400:
+        raise _answered_error(response)
+    return response
+
+
+def _answered_error(response: ApiResponse) -> GridshiftError:
+    """The error an answer carries: its one line, and the exit code the daemon chose."""
+    try:
+        document = response.document()
+        message, code = str(document["error"]), int(document["exit_code"])
+    except (ValueError, KeyError, TypeError):
+        message = f"the daemon answered {response.status}: {response.body[:200]!r}"
+        code = EXIT_FAILURE
+    error = GridshiftError(message)
+    error.exit_code = code
+    return error
 
 
 def _deadline(deadline: str | None, within: str | None, now: datetime) -> datetime:
@@ -137,15 +178,29 @@ def _check_fits(start: datetime, duration: timedelta, deadline: datetime) -> Non
         )
 
 
+def _duration(text: str) -> timedelta:
+    if not text:
+        raise BadInput("--duration is required, e.g. --duration 2h")
+    return parse_duration(text)
+
+
 DurationOpt = Annotated[str, typer.Option("--duration", help="Expected run time: 90s, 45m, 2h, "
-                                          "1h30m, 1d.", metavar="DUR")]
+                                          "1h30m, 1d (required).", metavar="DUR",
+                                          show_default=False)]
 DeadlineOpt = Annotated[str | None, typer.Option("--deadline", metavar="WHEN",
                         help="Finish by this time: ISO-8601 (naive = local) or +DUR.")]
 WithinOpt = Annotated[str | None, typer.Option("--within", metavar="DUR",
                       help="Finish within DUR from now (default 24h).")]
+NotBeforeOpt = Annotated[str | None, typer.Option("--not-before", metavar="WHEN",
+                         help="Do not start before this time.")]
 RegionOpt = Annotated[list[str] | None, typer.Option("--region", metavar="NAME",
                       help="Allowed region (repeat; default: all configured).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+JobIdArg = Annotated[str, typer.Argument(metavar="JOB_ID", show_default=False)]
+
+# What `--export NONE` keeps, as a login shell would set them.
+LOGIN_VARIABLES = ("PATH", "HOME", "USER", "LANG")
+LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -156,21 +211,28 @@ def submit(
     duration: DurationOpt = "",
     deadline: DeadlineOpt = None,
     within: WithinOpt = None,
-    not_before: Annotated[str | None, typer.Option("--not-before", metavar="WHEN",
-                                                   help="Do not start before this time.")] = None,
+    not_before: NotBeforeOpt = None,
     region: RegionOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="A name to show.")] = None,
     power: Annotated[float | None, typer.Option("--power", metavar="WATTS",
                                                 help="Estimated power draw.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", metavar="KEY=VALUE",
-                                                  help="Extra environment (repeat).")] = None,
+                   help="Set a variable for the job, on top of --export (repeat).")] = None,
+    export: Annotated[str, typer.Option("--export", metavar="ALL|NONE|NAME[,NAME...]",
+                      help="Which of your environment variables the job gets: ALL (default), "
+                           "NONE (PATH, HOME, USER, LANG only) or the names listed.")] = "ALL",
+    array: Annotated[str | None, typer.Option("--array", metavar="INDICES",
+                     help="One job per index, e.g. 0-99 or 1,3,5-9 (or 0-99:2); each gets "
+                          "GRIDSHIFT_ARRAY_TASK_ID.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Queue a job; it is planned at once and launched by the daemon in its window."""
+    """Queue a job; it is planned at once and launched by the daemon in its window.
+
+    The job runs as you, in this directory, with your environment as it is now
+    (see --export) and your umask.
+    """
     now = utc_now()
-    if not duration:
-        raise BadInput("--duration is required, e.g. --duration 2h")
-    length = parse_duration(duration)
+    length = _duration(duration)
     argv = list(command or [])
     if not argv or not argv[0]:
         raise BadInput("no command given: gridshift submit --duration 1h -- COMMAND [ARG]...")
@@ -179,46 +241,65 @@ def submit(
     _check_fits(max(now, earliest), length, finish_by)
     if power is not None and not 0 < power < float("inf"):
         raise BadInput("--power must be a number of watts above zero")
-    overrides = _parse_env(env or [])
-    config = _config()
-    regions = _regions(config, region)
-
-    spec = NewJob(
-        name=name or Path(argv[0]).name,
+    request = SubmitRequest(
         argv=argv,
-        cwd=os.getcwd(),
-        env=overrides,
         duration_s=int(length.total_seconds()),
         not_before=earliest,
         deadline=finish_by,
-        regions=regions,
-        power_watts=power or config.daemon.default_power_watts,
-        signal=config.shared_signal(regions),
+        cwd=os.getcwd(),
+        umask=_current_umask(),
+        environment=_exported_environment(os.environ, export),
+        env=_parse_env(env or []),
+        regions=list(dict.fromkeys(region)) if region else None,
+        name=name,
+        power_watts=power,
+        array=parse_array(array) if array is not None else None,
     )
-    job = _submit(config, spec, now)
+    document = _call(ApiRequest("POST", "/jobs", body=request.as_json())).document()
     if json_output:
-        render.print_json(render.job_json(job))
-        return
-    where = (f"{job.planned_region} at {format_local(job.planned_start)}"
-             if job.planned_start else "not yet planned")
-    sys.stdout.write(f"job {job.id} queued: runs in {where}, "
-                     f"{render.intensity(job.planned_intensity)} g/kWh "
-                     f"(run now: {render.intensity(job.run_now_intensity)} g/kWh)\n")
-    if job.plan_note and job.plan_note != "cleanest covered window":
-        render.message(f"note: {job.plan_note}")
+        render.print_json(document)
+    else:
+        render.print_submitted(document)
 
 
-def _submit(config: Config, spec: NewJob, now: datetime) -> Any:
-    """Store and plan the job in-process (the local API replaces this)."""
-    from scheduler import jobs
-    from scheduler.records import SubmitRequest
+def _current_umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
-    request = SubmitRequest(
-        argv=spec.argv, duration_s=spec.duration_s, not_before=spec.not_before,
-        deadline=spec.deadline, cwd=spec.cwd, umask=0o022, environment=dict(os.environ),
-        env=spec.env, regions=spec.regions, name=spec.name, power_watts=spec.power_watts)
-    caller = jobs.Caller.from_ids(os.getuid(), os.getgid(), config)
-    return jobs.submit(_store(config), config, caller, request, now)[0]
+
+def _exported_environment(environ: Mapping[str, str], export: str) -> dict[str, str]:
+    """The caller's variables the job gets, by --export (as sbatch --export and at do)."""
+    if export == "ALL":
+        return dict(environ)
+    if export == "NONE":
+        account = pwd.getpwuid(os.getuid())
+        login = {"PATH": LOGIN_PATH, "HOME": account.pw_dir, "USER": account.pw_name}
+        if "LANG" in environ:
+            login["LANG"] = environ["LANG"]
+        return login
+    names = [n for n in export.split(",") if n]
+    if not names or any(not n.replace("_", "").isalnum() or n[0].isdigit() for n in names):
+        raise BadInput(f"bad --export {export!r}: use ALL, NONE or NAME[,NAME...]")
+    return {n: environ[n] for n in names if n in environ}
+
+
+def parse_array(text: str) -> list[int]:
+    """Array indices as Slurm writes them: ``0-99``, ``1,3,5-9``, ``0-99:2``."""
+    indices: list[int] = []
+    for part in text.split(","):
+        span, _, step_text = part.partition(":")
+        low_text, dash, high_text = span.partition("-")
+        numbers = [low_text, high_text if dash else low_text, step_text or "1"]
+        if not all(n.isascii() and n.isdigit() and len(n) <= 6 for n in numbers):
+            raise BadInput(f"bad --array {text!r}: use e.g. 0-99, 1,3,5-9 or 0-99:2")
+        low, high, step = (int(n) for n in numbers)
+        if high < low or step < 1:
+            raise BadInput(f"bad --array {text!r}: a range must go up, with a step from 1")
+        indices.extend(range(low, high + 1, step))
+    if len(set(indices)) != len(indices):
+        raise BadInput(f"bad --array {text!r}: an index is given twice")
+    return indices
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -236,73 +317,65 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
 def list_jobs(
     state: Annotated[list[str] | None, typer.Option("--state", metavar="STATE",
                      help="Only jobs in this state (repeat).")] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Finished jobs too.")] = False,
+    user: Annotated[str | None, typer.Option("--user", metavar="NAME",
+                    help="Only this user's jobs.")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only your jobs.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", metavar="N", min=1,
+                     help="At most N jobs (the newest).")] = None,
+    expand: Annotated[bool, typer.Option("--expand", help="One row per array task.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """List jobs, oldest first."""
-    from scheduler.models import JobState
-
-    states = []
-    for value in state or []:
-        try:
-            states.append(JobState(value))
-        except ValueError:
-            raise BadInput(f"unknown state {value!r} (states: "
-                           f"{', '.join(s.value for s in JobState)})") from None
-    jobs = _store(_config()).list_jobs(states)
+    """List unfinished jobs, newest first (--all for every job)."""
+    if user is not None and mine:
+        raise BadInput("give --user or --mine, not both")
+    query: dict[str, list[str]] = {}
+    if state:
+        query["state"] = list(state)
+    if all_jobs:
+        query["all"] = ["1"]
+    if user is not None:
+        query["user"] = [user]
+    if mine:
+        query["mine"] = ["1"]
+    if limit is not None:
+        query["limit"] = [str(limit)]
+    documents = _call(ApiRequest("GET", "/jobs", query)).document()
     if json_output:
-        render.print_json([render.job_json(job) for job in jobs])
+        render.print_json(documents)
     else:
-        render.jobs_table(jobs)
+        render.print_jobs(documents, expand=expand)
 
 
 @app.command()
 @handle_errors
-def show(
-    job_id: Annotated[int, typer.Argument(metavar="JOB_ID")],
-    json_output: JsonOpt = False,
-) -> None:
+def show(job_id: JobIdArg, json_output: JsonOpt = False) -> None:
     """Show one job: its plan, its run and its history."""
-    store = _store(_config())
-    job = store.get_job(job_id)
-    events = store.job_events(job_id)
+    document = _call(ApiRequest("GET", f"/jobs/{parse_job_id(job_id)}")).document()
     if json_output:
-        document = render.job_json(job)
-        document["events"] = [render.event_json(e) for e in events]
         render.print_json(document)
     else:
-        render.job_detail(job, events)
+        render.print_job_detail(document)
 
 
 @app.command()
 @handle_errors
-def cancel(job_id: Annotated[int, typer.Argument(metavar="JOB_ID")]) -> None:
+def cancel(
+    job_id: Annotated[str | None, typer.Argument(metavar="JOB_ID", show_default=False)] = None,
+    array: Annotated[str | None, typer.Option("--array", metavar="ARRAY_ID",
+                     help="Cancel every unfinished task of this array.")] = None,
+) -> None:
     """Cancel a job: unstarted jobs never start; a running job gets SIGTERM, then SIGKILL."""
-    from scheduler.models import JobState
-
-    config = _config()
-    store = _store(config)
-    now = utc_now()
-    job = store.get_job(job_id)
-    if job.state in (JobState.QUEUED, JobState.PLANNED):
-        try:
-            store.transition(job_id, (JobState.QUEUED, JobState.PLANNED), JobState.CANCELLED,
-                             now, "cancelled by user before it started")
-            sys.stdout.write(f"job {job_id} cancelled\n")
-            return
-        except StateConflict:
-            job = store.get_job(job_id)  # the daemon launched it meanwhile
-    if job.state != JobState.RUNNING:
-        raise BadInput(f"job {job_id} already ended ({job.state}); nothing to cancel")
-    if job.cancel_requested_at is None:
-        store.update_job_fields(job_id, cancel_requested_at=now)
-    from scheduler import launcher
-
-    if job.pid is not None:
-        launcher.signal_job(job.pid, job.pid_started_at, signal.SIGTERM)
-    sys.stdout.write(
-        f"job {job_id} is being cancelled: sent SIGTERM, SIGKILL follows after "
-        f"{format_duration(config.daemon.kill_grace)} if it is still running\n"
-    )
+    if (job_id is None) == (array is None):
+        raise BadInput("give a JOB_ID or --array ARRAY_ID")
+    if array is not None:
+        array_id = parse_job_id(array)
+        document = _call(ApiRequest("POST", f"/arrays/{array_id}/cancel")).document()
+        for outcome in document["cancelled"]:
+            sys.stdout.write(f"{outcome['message']}\n")
+        return
+    document = _call(ApiRequest("POST", f"/jobs/{parse_job_id(job_id or '')}/cancel")).document()
+    sys.stdout.write(f"{document['message']}\n")
 
 
 @app.command()
@@ -311,99 +384,58 @@ def plan(
     duration: DurationOpt = "",
     deadline: DeadlineOpt = None,
     within: WithinOpt = None,
+    not_before: NotBeforeOpt = None,
     region: RegionOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Dry run: where and when a job would run, from the stored forecasts. Stores nothing."""
     now = utc_now()
-    if not duration:
-        raise BadInput("--duration is required, e.g. --duration 2h")
-    length = parse_duration(duration)
+    length = _duration(duration)
+    earliest = parse_when(not_before, now) if not_before else now
     finish_by = _deadline(deadline, within, now)
-    _check_fits(now, length, finish_by)
-    config = _config()
-    regions = _regions(config, region)
-    from scheduler import planning
-    from scheduler.timespec import from_epoch
-
-    preview = planning.preview(_store(config), config, length, now, finish_by, regions, now)
+    _check_fits(max(now, earliest), length, finish_by)
+    body = {"duration_s": int(length.total_seconds()), "not_before": earliest.isoformat(),
+            "deadline": finish_by.isoformat(),
+            "regions": list(dict.fromkeys(region)) if region else None}
+    document = _call(ApiRequest("POST", "/plan", body=body)).document()
     if json_output:
-        render.print_json({
-            "now": iso_utc(now),
-            "signal": preview.signal,
-            "options": [
-                {"region": o.region, "start": iso_utc(from_epoch(o.start)),
-                 "end": iso_utc(from_epoch(o.end)), "intensity": o.intensity,
-                 "covered": o.covered, "signal": preview.signal,
-                 "basis": preview.bases.get(o.region)}
-                for o in preview.options
-            ],
-            "run_now": {"region": preview.run_now_region,
-                        "intensity": preview.run_now_intensity},
-            "saving_pct": preview.saving_pct,
-            "left_out": preview.left_out,
-        })
-        return
-    render.table(
-        f"cleanest window per region ({preview.signal} intensity, gCO2eq/kWh)",
-        ("region", "start", "end", "g/kWh", "basis", "forecast"),
-        [(o.region, format_local(from_epoch(o.start)), format_local(from_epoch(o.end)),
-          render.intensity(o.intensity), preview.bases.get(o.region) or "unknown",
-          "covered" if o.covered else "missing")
-         for o in preview.options],
-    )
-    saving = preview.saving_pct
-    sys.stdout.write(
-        f"run now in {preview.run_now_region}: "
-        f"{render.intensity(preview.run_now_intensity)} g/kWh"
-        + (f"; best option saves {saving:.0f}%\n" if saving is not None else "\n")
-    )
-    if preview.left_out:
-        sys.stdout.write(f"not ranked: {', '.join(preview.left_out)} (a percentile index "
-                         f"ranks times within its own region only)\n")
+        render.print_json(document)
+    else:
+        render.print_plan(document)
 
 
 @app.command()
 @handle_errors
 def forecast(
-    region: RegionOpt = None,
+    region: Annotated[list[str] | None, typer.Option("--region", metavar="NAME",
+                      help="Show this region (repeat; default: all configured).")] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from every provider now "
                                           "and store the result.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Show the newest stored forecast per region from now on."""
-    config = _config()
-    regions = _regions(config, region)
-    store = _store(config)
-    now = utc_now()
-    from scheduler import forecasting
-
-    results: list[forecasting.RefreshResult] = []
+    regions = list(dict.fromkeys(region or []))
     if refresh:
-        # The per-zone lines below are the report; without a handler, Python's last-resort
-        # logger would repeat every failure on stderr.
-        logging.getLogger("gridshift").addHandler(logging.NullHandler())
-        results = forecasting.refresh_all(config, store, now, regions)
-        failed = [r for r in results if not r.ok]
-        for result in results:
-            render.message(result.describe())
-        if failed and len(failed) == len(results):
-            raise GridshiftError("every provider failed; stored forecasts are unchanged")
-    views = forecasting.region_views(config, store, regions, now)
+        request = ApiRequest("POST", "/forecast/refresh", body={"regions": regions or None})
+    else:
+        request = ApiRequest("GET", "/forecast", {"region": regions} if regions else {})
+    document = _call(request).document()
     if json_output:
-        document: dict[str, Any] = {"regions": [view.as_json() for view in views]}
-        if refresh:
-            document["refresh"] = [result.as_json() for result in results]
         render.print_json(document)
-        return
-    for view in views:
-        view.print_table()
+    else:
+        render.print_forecast(document)
+    refreshed = document.get("refresh") or []
+    if refresh and refreshed and not any(r.get("ok") for r in refreshed):
+        raise GridshiftError("every provider failed; stored forecasts are unchanged")
 
 
 @app.command()
 @handle_errors
 def daemon() -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
+    from scheduler import stopflag
+
+    stopflag.install()  # before the slow imports: an early SIGTERM is a clean stop
     from scheduler.daemon import configure_logging, run_daemon
 
     configure_logging()
@@ -419,19 +451,12 @@ def status(json_output: JsonOpt = False) -> None:
 
     Exit code 1 when no daemon is running or its heartbeat is stale.
     """
-    from scheduler import status as status_module
-    from scheduler.store import sqlite_path
-
-    config = _config()
-    if not sqlite_path(config.database_url).exists():
-        raise GridshiftError(f"no database at {sqlite_path(config.database_url)}: "
-                             "no daemon has run with this config")
-    report = status_module.gather(_store(config), config, utc_now())
+    document = _call(ApiRequest("GET", "/status"), existing_database=True).document()
     if json_output:
-        render.print_json(report.as_json())
+        render.print_json(document)
     else:
-        report.print_text()
-    if not report.healthy:
+        render.print_status(document)
+    if not document.get("healthy"):
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -502,36 +527,31 @@ def report(
     end = parse_when(until, now) if until else None
     if start is not None and end is not None and start >= end:
         raise BadInput("--since must be before --until")
-    outputs = [Path(p) for p in (plot, html_file) if p]
-    for path in outputs:
+    files = [(Path(p), form) for p, form in ((plot, "png"), (html_file, "html")) if p]
+    for path, _ in files:
         if not path.parent.is_dir():
             raise BadInput(f"cannot write {path}: no such directory {path.parent}")
-    config = _config()
-    regions = _regions(config, region) if region else []
-    from scheduler import report as reporting
-
-    store = _store(config)
-    if not outputs:
-        from scheduler import bulk
-
-        bulk.write(store, config, start, end, regions,
-                   "json" if json_output else "csv" if csv_output else "text", sys.stdout)
-        _exit_at_once()
-    built = reporting.build(store, config, start, end, regions)  # the charts read every column
-    if plot:
-        reporting.write_file(Path(plot), reporting.plot_png(built, store, config))
-    if html_file:
-        page = reporting.html_report(built, store, config)
-        reporting.write_file(Path(html_file), page.encode("utf-8"))
-    if json_output:
-        reporting.write_json(built, sys.stdout)
-    elif csv_output:
-        reporting.write_csv(built, sys.stdout)
-    else:
-        reporting.write_text(built, sys.stdout)
-    for path in outputs:
+    query: dict[str, list[str]] = {"region": list(dict.fromkeys(region or []))}
+    if start is not None:
+        query["since"] = [start.isoformat()]
+    if end is not None:
+        query["until"] = [end.isoformat()]
+    # Files are written here, by the caller: a daemon never writes files for a user.
+    for path, form in files:
+        body = _call(ApiRequest("GET", "/report", {**query, "format": [form]})).body
+        _write_file(path, body)
+    form = "json" if json_output else "csv" if csv_output else "text"
+    response = _call(ApiRequest("GET", "/report", {**query, "format": [form]}))
+    sys.stdout.buffer.write(response.body)
+    for path, _ in files:
         render.message(f"wrote {path}")
     _exit_at_once()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
 
 
 def _exit_at_once() -> NoReturn:

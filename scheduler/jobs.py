@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from scheduler import launcher, planning
-from scheduler.config import Config
+from scheduler.config import MAX_POWER_WATTS, SECRET_ENV, Config
 from scheduler.errors import BadInput, PermissionDenied, StateConflict
 from scheduler.models import FINISHED, UNSTARTED, Job, JobEvent, JobState
 from scheduler.records import NewJob, SubmitRequest
@@ -29,6 +29,7 @@ from scheduler.timespec import format_duration, format_local
 
 log = logging.getLogger("gridshift.jobs")
 
+SECRET_NAMES = frozenset(SECRET_ENV.values())
 UNSTARTED_STATES = frozenset(s.value for s in UNSTARTED)
 FINISHED_STATES = frozenset(s.value for s in FINISHED)
 
@@ -83,8 +84,6 @@ class JobQuery:
 
 # At most this many tasks in one array (Slurm's default MaxArraySize is 1001).
 MAX_ARRAY_TASKS = 10_000
-# The most power one job may declare: beyond it the number is a typo, not a machine.
-MAX_POWER_WATTS = 100_000.0
 
 
 def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
@@ -146,7 +145,8 @@ def _new_job(config: Config, caller: Caller, request: SubmitRequest, now: dateti
         owner_uid=caller.uid,
         owner_gid=caller.gid,
         owner_name=caller.name,
-        environment=dict(request.environment),
+        # gridshift's own provider credentials are never a job's business.
+        environment={k: v for k, v in request.environment.items() if k not in SECRET_NAMES},
         umask=request.umask,
     )
 

@@ -1,20 +1,38 @@
-"""Turn gridshift's objects into output: JSON documents and human tables.
+"""Turn gridshift's results into output: JSON documents, and plain text rendered from them.
 
-JSON times are ISO-8601 UTC and intensities gCO2eq/kWh; human output shows local time
-with its zone. One object renders both ways (data on stdout, messages on stderr).
+Every command builds one JSON document (``job_json``, ``show_json``, ``Status.as_json``,
+``RegionView.as_json``, plan's) and prints it with ``print_json``, or as text with the
+``print_*`` function of that document; the text is never built from ORM objects, so the
+daemon's answer over the local API and the in-process result print the same way.
+
+Text is inert: every string that came from a user, a provider or the system passes
+through ``inert`` (control characters escaped, no markup language at all), so names and
+arguments such as ``x[/]`` or ``\\e]0;title\\a`` print as themselves and cannot colour,
+move or retitle the terminal.
+
+JSON times are ISO-8601 UTC and intensities gCO2eq/kWh; text shows local time with its
+zone. Data goes to stdout, messages to stderr. Cheap to import: no SQLAlchemy, numpy,
+pandas or rich (the submit client is timed).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import re
+import shlex
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any
 
 from scheduler import accounting
-from scheduler.timespec import format_duration, format_local, iso_utc
+from scheduler.timespec import format_duration, format_local, format_local_iso, iso_utc
 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
+    from scheduler.config import Config
     from scheduler.models import Job, JobEvent
 
 JOB_FIELDS = (
@@ -23,13 +41,63 @@ JOB_FIELDS = (
     "planned_vintage", "plan_note", "run_now_intensity", "submitted_at", "run_region",
     "started_at", "ended_at", "exit_code", "pid", "log_path", "deadline_missed", "end_reason",
 )
+# Keys at the end of the job document, each with the jobs column it is read from.
+OWNER_FIELDS = (("user", "owner_name"), ("uid", "owner_uid"), ("array_id", "array_id"),
+                ("array_index", "array_index"))
+
+# The plan note of a job placed as asked: `submit` prints a note only for the others.
+USUAL_PLAN_NOTE = "cleanest covered window"
+STATE_ORDER = ("queued", "planned", "running", "succeeded", "failed", "cancelled", "lost")
+# An array's id cell lists at most this many index ranges (Slurm style), then "...".
+MAX_INDEX_RANGES = 6
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """The job object of every ``--json`` output (keys fixed by the CLI contract), from an
-    ORM Job or the fast submit path's row (submitpath.JobRow).
+# Inert text ---------------------------------------------------------------------------------
 
-    ``gridshift report`` builds the same objects from plain rows (report.job_columns).
+# C0 controls, DEL and C1 controls (ESC, BEL, CR, CSI, OSC...), the Unicode line and
+# paragraph separators, and the bidirectional overrides and isolates, which reorder what
+# a reader sees. Printable Unicode (and the surrogates of a non-UTF-8 argv) stays as is.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def inert(text: object) -> str:
+    """``text`` as a string safe to print on a terminal: every control character shown as
+    an escape (ESC as ``\\x1b``, a newline as ``\\x0a``), so a cell stays one line and
+    nothing in it acts on the terminal. No markup is ever interpreted anywhere."""
+    value = text if isinstance(text, str) else str(text)
+    if _CONTROL.search(value) is None:
+        return value
+    return _CONTROL.sub(_escape, value)
+
+
+def shell_command(argv: Sequence[str]) -> str:
+    """The command as one line a user can paste into a POSIX shell: each argument quoted
+    with shlex, or ANSI-C quoted (``$'...'``, bash/zsh/ksh) where it holds control
+    characters, so those travel as escapes and never reach the terminal raw."""
+    return " ".join(_shell_word(word) for word in argv)
+
+
+def _shell_word(word: str) -> str:
+    if _CONTROL.search(word) is None:
+        return shlex.quote(word)
+    body = word.replace("\\", "\\\\").replace("'", "\\'")
+    return "$'" + _CONTROL.sub(_escape, body) + "'"
+
+
+# JSON documents -----------------------------------------------------------------------------
+
+
+def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
+    """The job document of every output (keys fixed by the CLI contract), from an ORM Job.
+    Never holds a value of the job's environment or --env (the owner's secrets). The
+    embodied share of SCI needs the region's hardware from ``config`` (null without it).
+
+    ``gridshift report`` builds the same documents from plain rows (report.job_columns).
     """
     document: dict[str, Any] = {}
     for name in JOB_FIELDS:
@@ -38,7 +106,8 @@ def job_json(job: Job) -> dict[str, Any]:
     document["argv"] = list(job.argv)
     document["regions"] = list(job.regions)
     document["planned_end"] = (
-        iso_utc(job.planned_start + _seconds(job.duration_s)) if job.planned_start else None
+        iso_utc(job.planned_start + timedelta(seconds=job.duration_s))
+        if job.planned_start else None
     )
     # Emissions review: measured energy, backfilled intensity, and emissions derived from them.
     emissions = accounting.job_emissions(job)
@@ -54,13 +123,19 @@ def job_json(job: Job) -> dict[str, Any]:
         "run_now_emissions_g": emissions.run_now_g,
         "saved_g": emissions.saved_g,
     })
+    sci = accounting.job_sci(job, config, emissions.actual_g)  # embodied: needs the config
+    document.update({"embodied_g": sci.embodied_g, "sci_g": sci.sci_g})
+    # Owner (null for jobs stored before owners were recorded) and array position.
+    for key, column in OWNER_FIELDS:
+        document[key] = getattr(job, column, None)
     return document
 
 
-def _seconds(value: int) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
+def environment_names(job: Job) -> list[str]:
+    """The sorted names (never the values) of what the job runs with: the captured
+    environment and the --env variables."""
+    captured = getattr(job, "environment", None) or {}
+    return sorted({*captured, *(job.env or {})})
 
 
 def event_json(event: JobEvent) -> dict[str, Any]:
@@ -68,95 +143,490 @@ def event_json(event: JobEvent) -> dict[str, Any]:
             "new_state": event.new_state, "reason": event.reason}
 
 
+def show_json(job: Job, events: Iterable[JobEvent], config: Config | None = None
+              ) -> dict[str, Any]:
+    """The document of `show`: the job document, its history and its variable names."""
+    document = job_json(job, config)
+    document["events"] = [event_json(event) for event in events]
+    document["environment_names"] = environment_names(job)
+    return document
+
+
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    """The one JSON format of every ``--json`` output."""
+    try:
+        text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity, which JSON has not: null (unknown) instead
+        text = json.dumps(_finite(document), indent=2, sort_keys=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+# Messages -----------------------------------------------------------------------------------
 
 
 def error(message: str) -> None:
-    sys.stderr.write(f"gridshift: {message}\n")
+    sys.stderr.write(f"gridshift: {inert(message)}\n")
 
 
 def message(text: str) -> None:
     """A human message on stderr (data goes to stdout)."""
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(inert(text) + "\n")
 
 
 def intensity(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _console() -> Any:
-    from rich.console import Console
-
-    # Piped output (grep, files) is not wrapped at rich's default 80 columns.
-    return Console(highlight=False, soft_wrap=False,
-                   width=None if sys.stdout.isatty() else 160)
+def _grams(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} g"
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    from rich.table import Table
-
-    grid = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for column in columns:
-        grid.add_column(column)
-    for row in rows:
-        grid.add_row(*(str(cell) for cell in row))
-    _console().print(grid)
+def _local(text: str | None) -> str:
+    """Local time of an ISO-8601 text from a document."""
+    return "-" if text is None else format_local(datetime.fromisoformat(text))
 
 
-def jobs_table(jobs: Sequence[Job]) -> None:
-    rows = []
-    for job in jobs:
-        started = job.started_at or job.planned_start
-        region = job.run_region or job.planned_region or "-"
-        rows.append((job.id, job.name, job.state, region, format_local(started),
-                     format_duration(_seconds(job.duration_s)),
-                     intensity(job.planned_intensity), format_local(job.deadline)))
-    table(None, ("id", "name", "state", "region", "start", "duration", "g/kWh", "deadline"),
-          rows)
+def _duration(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(timedelta(seconds=seconds))
 
 
-def job_detail(job: Job, events: Sequence[JobEvent]) -> None:
-    fields: Mapping[str, Any] = {
-        "id": job.id,
-        "name": job.name,
-        "state": job.state,
-        "command": " ".join(job.argv),
-        "cwd": job.cwd,
-        "duration": format_duration(_seconds(job.duration_s)),
-        "not before": format_local(job.not_before),
-        "deadline": format_local(job.deadline) + (" (missed)" if job.deadline_missed else ""),
-        "regions": ", ".join(job.regions),
-        "power": f"{job.power_watts:.0f} W",
-        "planned": (f"{job.planned_region} at {format_local(job.planned_start)}, "
-                    f"{intensity(job.planned_intensity)} g/kWh ({job.signal or '-'} signal)"
-                    if job.planned_start else "-"),
-        "plan note": job.plan_note or "-",
-        "run now": f"{intensity(job.run_now_intensity)} g/kWh",
-        "started": format_local(job.started_at),
-        "ended": format_local(job.ended_at),
-        "exit code": "-" if job.exit_code is None else job.exit_code,
-        "log": job.log_path or "-",
-        "energy": ("-" if job.energy_kwh is None else
-                   f"{job.energy_kwh:.4g} kWh ({job.energy_method}: {job.energy_note or '-'})"),
-        "emissions": _emissions_line(job),
-    }
-    table(None, ("field", "value"), fields.items())
-    table("history", ("time", "from", "to", "reason"),
-          [(format_local(e.at), e.old_state or "-", e.new_state, e.reason) for e in events])
+# Plain tables -------------------------------------------------------------------------------
 
 
-def _emissions_line(job: Job) -> str:
-    """Scheduled, actual and run-now gCO2eq of a finished job, in one line."""
-    numbers = accounting.job_emissions(job)
-    if job.started_at is None:
+def _width(cell: str) -> int:
+    """Terminal columns of a cell: wide (CJK) characters take two, combining marks none."""
+    if cell.isascii():
+        return len(cell)
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in cell)
+
+
+def _inert_column(cells: Sequence[str]) -> Sequence[str]:
+    """``inert`` of each cell; one search over the whole column when none needs it."""
+    if _CONTROL.search("".join(cells)) is None:
+        return cells
+    return [inert(cell) for cell in cells]
+
+
+def _table_lines(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Iterator[str]:
+    """A header, a rule, and one line per row, columns padded to their widest cell. The
+    cells must already be inert."""
+    cells: list[Sequence[str]] = ([list(column) for column in zip(*rows, strict=True)]
+                                  if rows else [[] for _ in columns])
+    return _column_table_lines(columns, cells)
+
+
+def _column_table_lines(headers: Sequence[str], columns: Sequence[Sequence[str]]
+                        ) -> Iterator[str]:
+    """``_table_lines`` from the cells a column at a time: rows of ASCII text (the usual
+    case) are padded by one %-format, the others cell by cell in terminal columns."""
+    ascii_columns = ["".join(column).isascii() for column in columns]
+    widths = [max(len(header), max(map(len if plain else _width, column), default=0))
+              for header, column, plain in zip(headers, columns, ascii_columns, strict=True)]
+    form = "  ".join([*(f"%-{width}s" for width in widths[:-1]), "%s"])
+    last = len(widths) - 1
+
+    def padded(cells: Sequence[str]) -> str:
+        return "  ".join([*(cell + " " * (widths[i] - _width(cell))
+                            for i, cell in enumerate(cells[:last])), cells[last]]).rstrip()
+
+    yield (form % tuple(headers)).rstrip()
+    yield (form % tuple("-" * width for width in widths)).rstrip()
+    every_row_ascii = all(ascii_columns)
+    for row in zip(*columns, strict=True):
+        if every_row_ascii or "".join(row).isascii():
+            yield (form % row).rstrip()
+        else:
+            yield padded(row)
+
+
+def _write_lines(lines: Iterable[str], out: IO[str] | None = None) -> None:
+    """Each line and a newline, written a few thousand lines at a time."""
+    stream = out or sys.stdout
+    batch: list[str] = []
+    for text in lines:
+        batch.append(text)
+        if len(batch) == 2000:
+            stream.write("\n".join(batch) + "\n")
+            batch.clear()
+    if batch:
+        stream.write("\n".join(batch) + "\n")
+
+
+# submit -------------------------------------------------------------------------------------
+
+
+def print_submitted(document: Mapping[str, Any]) -> None:
+    """What `submit` prints: for one job document, where and when it runs (stdout) and
+    the plan's note when it is not the usual one (stderr); for an array document
+    ``{"array_id": N, "jobs": [...]}`` (ids or job documents) one summary line."""
+    if "jobs" in document:
+        ids = [job if isinstance(job, int) else job["id"] for job in document["jobs"]]
+        sys.stdout.write(f"array {document['array_id']}: {len(ids)} jobs queued "
+                         f"(ids {index_ranges(ids, limit=None)})\n")
+        return
+    where = (f"{inert(document['planned_region'])} at {_local(document['planned_start'])}"
+             if document.get("planned_start") else "not yet planned")
+    sys.stdout.write(f"job {document['id']} queued: runs in {where}, "
+                     f"{intensity(document.get('planned_intensity'))} g/kWh "
+                     f"(run now: {intensity(document.get('run_now_intensity'))} g/kWh)\n")
+    note = document.get("plan_note")
+    if note and note != USUAL_PLAN_NOTE:
+        message(f"note: {note}")
+
+
+def index_ranges(indices: Iterable[int], limit: int | None = MAX_INDEX_RANGES) -> str:
+    """Sorted whole numbers as Slurm writes an array's indices: ``0-99``, ``1,3,5-9``;
+    after ``limit`` ranges, ``...``."""
+    ranges: list[str] = []
+    ordered = sorted(set(indices))
+    start = 0
+    for position in range(1, len(ordered) + 1):
+        if position == len(ordered) or ordered[position] != ordered[position - 1] + 1:
+            first, last = ordered[start], ordered[position - 1]
+            ranges.append(str(first) if first == last else f"{first}-{last}")
+            start = position
+    if limit is not None and len(ranges) > limit:
+        return ",".join(ranges[:limit]) + ",..."
+    return ",".join(ranges)
+
+
+# list ---------------------------------------------------------------------------------------
+
+LIST_COLUMNS = ("id", "user", "name", "state", "region", "start", "duration", "g/kWh",
+                "deadline")
+
+
+def print_jobs(documents: Sequence[Mapping[str, Any]], expand: bool = False,
+               out: IO[str] | None = None) -> None:
+    """The `list` table from job documents, in their order.
+
+    The tasks of an array share one row unless ``expand``: its id is written as Slurm
+    does (``12_[0-99]``: array 12, indices 0 to 99), its state as a count per state
+    (``planned 97, running 3``), its start and deadline the earliest of its tasks, its
+    region, duration and g/kWh the range or set its tasks cover. Expanded, a task's id
+    cell is its own job id followed by its place in the array: ``15 (12_3)``.
+    """
+    rows: list[list[Any]] = []
+    arrays: dict[Any, list[Mapping[str, Any]]] = {}
+    row_of_array: dict[Any, int] = {}
+    for document in documents:
+        array_id = None if expand else document.get("array_id")
+        if array_id is None:
+            rows.append(_job_cells(document, array_place=expand))
+        elif array_id in arrays:
+            arrays[array_id].append(document)
+        else:
+            arrays[array_id] = [document]
+            row_of_array[array_id] = len(rows)
+            rows.append([])  # the array's row, once all its tasks are seen
+    for array_id, tasks in arrays.items():
+        rows[row_of_array[array_id]] = _array_cells(tasks)
+    columns: list[Sequence[str]] = ([list(column) for column in zip(*rows, strict=True)]
+                                     if rows else [[] for _ in LIST_COLUMNS])
+    columns[5], columns[8] = _local_column(columns[5]), _local_column(columns[8])
+    for text_column in (1, 2, 3, 4):  # user, name, state, region
+        columns[text_column] = _inert_column(columns[text_column])
+    _write_lines(_column_table_lines(LIST_COLUMNS, columns), out)
+
+
+def _local_column(texts: Sequence[str | None]) -> list[str]:
+    """``_local`` of each ISO-8601 text, converting each distinct time once (queued jobs
+    share planned starts and deadlines)."""
+    distinct = list(dict.fromkeys(texts))
+    shown = dict(zip(distinct, format_local_iso(distinct), strict=True))
+    return [shown[text] for text in texts]
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_duration(seconds: float | None) -> str:
+    return _duration(seconds)
+
+
+def _job_cells(document: Mapping[str, Any], array_place: bool = False) -> list[Any]:
+    """One job's cells, not yet inert, the two times still ISO-8601 (print_jobs converts
+    them a column at a time)."""
+    identifier = str(document["id"])
+    if array_place and document.get("array_id") is not None:
+        identifier += f" ({document['array_id']}_{document.get('array_index')})"
+    planned = document.get("planned_intensity")
+    return [
+        identifier,
+        document.get("user") or "-",
+        document["name"],
+        document["state"],
+        document.get("run_region") or document.get("planned_region") or "-",
+        document.get("started_at") or document.get("planned_start"),
+        _cached_duration(document.get("duration_s")),
+        "-" if planned is None else f"{planned:.0f}",
+        document.get("deadline"),
+    ]
+
+
+def _array_cells(tasks: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """One row for the tasks of one array (see print_jobs)."""
+    first = min(tasks, key=lambda task: task.get("array_index") or 0)
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task["state"]] = counts.get(task["state"], 0) + 1
+    states = sorted(counts, key=lambda s: STATE_ORDER.index(s) if s in STATE_ORDER else 99)
+    regions = dict.fromkeys(task.get("run_region") or task.get("planned_region") or "-"
+                            for task in tasks)
+    users = dict.fromkeys(task.get("user") or "-" for task in tasks)
+    starts = [s for task in tasks if (s := task.get("started_at") or task.get("planned_start"))]
+    deadlines = [task["deadline"] for task in tasks if task.get("deadline")]
+    durations = [task["duration_s"] for task in tasks if task.get("duration_s") is not None]
+    planned = [task["planned_intensity"] for task in tasks
+               if task.get("planned_intensity") is not None]
+    indices = [task["array_index"] for task in tasks if task.get("array_index") is not None]
+    return [
+        f"{first['array_id']}_[{index_ranges(indices)}]",
+        ",".join(users),
+        first["name"],
+        ", ".join(f"{state} {counts[state]}" for state in states),
+        ",".join(regions),
+        min(starts, default=None),  # ISO-8601 UTC texts sort as their times do
+        _span(durations, _cached_duration),
+        _span(planned, intensity),
+        min(deadlines, default=None),
+    ]
+
+
+def _span(values: Sequence[Any], show: Any) -> str:
+    if not values:
         return "-"
+    low, high = show(min(values)), show(max(values))
+    return low if low == high else f"{low}-{high}"
 
-    def grams(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f} g"
 
-    estimated = " (actual intensity estimated from forecasts)" if job.intensity_estimated else ""
-    waiting = " (awaiting actuals)" if job.actuals_state in accounting.AWAITING else ""
-    return (f"scheduled {grams(numbers.scheduled_g)}, actual {grams(numbers.actual_g)}, "
-            f"run now {grams(numbers.run_now_g)}, saved {grams(numbers.saved_g)}"
-            f"{estimated}{waiting}")
+# show ---------------------------------------------------------------------------------------
+
+
+def print_job_detail(document: Mapping[str, Any]) -> None:
+    """The `show` page from its document (``show_json``): one field a line, then the
+    history. The environment shows variable names only, never values."""
+    planned = document.get("planned_start")
+    array_id = document.get("array_id")
+    names = document.get("environment_names") or []
+    fields: list[tuple[str, str]] = [
+        ("id", str(document["id"])),
+        ("name", inert(document["name"])),
+        ("user", inert(_user(document))),
+        ("array", "-" if array_id is None else f"{array_id}_{document.get('array_index')} "
+                                               f"(array {array_id}, index "
+                                               f"{document.get('array_index')})"),
+        ("state", inert(document["state"])),
+        ("command", inert(shell_command(document["argv"]))),
+        ("cwd", inert(document["cwd"])),
+        ("environment", inert(f"{len(names)} variables: {', '.join(names)}") if names
+         else "-"),
+        ("duration", _duration(document["duration_s"])),
+        ("not before", _local(document.get("not_before"))),
+        ("deadline", _local(document.get("deadline"))
+         + (" (missed)" if document.get("deadline_missed") else "")),
+        ("regions", inert(", ".join(document.get("regions") or [])) or "-"),
+        ("power", f"{document['power_watts']:.0f} W"),
+        ("planned", inert(f"{document['planned_region']} at {_local(planned)}, "
+                          f"{intensity(document.get('planned_intensity'))} g/kWh "
+                          f"({document.get('signal') or '-'} signal)") if planned else "-"),
+        ("plan note", inert(document.get("plan_note") or "-")),
+        ("run now", f"{intensity(document.get('run_now_intensity'))} g/kWh"),
+        ("started", _local(document.get("started_at"))),
+        ("ended", _local(document.get("ended_at"))),
+        ("exit code", "-" if document.get("exit_code") is None else str(document["exit_code"])),
+        ("end reason", inert(document.get("end_reason") or "-")),
+        ("log", inert(document.get("log_path") or "-")),
+        ("energy", inert(energy_text(document))),
+        ("emissions", emissions_text(document)),
+    ]
+    width = max(len(label) for label, _ in fields)
+    lines = [f"{label:<{width}}  {value}" for label, value in fields]
+    events = document.get("events") or []
+    lines.extend(["", "history"])
+    lines.extend(_table_lines(("time", "from", "to", "reason"), [
+        [_local(event.get("at")), inert(event.get("old_state") or "-"),
+         inert(event.get("new_state")), inert(event.get("reason") or "")]
+        for event in events]))
+    _write_lines(lines)
+
+
+def _user(document: Mapping[str, Any]) -> str:
+    user, uid = document.get("user"), document.get("uid")
+    if user is None and uid is None:
+        return "- (stored before owners were recorded: the daemon's user)"
+    if user is None:
+        return f"uid {uid}"
+    return user if uid is None else f"{user} (uid {uid})"
+
+
+def energy_text(document: Mapping[str, Any]) -> str:
+    """Energy and how it was obtained, saying the method once: a note that already names
+    it (``declared 300 W x 60 s wall time (...)``) is not prefixed with it again."""
+    energy, method = document.get("energy_kwh"), document.get("energy_method")
+    note = document.get("energy_note") or ""
+    if energy is None and method is None:
+        return "-"
+    amount = "unknown" if energy is None else f"{energy:.4g} kWh"
+    if not method:
+        how = note
+    elif not note:
+        how = method
+    elif note.startswith(method):
+        how = note
+    else:
+        how = f"{method}: {note}"
+    return f"{amount} ({how})" if how else amount
+
+
+def emissions_text(document: Mapping[str, Any]) -> str:
+    """Scheduled, actual, run-now and saved gCO2eq of a job that ran, in one line."""
+    if document.get("started_at") is None:
+        return "-"
+    estimated = (" (actual intensity estimated from forecasts)"
+                 if document.get("intensity_estimated") else "")
+    waiting = (" (awaiting actuals)" if document.get("actuals_state") in accounting.AWAITING
+               else "")
+    return (f"scheduled {_grams(document.get('scheduled_emissions_g'))}, "
+            f"actual {_grams(document.get('actual_emissions_g'))}, "
+            f"run now {_grams(document.get('run_now_emissions_g'))}, "
+            f"saved {_grams(document.get('saved_g'))}{estimated}{waiting}")
+
+
+# status -------------------------------------------------------------------------------------
+
+
+def print_status(document: Mapping[str, Any]) -> None:
+    """`status` as text from ``Status.as_json``: the daemon line, the forecast refreshes,
+    the queue by state and the next launches."""
+    daemon = document["daemon"]
+    if daemon.get("running"):
+        age = _duration(daemon.get("heartbeat_age_s") or 0)
+        line = (f"daemon: running, pid {daemon.get('pid')} on {daemon.get('hostname')} since "
+                f"{_local(daemon.get('started_at'))}; last heartbeat {age} ago")
+    else:
+        line = "daemon: not running"
+    if daemon.get("problem"):
+        line += f" - {daemon['problem']}"
+    lines = [inert(line)]
+    refreshes = document.get("refreshes") or []
+    if refreshes:
+        lines.append("forecast refreshes")
+        lines.extend(_table_lines(
+            ("provider", "zone", "kind", "last try", "outcome", "last success", "horizon"),
+            [[inert(r["provider"]), inert(r["zone"]), inert(r["kind"]), _local(r.get("at")),
+              inert(("ok: " if r.get("ok") else "FAILING: ") + (r.get("message") or "")),
+              _local(r.get("last_success_at")), _local(r.get("horizon_end"))]
+             for r in refreshes]))
+    else:
+        lines.append("forecast refreshes: none yet")
+    queue = document.get("queue") or {}
+    lines.append(inert("queue: " + ", ".join(f"{state} {count}"
+                                             for state, count in queue.items())))
+    launches = document.get("next_launches") or []
+    if launches:
+        lines.append("next launches")
+        lines.extend(_table_lines(("id", "name", "region", "start", "deadline"), [
+            [str(j["id"]), inert(j["name"]), inert(j.get("region") or "-"),
+             _local(j.get("planned_start")), _local(j.get("deadline"))] for j in launches]))
+    _write_lines(lines)
+
+
+# forecast -----------------------------------------------------------------------------------
+
+
+def refresh_line(result: Mapping[str, Any]) -> str:
+    """One fetch's outcome from its document (``RefreshResult.as_json``), as
+    `forecast --refresh` and the daemon report it."""
+    kind = result.get("kind") or "forecast"
+    label = "" if kind == "forecast" else f" {kind}s"
+    head = f"{result['provider']} zone {result['zone']}{label}"
+    note = result.get("note") or ""
+    if not result.get("ok"):
+        return inert(f"{head}: FAILED: {result.get('error') or ''}")
+    if not result.get("points"):
+        return inert(f"{head}: {note or 'no new data'}")
+    reach = "horizon to" if kind == "forecast" else "up to"
+    text = (f"{head}: {result['points']} points ({result.get('stored', 0)} new), {reach} "
+            f"{_local(result.get('horizon_end'))}, vintage {_local(result.get('vintage'))}")
+    return inert(f"{text}; {note}" if note else text)
+
+
+def _region_title(region: Mapping[str, Any]) -> str:
+    points = region.get("points") or []
+    basis = points[0].get("basis") if points else None
+    units = ("percentile index, not emissions" if region.get("units") == "percentile"
+             else "gCO2eq/kWh")
+    return inert(f"{region['region']} ({region['provider']} zone {region['zone']}; "
+                 f"{region.get('signal')} intensity{f' ({basis})' if basis else ''}, {units})")
+
+
+def print_forecast(document: Mapping[str, Any], points: bool | None = None) -> None:
+    """`forecast` as text from its document (``{"regions": [RegionView.as_json()...]}``,
+    with ``"refresh": [RefreshResult.as_json()...]`` after ``--refresh``).
+
+    The refresh outcomes go to stderr, one line per fetch. Each region then gets its
+    table of stored points, or with ``points`` false one summary line (how many points,
+    up to when, now and the lowest value). ``points`` defaults to false after a refresh
+    (checking a config should not print hundreds of rows) and true otherwise.
+    """
+    refreshed = document.get("refresh")
+    for result in refreshed or []:
+        message(refresh_line(result))
+    show_points = refreshed is None if points is None else points
+    lines: list[str] = []
+    for region in document.get("regions") or []:
+        title = _region_title(region)
+        stored = region.get("points") or []
+        if not stored:
+            message(f"{title}: no forecast stored from now on; "
+                    f"try gridshift forecast --refresh")
+            continue
+        values = [p["intensity"] for p in stored]
+        if not show_points:
+            lowest = min(range(len(values)), key=values.__getitem__)
+            lines.append(f"{title}: {len(stored)} points up to {_local(stored[-1]['end'])}; "
+                         f"now {intensity(values[0])}, lowest {intensity(values[lowest])} "
+                         f"at {_local(stored[lowest]['start'])}")
+            continue
+        top = max(values) or 1.0
+        lines.append(title)
+        lines.extend(_table_lines(("start", "end", "value", "", "vintage"), [
+            [_local(p["start"]), _local(p["end"]), intensity(p["intensity"]),
+             "#" * max(1, round(20 * p["intensity"] / top)), _local(p.get("vintage"))]
+            for p in stored]))
+    _write_lines(lines)
+
+
+# plan ---------------------------------------------------------------------------------------
+
+
+def print_plan(document: Mapping[str, Any]) -> None:
+    """`plan` as text from its document: the cleanest window per region, the run-now
+    figure with the best option's saving, and the regions left out of the ranking."""
+    lines = [inert(f"cleanest window per region ({document.get('signal')} intensity, "
+                   "gCO2eq/kWh)")]
+    lines.extend(_table_lines(("region", "start", "end", "g/kWh", "basis", "forecast"), [
+        [inert(o["region"]), _local(o.get("start")), _local(o.get("end")),
+         intensity(o.get("intensity")), inert(o.get("basis") or "unknown"),
+         "covered" if o.get("covered") else "missing"]
+        for o in document.get("options") or []]))
+    run_now = document.get("run_now") or {}
+    saving = document.get("saving_pct")
+    lines.append(inert(f"run now in {run_now.get('region')}: "
+                       f"{intensity(run_now.get('intensity'))} g/kWh"
+                       + (f"; best option saves {saving:.0f}%" if saving is not None else "")))
+    left_out = document.get("left_out") or []
+    if left_out:
+        lines.append(inert(f"not ranked: {', '.join(left_out)} (a percentile index ranks "
+                           "times within its own region only)"))
+    _write_lines(lines)

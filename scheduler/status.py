@@ -8,12 +8,10 @@ not marked stopped and, on this host, its pid is alive) and its heartbeat is fre
 from __future__ import annotations
 
 import socket
-import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler import render
 from scheduler.config import Config
 from scheduler.models import DaemonHeartbeat, Job, JobState, ProviderRefresh
 from scheduler.store import Store
@@ -84,33 +82,6 @@ class Status:
                 for j in self.next_launches
             ],
         }
-
-    def print_text(self) -> None:
-        daemon = self.daemon
-        if daemon.running:
-            age = format_duration(daemon.heartbeat_age or timedelta())
-            line = (f"daemon: running, pid {daemon.pid} on {daemon.hostname} since "
-                    f"{format_local(daemon.started_at)}; last heartbeat {age} ago")
-        else:
-            line = "daemon: not running"
-        if daemon.problem:
-            line += f" - {daemon.problem}"
-        sys.stdout.write(line + "\n")
-        if self.refreshes:
-            render.table("forecast refreshes", ("provider", "zone", "kind", "last try",
-                                                "outcome", "last success", "horizon"),
-                         [(r.provider, r.zone, r.kind, format_local(r.at),
-                           ("ok: " if r.ok else "FAILING: ") + r.message,
-                           format_local(r.last_success_at), format_local(r.horizon_end))
-                          for r in self.refreshes])
-        else:
-            sys.stdout.write("forecast refreshes: none yet\n")
-        sys.stdout.write("queue: " + ", ".join(f"{state} {count}"
-                                               for state, count in self.queue.items()) + "\n")
-        if self.next_launches:
-            render.table("next launches", ("id", "name", "region", "start", "deadline"),
-                         [(j.id, j.name, j.planned_region or "-", format_local(j.planned_start),
-                           format_local(j.deadline)) for j in self.next_launches])
 
 
 def daemon_status(heartbeat: DaemonHeartbeat | None, now: datetime, stale: timedelta

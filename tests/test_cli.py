@@ -110,7 +110,9 @@ def test_submit_json_is_one_job_document_planned_into_the_dip(
     assert job["run_now_intensity"] == 300.0
     submitted = parse_utc(job["submitted_at"])
     assert before - timedelta(seconds=1) <= submitted <= datetime.now(UTC)
-    assert parse_utc(job["deadline"]) == submitted + 24 * HOUR
+    # --within counts from the moment the command ran (not_before), not from when the
+    # daemon stored the job.
+    assert parse_utc(job["deadline"]) == parse_utc(job["not_before"]) + 24 * HOUR
     assert job["started_at"] is None and job["exit_code"] is None and job["log_path"] is None
 
 
@@ -127,7 +129,7 @@ def test_submit_options_shape_the_job(ws: tuple[Workspace, datetime]) -> None:
     assert parse_utc(job["deadline"]) == dip_start + 4 * HOUR
     not_before = parse_utc(job["not_before"])
     assert parse_utc(job["planned_start"]) >= not_before
-    assert abs(not_before - parse_utc(job["submitted_at"]) - HOUR) < timedelta(seconds=1)
+    assert abs(not_before - parse_utc(job["submitted_at"]) - HOUR) < timedelta(seconds=10)
     assert job["power_watts"] == 450
 
 
@@ -151,7 +153,7 @@ def test_list_show_and_cancel(ws: tuple[Workspace, datetime]) -> None:
 
     listed = workspace.cli("list", "--json")
     assert listed.returncode == 0
-    assert [j["id"] for j in listed.json()] == [first["id"], second["id"]]
+    assert [j["id"] for j in listed.json()] == [second["id"], first["id"]]  # newest first
     assert all(JOB_KEYS <= set(j) for j in listed.json())
     table = workspace.cli("list")
     assert "first" in table.stdout and "second" in table.stdout and "planned" in table.stdout

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from scheduler.errors import BadInput
+from scheduler.render import inert
 from scheduler.simulate.engine import POLICIES, Run
 from scheduler.simulate.series import Series
 
@@ -150,17 +151,18 @@ def print_table(result: Sequence[Row], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False)
+    table = Table(title=inert(title), title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False)
     for column in ("policy", "region", "jobs", "kWh", "kg CO2", "g/kWh", "saved",
                    "of oracle", "missed", "delay", "p95 delay"):
         table.add_column(column, justify="left" if column in ("policy", "region") else "right")
     for r in result:
-        table.add_row(r.policy, r.region, str(r.jobs), f"{r.energy_kwh:,.0f}",
+        table.add_row(inert(r.policy), inert(r.region), str(r.jobs), f"{r.energy_kwh:,.0f}",
                       f"{r.emissions_g / 1000:,.1f}", _number(r.mean_intensity),
                       _pct(r.saving_pct), _pct(r.oracle_share_pct), f"{r.deadline_misses:g}",
                       _hours(r.mean_delay_s), _hours(r.p95_delay_s))
-    console = Console(highlight=False, soft_wrap=False,
+    # markup=False: region names and titles come from data files and are printed as text.
+    console = Console(highlight=False, soft_wrap=False, markup=False,
                       width=None if sys.stdout.isatty() else 120)
     console.print(table)
 
