@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from scheduler import render
-from scheduler.config import Config, load_config
+from scheduler.config import Config, find_config_path, load_config
 from scheduler.errors import EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError
 from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.simulate.cli import simulate_app
@@ -117,24 +117,36 @@ def _config() -> Config:
     return load_config(State.config_path)
 
 
+def _config_if_readable() -> Config | None:
+    path = find_config_path(State.config_path, os.environ)
+    if path is not None and path.exists() and not os.access(path, os.R_OK):
+        return None
+    return _config()
+
+
 def _store(config: Config) -> Store:
     from scheduler.store import Store
 
     return Store.open(config.database_url)
 
 
-def _call(request: ApiRequest, existing_database: bool = False) -> ApiResponse:
+def _call(request: ApiRequest, existing_database: bool = False, check: bool = True
+          ) -> ApiResponse:
     """Ask the daemon over its socket; with no daemon listening, run the same request
-    in-process on the database (only if it exists, with ``existing_database``). An error
-    answer becomes a GridshiftError with its code."""
+    in-process on the database (only if it exists, with ``existing_database``). With
+    ``check``, an error answer becomes a GridshiftError with its code."""
     from scheduler import client
 
+    # A config this user may read is checked first: a broken one is bad input here, not a
+    # request sent to whichever daemon a default socket leads to. One they may not read
+    # (a system config at 0600) is the daemon's business: only its socket is looked up.
+    config = _config_if_readable()
     response = client.send_first(client.candidate_sockets(State.config_path), request)
     if response is None:
         from scheduler import api
         from scheduler.store import sqlite_path
 
-        config = _config()
+        config = config or _config()
         database = sqlite_path(config.database_url)
         if existing_database and not database.exists():
             raise GridshiftError(f"no database at {database}: no daemon has run with this "
@@ -143,7 +155,7 @@ def _call(request: ApiRequest, existing_database: bool = False) -> ApiResponse:
         # the answer says it, and Python's last-resort handler would repeat it on stderr.
         logging.getLogger("gridshift").addHandler(logging.NullHandler())
         response = api.handle_local(config, request, utc_now())
-    if response.status >= 400:
+    if check and response.status >= 400:
         raise _answered_error(response)
     return response
 
@@ -419,14 +431,17 @@ def forecast(
         request = ApiRequest("POST", "/forecast/refresh", body={"regions": regions or None})
     else:
         request = ApiRequest("GET", "/forecast", {"region": regions} if regions else {})
-    document = _call(request).document()
+    response = _call(request, check=False)
+    document = response.document()
+    if response.status >= 400:
+        # Every provider failed: say how each fetch went, then the error.
+        for result in document.get("refresh") or []:
+            render.message(render.refresh_line(result))
+        raise _answered_error(response)
     if json_output:
         render.print_json(document)
     else:
         render.print_forecast(document)
-    refreshed = document.get("refresh") or []
-    if refresh and refreshed and not any(r.get("ok") for r in refreshed):
-        raise GridshiftError("every provider failed; stored forecasts are unchanged")
 
 
 @app.command()
