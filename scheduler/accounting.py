@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from scheduler.config import Config
+from scheduler.config import Config, RegionConfig
 
 if TYPE_CHECKING:  # providers pull in requests, store SQLAlchemy; the CLI imports this module
     from scheduler.providers import Provider
@@ -121,6 +121,63 @@ def emission_columns(power_watts: Sequence[float], duration_s: Sequence[float],
     return EmissionColumns(scheduled, actual, run_now, saved)
 
 
+# Software Carbon Intensity (SCI, ISO/IEC 21031:2024) per job ---------------------------------
+#
+# SCI = (E x I + M) per R, R = one job. E x I is the job's actual emissions (measured or
+# declared energy x actual intensity: location-based, never market-based); M its share of
+# the hardware's embodied emissions:
+#   M = embodied_gco2 x (run time / lifetime) x (the job's slots / the region's slots).
+# A term that is unknown makes the SCI unknown (None): never a guessed zero.
+
+JOB_SLOTS = 1  # the slots one job holds (every job holds one today)
+
+
+class JobSci(NamedTuple):
+    embodied_g: float | None
+    sci_g: float | None
+
+
+def embodied_from(run_seconds: float | None, settings: RegionConfig | None) -> float | None:
+    """M for a job that ran ``run_seconds`` in a region with ``settings`` (None where the
+    run time or the region's embodied_gco2 and lifetime are unknown)."""
+    if (run_seconds is None or settings is None or settings.embodied_gco2 is None
+            or settings.lifetime is None):
+        return None
+    return (settings.embodied_gco2 * (run_seconds / settings.lifetime.total_seconds())
+            * (JOB_SLOTS / settings.slots))
+
+
+def sci_from(actual_g: float | None, embodied_g: float | None) -> float | None:
+    """E x I + M, None unless both are known."""
+    return None if actual_g is None or embodied_g is None else actual_g + embodied_g
+
+
+def job_sci(job: Any, config: Config | None, actual_g: float | None) -> JobSci:
+    """The SCI terms of a job row (``actual_g`` from ``job_emissions``); without a config
+    the embodied term is unknown."""
+    run_seconds = (None if job.started_at is None or job.ended_at is None
+                   else (job.ended_at - job.started_at).total_seconds())
+    settings = None if config is None else config.regions.get(job.run_region or "")
+    embodied = embodied_from(run_seconds, settings)
+    return JobSci(embodied, sci_from(actual_g, embodied))
+
+
+def sci_columns(config: Config, run_region: Sequence[str | None],
+                started_at: Sequence[str | None], ended_at: Sequence[str | None],
+                actual_g: Sequence[float | None]) -> tuple[list[float | None],
+                                                            list[float | None]]:
+    """``job_sci`` over many jobs (times as stored ISO-8601 text): (embodied_g, sci_g)."""
+    parse = datetime.fromisoformat
+    embodied: list[float | None] = []
+    for region, started, ended in zip(run_region, started_at, ended_at, strict=True):
+        settings = config.regions.get(region or "")
+        if settings is None or settings.embodied_gco2 is None or started is None or ended is None:
+            embodied.append(None)  # unknown either way: skip parsing the times
+            continue
+        embodied.append(embodied_from((parse(ended) - parse(started)).total_seconds(), settings))
+    return embodied, [sci_from(a, m) for a, m in zip(actual_g, embodied, strict=True)]
+
+
 # Backfill -----------------------------------------------------------------------------------
 
 
@@ -133,11 +190,13 @@ class Lookup:
 
 
 def backfill_actuals(store: Store, config: Config, now: datetime,
-                     providers: Mapping[str, Provider] | None = None) -> int:
+                     providers: Mapping[str, Provider] | None = None,
+                     reviewed: Callable[[Any, Mapping[str, Any]], None] | None = None) -> int:
     """Fill actual intensities for finished jobs awaiting them; return how many changed.
 
     With ``providers``, a job whose regions' providers publish no actuals at all is settled
-    at once with its estimate instead of waiting for ``actuals_give_up``.
+    at once with its estimate instead of waiting for ``actuals_give_up``. ``reviewed`` is
+    called with each job (as it was) and the review fields just stored for it.
     """
 
     def publishes_actuals(region: str) -> bool:
@@ -155,6 +214,8 @@ def backfill_actuals(store: Store, config: Config, now: datetime,
                      _shown(fields.get("actual_intensity")),
                      ", estimated" if fields.get("intensity_estimated") else "")
         store.update_job_fields(job.id, **fields)
+        if reviewed is not None:
+            reviewed(job, fields)
     return changed
 
 

@@ -183,7 +183,7 @@ def _submit(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     if submitted.array is not None:
         return json_response(HTTPStatus.CREATED, {"array_id": created[0].array_id,
                                                   "jobs": [job.id for job in created]})
-    return json_response(HTTPStatus.CREATED, render.job_json(created[0]))
+    return json_response(HTTPStatus.CREATED, render.job_json(created[0], context.config))
 
 
 def _list(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
@@ -203,12 +203,12 @@ def _list(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     if _flag(request.query, "all"):
         query = replace(query, include_finished=True)
     found = jobs.list_jobs(context.store, query)
-    return json_response(HTTPStatus.OK, [render.job_json(job) for job in found])
+    return json_response(HTTPStatus.OK, [render.job_json(job, context.config) for job in found])
 
 
 def _show(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:
     job, events = jobs.show(context.store, _job_id(job_id))
-    return json_response(HTTPStatus.OK, render.show_json(job, events))
+    return json_response(HTTPStatus.OK, render.show_json(job, events, context.config))
 
 
 def _cancel(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:

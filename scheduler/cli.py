@@ -27,6 +27,7 @@ from scheduler.timespec import (
     format_duration,
     format_local,
     parse_duration,
+    parse_job_id,
     parse_when,
     utc_now,
 )
@@ -94,10 +95,20 @@ def _database_error(error: Exception) -> object | None:
     return None
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"gridshift {version('gridshift')}\n")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def main_options(
     config: Annotated[str | None, typer.Option("--config", help="Config file (TOML).",
                                                metavar="FILE")] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          is_eager=True, callback=_print_version)] = False,
 ) -> None:
     State.config_path = config
 
@@ -165,13 +176,6 @@ def _check_fits(start: datetime, duration: timedelta, deadline: datetime) -> Non
             f"job finishes at {format_local(start + duration)}, after the deadline "
             f"{format_local(deadline)}"
         )
-
-
-def _job_id(text: str, what: str = "job id") -> int:
-    """A job (or array) id as the database can hold it; BadInput otherwise."""
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 2**63:
-        raise BadInput(f"bad {what} {text!r}: a whole number from 1")
-    return int(text)
 
 
 def _duration(text: str) -> timedelta:
@@ -347,7 +351,7 @@ def list_jobs(
 @handle_errors
 def show(job_id: JobIdArg, json_output: JsonOpt = False) -> None:
     """Show one job: its plan, its run and its history."""
-    document = _call(ApiRequest("GET", f"/jobs/{_job_id(job_id)}")).document()
+    document = _call(ApiRequest("GET", f"/jobs/{parse_job_id(job_id)}")).document()
     if json_output:
         render.print_json(document)
     else:
@@ -365,12 +369,12 @@ def cancel(
     if (job_id is None) == (array is None):
         raise BadInput("give a JOB_ID or --array ARRAY_ID")
     if array is not None:
-        array_id = _job_id(array, "array id")
+        array_id = parse_job_id(array)
         document = _call(ApiRequest("POST", f"/arrays/{array_id}/cancel")).document()
         for outcome in document["cancelled"]:
             sys.stdout.write(f"{outcome['message']}\n")
         return
-    document = _call(ApiRequest("POST", f"/jobs/{_job_id(job_id or '')}/cancel")).document()
+    document = _call(ApiRequest("POST", f"/jobs/{parse_job_id(job_id or '')}/cancel")).document()
     sys.stdout.write(f"{document['message']}\n")
 
 
@@ -429,6 +433,9 @@ def forecast(
 @handle_errors
 def daemon() -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
+    from scheduler import stopflag
+
+    stopflag.install()  # before the slow imports: an early SIGTERM is a clean stop
     from scheduler.daemon import configure_logging, run_daemon
 
     configure_logging()

@@ -7,6 +7,7 @@ national from the UK Carbon Intensity API). ``config/gridshift.toml`` documents 
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tomllib
@@ -21,7 +22,8 @@ from scheduler.timespec import parse_duration
 
 BUILTIN = "<built-in defaults>"
 
-PROVIDER_KINDS = ("carbonintensity_uk", "csv", "electricitymaps", "watttime", "carbon_aware_sdk")
+PROVIDER_KINDS = ("carbonintensity_uk", "csv", "electricitymaps", "watttime", "carbon_aware_sdk",
+                  "replay")
 DEFAULT_BASE_URLS = {
     "carbonintensity_uk": "https://api.carbonintensity.org.uk",
     "electricitymaps": "https://api.electricitymap.org",
@@ -35,6 +37,7 @@ DEFAULT_SIGNALS = {
     "electricitymaps": "average",
     "watttime": "marginal",
     "carbon_aware_sdk": "marginal",
+    "replay": "average",
 }
 SECRET_ENV = {
     ("electricitymaps", "token"): "GRIDSHIFT_ELECTRICITYMAPS_TOKEN",
@@ -47,7 +50,12 @@ _PROVIDER_KEYS: dict[str, set[str]] = {
     "electricitymaps": {"kind", "base_url", "timeout", "token", "basis"},
     "watttime": {"kind", "base_url", "timeout", "username", "password"},
     "carbon_aware_sdk": {"kind", "base_url", "timeout", "signal", "basis"},
+    "replay": {"kind", "horizon"},
 }
+# The replay provider's bundled data is Electricity Maps' life-cycle intensity; its basis
+# label says it is replayed wherever a basis is shown.
+REPLAY_BASIS = "lifecycle replay"
+DEFAULT_REPLAY_HORIZON = timedelta(hours=48)
 _DAEMON_KEYS = {
     "refresh_every",
     "tick",
@@ -61,8 +69,15 @@ _DAEMON_KEYS = {
     "powercap_root",
     "socket",
     "admin_group",
+    "max_points_per_refresh",
+    "forecast_horizon",
 }
-_REGION_KEYS = {"provider", "zone", "slots", "launcher"}
+_REGION_KEYS = {"provider", "zone", "slots", "launcher", "embodied_gco2", "lifetime"}
+_METRICS_KEYS = {"listen"}
+# The most power one job may declare: a rack of eight GPUs draws about 10 kW.
+MAX_POWER_WATTS = 100_000.0
+# A week of 5-minute data is 2,016 points per zone; the default leaves a wide margin.
+DEFAULT_MAX_POINTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -74,10 +89,17 @@ class ProviderConfig:
     signal: str = "average"
     basis: str | None = None
     timeout: timedelta = timedelta(seconds=10)
+    # From [daemon]: a fetch returning more than max_points is refused; forecast points
+    # ending before now - forecast_lookback (daemon.retention) or starting after now +
+    # forecast_horizon are not stored.
+    max_points: int = DEFAULT_MAX_POINTS
+    forecast_lookback: timedelta = timedelta(days=30)
+    forecast_horizon: timedelta = timedelta(days=7)
     # Secrets never appear in repr(), logs or output.
     token: str | None = field(default=None, repr=False)
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    horizon: timedelta | None = None  # replay: how far ahead a forecast reaches
 
     def secrets(self) -> list[str]:
         return [s for s in (self.token, self.username, self.password) if s]
@@ -90,6 +112,9 @@ class RegionConfig:
     zone: str
     slots: int = 1
     launcher: tuple[str, ...] = ()
+    # The hardware's embodied emissions (gCO2eq) and lifetime: the SCI's embodied term.
+    embodied_gco2: float | None = None
+    lifetime: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,9 @@ class DaemonConfig:
     socket: Path | None = None
     # Members of this group (and root) may cancel other users' jobs.
     admin_group: str | None = None
+    # Bounds on what one forecast refresh stores: points, and how far ahead.
+    max_points_per_refresh: int = DEFAULT_MAX_POINTS
+    forecast_horizon: timedelta = timedelta(days=7)
 
     def socket_path(self, uid: int | None = None,
                     environ: Mapping[str, str] | None = None) -> Path:
@@ -120,12 +148,19 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # Where the daemon serves /metrics (host, port); None: not served.
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     database_url: str
     daemon: DaemonConfig
     providers: Mapping[str, ProviderConfig]
     regions: Mapping[str, RegionConfig]
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def region(self, name: str) -> RegionConfig:
         try:
@@ -177,6 +212,22 @@ def default_socket_path(uid: int, environ: Mapping[str, str] | None = None) -> P
     return Path(f"/tmp/gridshift-{uid}") / "gridshift.sock"
 
 
+def replay_zones() -> list[str]:
+    """The zones a replay provider serves: one per data file bundled in scheduler/data."""
+    from importlib import resources
+
+    data = resources.files("scheduler").joinpath("data")
+    return sorted(entry.name.removesuffix(".csv") for entry in data.iterdir()
+                  if entry.name.endswith(".csv"))
+
+
+def _beside_config(path: Path, source: str) -> Path:
+    """A relative path in a config file is relative to that file's directory."""
+    if path.is_absolute() or source == BUILTIN:
+        return path
+    return Path(os.path.abspath(Path(source).parent / path))
+
+
 def default_database_url(environ: Mapping[str, str] | None = None) -> str:
     return f"sqlite:///{_xdg('XDG_DATA_HOME', '.local/share', environ) / 'gridshift.db'}"
 
@@ -210,30 +261,31 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(source, "-", f"not valid TOML: {error}") from None
     config = parse_config(raw, source, env)
-    _refuse_world_readable_secrets(path, raw)
+    _refuse_shared_secrets(path, raw)
     return config
 
 
-def _refuse_world_readable_secrets(path: Path, raw: Mapping[str, Any]) -> None:
+def _refuse_shared_secrets(path: Path, raw: Mapping[str, Any]) -> None:
+    """A config holding a credential must be the owner's alone (group access included)."""
     providers = raw.get("providers", {})
     holds_secret = any(
         isinstance(p, dict) and ({"token", "password"} & p.keys()) for p in providers.values()
     )
-    if holds_secret and path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):
+    others = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
+    if holds_secret and path.stat().st_mode & others:
         raise ConfigError(
-            str(path), "providers", f"holds a token or password but is readable by every user "
-            f"on this machine; run: chmod 600 {path}"
+            str(path), "providers", f"holds a token or password but other users can read "
+            f"it (mode {stat.S_IMODE(path.stat().st_mode):04o}); run: chmod 600 {path}"
         )
 
 
 def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
     """Validate a parsed TOML document (``{}`` gives the built-in defaults)."""
-    _check_keys(raw, {"database", "daemon", "providers", "regions"}, source, "")
+    _refuse_nul_bytes(raw, source, "")
+    _check_keys(raw, {"database", "daemon", "providers", "regions", "metrics"}, source, "")
     database = _table(raw, "database", source)
     _check_keys(database, {"url"}, source, "database.")
-    url = database.get("url", default_database_url(environ))
-    if not isinstance(url, str) or not url.startswith("sqlite:///"):
-        raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
+    url = _database_url(database.get("url", default_database_url(environ)), source)
 
     daemon = _parse_daemon(_table(raw, "daemon", source), source, environ)
 
@@ -244,7 +296,7 @@ def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]
         raw_regions = {"gb": {"provider": "uk", "zone": "national"}}
     providers = {
         name: _parse_provider(name, _subtable(raw_providers, name, source, "providers"),
-                              source, environ)
+                              source, environ, daemon)
         for name in raw_providers
     }
     regions = {
@@ -254,7 +306,58 @@ def parse_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]
     }
     if not regions:
         raise ConfigError(source, "regions", "configure at least one region")
-    return Config(source, url, daemon, providers, regions)
+    metrics = _parse_metrics(_table(raw, "metrics", source), source)
+    return Config(source, url, daemon, providers, regions, metrics)
+
+
+def _parse_metrics(table: Mapping[str, Any], source: str) -> MetricsConfig:
+    _check_keys(table, _METRICS_KEYS, source, "metrics.")
+    if "listen" not in table:
+        return MetricsConfig()
+    listen = table["listen"]
+    problem = 'must be "host:port" with a port from 1 to 65535, e.g. "127.0.0.1:9464"'
+    if not isinstance(listen, str):
+        raise ConfigError(source, "metrics.listen", problem)
+    host, _, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address: "[::1]:9464"
+        host = host[1:-1]
+    if not host or any(c.isspace() for c in host) or not (port.isdigit()
+                                                          and 1 <= int(port) <= 65535):
+        raise ConfigError(source, "metrics.listen", problem)
+    return MetricsConfig((host, int(port)))
+
+
+def _refuse_nul_bytes(value: Any, source: str, key: str) -> None:
+    """No string in the config may hold a NUL byte: no path, argument or name can."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(source, key or "-", "contains a NUL byte")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            dotted = f"{key}.{name}" if key else str(name)
+            if "\x00" in str(name):
+                raise ConfigError(source, dotted, "contains a NUL byte")
+            _refuse_nul_bytes(item, source, dotted)
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul_bytes(item, source, f"{key}[{index}]")
+
+
+def _database_url(url: Any, source: str) -> str:
+    """An ``sqlite:///`` URL to a file. A relative path is relative to the config file's
+    directory (not to each command's working directory); an in-memory database is refused,
+    since every command would see its own empty one."""
+    if not isinstance(url, str) or not url.startswith("sqlite:///"):
+        raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
+    location = url.removeprefix("sqlite:///")
+    database, _separator, _query = location.partition("?")
+    if not database or database == ":memory:" or database.startswith("file:") \
+            or "mode=memory" in url:
+        raise ConfigError(source, "database.url", "must name a database file (an in-memory "
+                                                  "database would lose every job)")
+    if Path(database).is_absolute():
+        return url
+    base = Path.cwd() if source == BUILTIN else Path(source).absolute().parent
+    return f"sqlite:///{base / location}"
 
 
 def _parse_daemon(
@@ -265,14 +368,20 @@ def _parse_daemon(
     durations = {
         key: _duration(table, key, source, "daemon.", getattr(defaults, key))
         for key in ("refresh_every", "tick", "kill_grace", "actuals_every", "actuals_give_up",
-                    "retention")
+                    "retention", "forecast_horizon")
     }
     log_dir = table.get("log_dir", _xdg("XDG_STATE_HOME", ".local/state", environ) / "logs")
     if not isinstance(log_dir, (str, Path)) or not str(log_dir):
         raise ConfigError(source, "daemon.log_dir", "must be a path")
     power = table.get("default_power_watts", defaults.default_power_watts)
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not power > 0:
-        raise ConfigError(source, "daemon.default_power_watts", "must be a number above zero")
+    if isinstance(power, bool) or not isinstance(power, (int, float)) \
+            or not (math.isfinite(power) and 0 < power <= MAX_POWER_WATTS):
+        raise ConfigError(source, "daemon.default_power_watts",
+                          f"must be a number of watts above zero, at most {MAX_POWER_WATTS:.0f}")
+    max_points = table.get("max_points_per_refresh", defaults.max_points_per_refresh)
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+        raise ConfigError(source, "daemon.max_points_per_refresh",
+                          "must be a whole number >= 1")
     max_log = table.get("max_log_bytes", defaults.max_log_bytes)
     if isinstance(max_log, bool) or not isinstance(max_log, int) or max_log < 1024:
         raise ConfigError(source, "daemon.max_log_bytes", "must be a whole number >= 1024")
@@ -292,27 +401,35 @@ def _parse_daemon(
     return DaemonConfig(
         socket=None if socket_path is None else Path(socket_path),
         admin_group=admin_group,
-        log_dir=Path(log_dir).expanduser(),
+        log_dir=_beside_config(Path(log_dir).expanduser(), source),
         default_power_watts=float(power),
         max_log_bytes=max_log,
         powercap_root=Path(powercap_root).expanduser(),
+        max_points_per_refresh=max_points,
         **durations,
     )
 
 
 def _parse_provider(
-    name: str, table: Mapping[str, Any], source: str, environ: Mapping[str, str]
+    name: str, table: Mapping[str, Any], source: str, environ: Mapping[str, str],
+    daemon: DaemonConfig,
 ) -> ProviderConfig:
     prefix = f"providers.{name}."
     kind = table.get("kind")
     if kind not in PROVIDER_KINDS:
         raise ConfigError(source, prefix + "kind", f"must be one of {', '.join(PROVIDER_KINDS)}")
     _check_keys(table, _PROVIDER_KEYS[kind], source, prefix)
-    values: dict[str, Any] = {"name": name, "kind": kind}
+    values: dict[str, Any] = {"name": name, "kind": kind,
+                              "max_points": daemon.max_points_per_refresh,
+                              "forecast_lookback": daemon.retention,
+                              "forecast_horizon": daemon.forecast_horizon}
     for key in ("base_url", "path", "token", "username", "password", "signal", "basis"):
         if key in table and not (isinstance(table[key], str) and table[key]):
             raise ConfigError(source, prefix + key, "must be a non-empty string")
-    if kind != "csv":
+    if kind == "replay":
+        values["horizon"] = _duration(table, "horizon", source, prefix, DEFAULT_REPLAY_HORIZON)
+        values["basis"] = REPLAY_BASIS
+    elif kind != "csv":
         base_url = table.get("base_url", DEFAULT_BASE_URLS[kind])
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(source, prefix + "base_url", "must start with http:// or https://")
@@ -355,6 +472,9 @@ def _parse_region(
     zone = table.get("zone", "national" if kind == "carbonintensity_uk" else "")
     if not isinstance(zone, str) or (not zone and kind != "csv"):
         raise ConfigError(source, prefix + "zone", "must be a non-empty string")
+    if kind == "replay" and zone not in replay_zones():
+        raise ConfigError(source, prefix + "zone",
+                          f"must be a bundled zone: {', '.join(replay_zones())}")
     if kind == "carbonintensity_uk" and not _valid_uk_zone(zone):
         raise ConfigError(source, prefix + "zone",
                           "must be 'national', a region id 1..17 or 'postcode:OUTCODE'")
@@ -364,7 +484,17 @@ def _parse_region(
     launcher = table.get("launcher", [])
     if not isinstance(launcher, list) or not all(isinstance(a, str) and a for a in launcher):
         raise ConfigError(source, prefix + "launcher", "must be a list of non-empty strings")
-    return RegionConfig(name, provider, zone, slots, tuple(launcher))
+    embodied = table.get("embodied_gco2")
+    if embodied is not None and (isinstance(embodied, bool) or not isinstance(
+            embodied, (int, float)) or not 0 <= embodied < math.inf):
+        raise ConfigError(source, prefix + "embodied_gco2", "must be a number >= 0 (gCO2eq)")
+    lifetime = _duration(table, "lifetime", source, prefix, timedelta(0)) or None
+    if (embodied is None) != (lifetime is None):
+        missing = "lifetime" if lifetime is None else "embodied_gco2"
+        raise ConfigError(source, prefix + missing,
+                          "give embodied_gco2 and lifetime together (the SCI's embodied term)")
+    return RegionConfig(name, provider, zone, slots, tuple(launcher),
+                        None if embodied is None else float(embodied), lifetime)
 
 
 def _valid_uk_zone(zone: str) -> bool:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -23,11 +24,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from scheduler import accounting, forecasting, launcher, planning
+from scheduler import accounting, forecasting, launcher, planning, stopflag
 from scheduler.config import Config
 from scheduler.energy import EnergyMonitor
 from scheduler.errors import GridshiftError, StateConflict
-from scheduler.jobwrapper import COULD_NOT_START
+from scheduler.jobwrapper import COULD_NOT_START, PAUSE_POLL_S
+from scheduler.metrics import DaemonMetrics
 from scheduler.models import Job, JobState
 from scheduler.providers import Provider, build_provider
 from scheduler.service import notify, watchdog_interval
@@ -44,6 +46,12 @@ ACTUALS_FIRST_DELAY = timedelta(minutes=2)
 STOP_POLL_S = 0.2
 # How often forecast vintages older than daemon.retention are pruned.
 PRUNE_EVERY = timedelta(hours=1)
+# Tests only: make a launch block at one point (after-claim and before-spec, here;
+# after-spawn and after-start-record, in the wrapper) until
+# PAUSE_DIR/<point>-job-<id>.release exists.
+PAUSE_AT_ENV = "GRIDSHIFT_TEST_PAUSE_AT"
+PAUSE_DIR_ENV = "GRIDSHIFT_TEST_PAUSE_DIR"
+RETURNED_TO_QUEUE = "returned to the queue: the daemon stopped before its command started"
 
 
 class AlreadyRunning(GridshiftError):
@@ -59,7 +67,10 @@ class DaemonLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600)
+        os.fchmod(descriptor, 0o600)
+        handle = os.fdopen(descriptor, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,9 +103,14 @@ class Daemon:
     # Per-job energy meters, in memory: a job re-adopted after a restart gets declared power.
     energy: EnergyMonitor | None = None
     _meters: EnergyMonitor = field(init=False, repr=False)
+    metrics: DaemonMetrics = field(init=False, repr=False)
+    # Wrappers this process started, kept until their job's end is committed.
     _children: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _pause_at: str | None = None
+    _pause_dir: str | None = None
     _last_marker: tuple[int, int, int] | None = None
     _stopping: bool = False
+    _exit_code: int = 0
     _started_at: datetime | None = None
     _work_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
@@ -102,8 +118,11 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
+        self.metrics = DaemonMetrics(self.config, self.clock)
         if not self.providers:
             self.providers = {name: build_provider(p) for name, p in self.config.providers.items()}
+        self._pause_at = os.environ.get(PAUSE_AT_ENV) or None
+        self._pause_dir = os.environ.get(PAUSE_DIR_ENV) or None
 
     # One iteration --------------------------------------------------------------------
 
@@ -115,47 +134,57 @@ class Daemon:
         self.backfill_actuals(now)
 
     def reconcile(self, now: datetime) -> None:
-        """At start: record the outcome of jobs that ended while no daemon watched them."""
+        """At start: record the outcome of jobs that ended while no daemon watched them,
+        put back in the queue those whose command never started, re-adopt the rest."""
         self._meters.sample(now)
         for job in self.store.running_jobs():
-            self._reap(job, now)
+            if self._reap(job, now) and job.id not in self._children:
+                log.info("job %d: re-adopted (pid %s)", job.id, job.pid)
 
     def refresh(self, now: datetime) -> None:
         """Fetch forecasts for every configured (provider, zone); failures keep old data."""
         for provider_name, zone in forecasting.zones_of(self.config):
             if self._stopping:
                 return
-            forecasting.refresh_zone(self.store, self.providers[provider_name], zone, now)
+            result = forecasting.refresh_zone(self.store, self.providers[provider_name], zone,
+                                              now)
+            self.metrics.record_refresh(self.store, result, now)
 
     def refresh_actuals(self, now: datetime) -> None:
         """Fetch recent actual intensity for every (provider, zone), for emissions review."""
-        forecasting.refresh_actuals(self.config, self.store, now, self.providers)
+        for result in forecasting.refresh_actuals(self.config, self.store, now, self.providers):
+            self.metrics.record_refresh(self.store, result, now)
 
     def backfill_actuals(self, now: datetime) -> None:
         """Fill actual intensity (emissions review) for finished jobs still awaiting it."""
-        accounting.backfill_actuals(self.store, self.config, now, self.providers)
+        accounting.backfill_actuals(self.store, self.config, now, self.providers,
+                                    self.metrics.record_review)
 
     def tick(self, now: datetime) -> None:
         """Reap finished jobs, enforce kill grace, re-plan on change, launch due jobs."""
         with self._work_lock:
+            begun = time.perf_counter()
             # Before reaping: a job that just ended still has its CPU times readable.
             self._meters.sample(now)
             for job in self.store.running_jobs():
-                self._reap(job, now)
-                self._enforce_cancel(job, now)
+                if self._reap(job, now):
+                    self._enforce_cancel(job, now)
             marker = self.store.change_marker()
             if marker != self._last_marker:
-                planning.replan(self.store, self.config, now)
+                with self.metrics.replan_duration.time():
+                    planning.replan(self.store, self.config, now)
                 self._last_marker = self.store.change_marker()
             if not self._stopping:
                 self._dispatch(now)
             self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
             self._last_tick_done = time.monotonic()
             self._report_status()
+            self.metrics.tick_duration.observe(time.perf_counter() - begun)
 
     def _report_status(self) -> None:
         """A one-line STATUS= for `systemctl status`, sent when it changes."""
         counts = self.store.count_by_state()
+        self.metrics.set_job_counts(counts)
         line = ", ".join(f"{counts.get(s.value, 0)} {s.value}"
                          for s in (JobState.RUNNING, JobState.PLANNED, JobState.QUEUED))
         if line != self._last_status:
@@ -212,6 +241,10 @@ class Daemon:
                 in_use[region] = in_use.get(region, 0) + 1
 
     def _launch(self, job: Job, region: str, now: datetime, latest_start: datetime) -> bool:
+        """Claim the job, start its wrapper, store the wrapper's pid, then hand it the job.
+
+        That order is what crash recovery relies on: a job whose pid is not stored never
+        got its spec, so its command provably never started (see launcher.check)."""
         late = now > latest_start
         reason = f"launched in {region}" + (" after its latest start: will miss its deadline"
                                             if late else "")
@@ -220,77 +253,140 @@ class Daemon:
                                   run_region=region, started_at=now, deadline_missed=late)
         except StateConflict:
             return False
+        self._pause("after-claim", job.id)
         settings = self.config.regions[region]
+        log_dir = self.config.daemon.log_dir
         try:
-            launched, process = launcher.launch(job.id, job.argv, job.cwd, job.env, region,
-                                                settings.launcher, self.config.daemon.log_dir,
-                                                self.config.daemon.max_log_bytes)
-        except OSError as error:
-            log.error("job %d: cannot start the job wrapper: %s", job.id, error)
+            identity = launcher.resolve_identity(job.owner_uid, job.owner_gid)
+            daemon_uid, daemon_name = launcher.daemon_user()
+            user_dir = (launcher.user_dir_name(identity.name, identity.uid) if identity
+                        else launcher.user_dir_name(daemon_name, daemon_uid))
+            env = launcher.job_environment(
+                job.id, region, job.environment, job.env,
+                identity.home if identity is not None
+                else None if job.owner_uid is None else launcher.home_of(job.owner_uid),
+                None if job.array_id is None or job.array_index is None
+                else (job.array_id, job.array_index),
+                self._credentials())
+            launched, process = launcher.spawn_wrapper(job.id, log_dir, user_dir, identity)
+        except (OSError, launcher.LaunchRefused) as error:
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+            log.error("job %d: could not start: %s", job.id, detail)
             self.store.transition(job.id, (JobState.RUNNING,), JobState.FAILED, now,
-                                  f"could not start: {error}", ended_at=now, exit_code=None)
+                                  f"could not start: {detail}", ended_at=now, exit_code=None,
+                                  end_reason=f"could not start: {detail}")
+            self.metrics.record_finished(region, JobState.FAILED, late, None, None)
             return False
         self._children[job.id] = process
-        self.store.update_job_fields(job.id, pid=launched.pid,
-                                     pid_started_at=launched.pid_started_at,
-                                     log_path=str(launched.log_path))
+        self.metrics.record_launch(job, now)
+        try:
+            self.store.update_job_fields(job.id, pid=launched.pid,
+                                         pid_started_at=launched.pid_started_at,
+                                         log_path=str(launched.log_path))
+        except Exception:
+            # Without its pid stored, the job must not start: the wrapper never gets its
+            # spec, and the next tick puts the job back in the queue.
+            process.kill()
+            process.wait()
+            del self._children[job.id]
+            raise
+        self._pause("before-spec", job.id)
+        launcher.send_spec(process, launcher.wrapper_spec(
+            log_dir, job.id, [*settings.launcher, *job.argv], env, job.cwd, identity,
+            job.umask, self.config.daemon.max_log_bytes, self._pause_at, self._pause_dir))
         remote = (f"runs through region {region}'s launcher {settings.launcher[0]!r}, "
                   f"out of sight of this machine's meters" if settings.launcher else None)
-        self._meters.start(job.id, launched.pid, {**os.environ, **job.env}, now, remote)
+        self._meters.start(job.id, launched.pid, env, now, remote)
         log.info("job %d: launched in %s (pid %d): %s", job.id, region, launched.pid,
                  " ".join(job.argv))
         if self.store.get_job(job.id).cancel_requested_at is not None:
             launcher.signal_job(launched.pid, launched.pid_started_at, signal.SIGTERM)
         return True
 
+    def _credentials(self) -> list[str]:
+        """Every secret this daemon holds for its providers: never given to a job."""
+        return [secret for provider in self.config.providers.values()
+                for secret in provider.secrets()]
+
+    def _pause(self, point: str, job_id: int) -> None:
+        """The test hook of PAUSE_AT_ENV; does nothing unless a test set it."""
+        if self._pause_at != point or self._pause_dir is None:
+            return
+        name = Path(self._pause_dir) / f"{point}-job-{job_id}"
+        Path(f"{name}.reached").touch()
+        while not Path(f"{name}.release").exists():
+            time.sleep(PAUSE_POLL_S)
+
     # Reaping -----------------------------------------------------------------------------
 
-    def _reap(self, job: Job, now: datetime) -> None:
-        status_path = launcher.status_path_for(self.config.daemon.log_dir, job.id)
-        process = self._children.get(job.id)
-        if process is not None:
-            return_code = process.poll()
-            if return_code is None:
-                return
-            outcome = launcher.read_status(status_path) or launcher.Outcome(return_code, now)
-            del self._children[job.id]
-        else:
-            if job.pid is None:
-                job = self._adopt(job, status_path)
-            checked = launcher.check(job.pid, job.pid_started_at, status_path)
-            if checked is None:
-                return
-            outcome = checked
-        self._record_end(job, outcome, now)
+    def _reap(self, job: Job, now: datetime) -> bool:
+        """Record the job's end if it has ended; True while it still runs.
 
-    def _adopt(self, job: Job, status_path: Path) -> Job:
-        """A daemon killed between launching a job and storing its pid left the pid in the
-        wrapper's pid file: record it, so the job is watched instead of called lost."""
-        written = launcher.read_pid_file(status_path)
+        The wrapper's status is read first, so a job ends when its command exits even
+        while a leftover background process keeps its wrapper alive. A wrapper this
+        process started is kept until the job's end is committed: a failed commit (a full
+        disk) is retried on the next tick with nothing forgotten."""
+        log_dir = self.config.daemon.log_dir
+        process = self._children.get(job.id)
+        wrapper_exit = None if process is None else process.poll()
+        if job.pid is None and launcher.command_started(log_dir, job.id):
+            job = self._adopt(job)
+        outcome = launcher.check(log_dir, job.id, job.pid, job.pid_started_at, wrapper_exit)
+        if outcome is None:
+            return True
+        if outcome.never_started and process is not None and job.cancel_requested_at is None:
+            # Its own wrapper stopped before starting the command: no crash to recover
+            # from, so no second try (a broken install would relaunch it every tick).
+            outcome = launcher.Outcome(None, now, reason=(
+                f"the job wrapper stopped before starting the command (exit status "
+                f"{wrapper_exit}; see its log)"))
+        self._record_end(job, outcome, now)
+        if process is not None:
+            del self._children[job.id]
+            if process.poll() is None:  # still copying a leftover's output to the log
+                threading.Thread(target=process.wait, daemon=True,
+                                 name=f"reap-wrapper-{job.id}").start()
+        return False
+
+    def _adopt(self, job: Job) -> Job:
+        """A wrapper that recorded it was starting the command while the stored pid is
+        missing (not something this daemon's launch order leaves): watch it by its pid file
+        instead of calling the job lost."""
+        written = launcher.read_pid_file(self.config.daemon.log_dir, job.id)
         if written is None:
             return job
         pid, pid_started_at = written
-        self.store.update_job_fields(job.id, pid=pid, pid_started_at=pid_started_at,
-                                     log_path=str(launcher.log_path_for(
-                                         self.config.daemon.log_dir, job.id)))
+        self.store.update_job_fields(job.id, pid=pid, pid_started_at=pid_started_at)
         log.info("job %d: adopted its process (pid %d) from the wrapper's pid file", job.id, pid)
         return self.store.get_job(job.id)
 
     def _record_end(self, job: Job, outcome: launcher.Outcome, now: datetime) -> None:
+        if outcome.never_started:
+            self._return_to_queue(job, outcome, now)
+            return
         ended_at = outcome.ended_at or now
         missed = job.deadline_missed or ended_at > job.deadline
-        if outcome.lost and job.cancel_requested_at is not None:
+        cancelled = job.cancel_requested_at is not None
+        # Cancelled only if the cancel is what ended it: a command that exited on its own
+        # before the signal reached it keeps its real outcome.
+        ended_by_cancel = cancelled and (
+            outcome.lost or outcome.signalled or (outcome.exit_code or 0) < 0)
+        if outcome.lost and cancelled:
             state, reason = JobState.CANCELLED, "cancelled; killed, no exit status recorded"
         elif outcome.lost:
             state, reason = JobState.LOST, outcome.reason
-        elif job.cancel_requested_at is not None:
+        elif ended_by_cancel:
             state, reason = JobState.CANCELLED, f"cancelled; exit status {outcome.exit_code}"
+        elif outcome.exit_code is None:
+            state, reason = JobState.FAILED, outcome.reason
         elif outcome.exit_code == 0:
             state, reason = JobState.SUCCEEDED, "exit status 0"
         elif outcome.exit_code == COULD_NOT_START:
             state, reason = JobState.FAILED, "the command could not be started (see its log)"
         else:
             state, reason = JobState.FAILED, f"exit status {outcome.exit_code}"
+        if cancelled and not ended_by_cancel:
+            reason += " (it ended before the cancel reached it)"
         energy = self._meters.stop(job.id, now, job.power_watts, job.started_at,
                                    None if outcome.lost else ended_at)
         try:
@@ -301,7 +397,30 @@ class Daemon:
                                   energy_method=energy.method, energy_note=energy.note)
         except StateConflict:
             return
+        self.metrics.record_finished(job.run_region, state, missed, energy.energy_kwh,
+                                     energy.method)
         log.info("job %d: %s (%s)", job.id, state.value, reason)
+
+    def _return_to_queue(self, job: Job, outcome: launcher.Outcome, now: datetime) -> None:
+        """A crash left the job claimed but its command provably never started: it goes
+        back to the queue (or ends cancelled, if that was asked meanwhile)."""
+        self._meters.stop(job.id, now, job.power_watts, job.started_at, None)
+        if job.cancel_requested_at is not None:
+            state, reason = JobState.CANCELLED, "cancelled before its command started"
+            fields: dict[str, object] = {"ended_at": now, "end_reason": reason}
+        else:
+            state, reason = JobState.PLANNED, RETURNED_TO_QUEUE
+            fields = {"run_region": None, "started_at": None, "deadline_missed": False,
+                      "pid": None, "pid_started_at": None}
+        try:
+            self.store.transition(job.id, (JobState.RUNNING,), state, now, reason, **fields)
+        except StateConflict:
+            return
+        self._last_marker = None  # re-plan it on this tick
+        if state == JobState.PLANNED:
+            log.warning("job %d: %s; it will run when re-planned", job.id, RETURNED_TO_QUEUE)
+        else:
+            log.info("job %d: %s (%s)", job.id, state.value, reason)
 
     def _enforce_cancel(self, job: Job, now: datetime) -> None:
         if job.cancel_requested_at is None or job.pid is None:
@@ -324,13 +443,17 @@ class Daemon:
             # scheduler.shutdown() here deadlocked against the executor's own lock).
             self._stopping = True
 
-        # Installed before reconciling, so an early SIGTERM is a clean stop, not a kill.
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        # Stored facts first (reconcile records ends on top of them); a taken port stops here.
+        self.metrics.start(self.store, self.clock())
+        # Installed before reconciling, so an early SIGTERM is a clean stop, not a kill;
+        # one that came even earlier (during start-up, see stopflag) counts too.
+        previous = {s: signal.signal(s, stop) for s in stopflag.STOP_SIGNALS}
+        if stopflag.requested():
+            self._stopping = True
         now = self.clock()
         self._started_at = now
         if os.geteuid() == 0:
-            log.warning("running as root: every queued job will run as root; "
-                        "run the daemon as a dedicated user (see config/gridshift.service)")
+            log.info("running as root: each job runs as the user who submitted it")
         log.info("daemon started (pid %d), database %s, %d region(s)", os.getpid(),
                  self.config.database_url, len(self.config.regions))
         self.reconcile(now)
@@ -383,12 +506,14 @@ class Daemon:
         notify("STOPPING=1")
         scheduler.shutdown(wait=False)
         finished = self._work_lock.acquire(timeout=STOP_WAIT_S)
-        self.store.mark_stopped(os.getpid(), self.clock())
+        self.metrics.stop()
+        if not self._exit_code:  # a read-only database cannot record the stop
+            self.store.mark_stopped(os.getpid(), self.clock())
         log.info("daemon stopping; %d running job(s) keep running", len(self._children))
         if not finished:
             log.warning("daemon stopping while work is in flight; the database stays "
                         "consistent (every change is one transaction)")
-        return 0
+        return self._exit_code
 
     def _guarded(self, work: Callable[[datetime], object]) -> Callable[[], None]:
         def run() -> None:
@@ -396,8 +521,18 @@ class Daemon:
                 return
             try:
                 work(self.clock())
-            except Exception:  # a failing iteration must never stop the daemon
-                log.exception("%s failed; will try again", work.__name__)
+            except Exception as error:  # a failing iteration must never stop the daemon...
+                cause = getattr(error, "orig", None) or error
+                if getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+                    # ...unless it can never succeed: stop with one line and exit 1.
+                    if not self._exit_code:
+                        log.error("database %s is read-only; stopping",
+                                  self.config.database_url)
+                    self._exit_code, self._stopping = 1, True
+                    return
+                summary = " ".join(f"{type(cause).__name__}: {cause}".split())
+                log.error("%s failed; will try again: %s", work.__name__, summary)
+                log.debug("%s failed", work.__name__, exc_info=True)
 
         return run
 
@@ -415,11 +550,33 @@ def configure_logging(level: int = logging.INFO) -> None:
     # alembic's per-plugin set-up lines; migrate.py logs the migration itself in one line.
     for noisy in ("apscheduler", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances" every tick while a refresh runs.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     # urllib3 warns once per retry; forecasting logs the fetch's outcome in one line.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+def check_directories(config: Config) -> None:
+    """Refuse to start on a log or database directory other users can write: they could
+    plant symlinks or files there that the daemon would then write through."""
+    log_dir = config.daemon.log_dir
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o711 if os.geteuid() == 0 else 0o700)
+    except OSError as error:
+        raise GridshiftError(f"cannot create the log directory {log_dir}: "
+                             f"{error.strerror or error}") from None
+    directories = [("log directory", log_dir)]
+    if config.database_url.startswith("sqlite:///"):
+        directories.append(("database directory", sqlite_path(config.database_url).parent))
+    for what, directory in directories:
+        problem = launcher.unsafe_directory(directory)
+        if problem is not None:
+            raise GridshiftError(f"refusing to start: the {what} {directory} is not safe: "
+                                 f"{problem}")
+
+
 def run_daemon(config: Config, store: Store) -> int:
+    check_directories(config)
     lock = DaemonLock(config.database_url)
     lock.acquire()
     try:

@@ -80,6 +80,24 @@ def _short_horizon_note(provider: Provider, points: Sequence[PointRecord],
             f"stored and used")
 
 
+def _bounded(provider: Provider, zone: str, points: list[PointRecord]) -> list[PointRecord]:
+    """``points`` unless there are more than one refresh may store (ProviderError)."""
+    cap = provider.config.max_points
+    if len(points) > cap:
+        raise ProviderError(provider.where(zone), f"{len(points)} points in one fetch, more "
+                            f"than daemon.max_points_per_refresh ({cap}); nothing stored")
+    return points
+
+
+def usable_window(provider: Provider, points: Sequence[PointRecord],
+                  now: datetime) -> list[PointRecord]:
+    """The forecast points anything can still use: not ended before the lookback (older
+    ones would only be pruned) and not starting beyond the horizon the planner looks at."""
+    earliest = now - provider.config.forecast_lookback
+    latest = now + provider.config.forecast_horizon
+    return [p for p in points if p.end > earliest and p.start <= latest]
+
+
 def refresh_zone(store: Store, provider: Provider, zone: str, now: datetime) -> RefreshResult:
     """Fetch one zone's forecast and store it; a failure changes no forecast.
 
@@ -87,16 +105,21 @@ def refresh_zone(store: Store, provider: Provider, zone: str, now: datetime) -> 
     with ``store.record_refresh`` (kind "forecast").
     """
     try:
-        points = provider.fetch_forecast(zone, now)
+        fetched = _bounded(provider, zone, provider.fetch_forecast(zone, now))
     except ProviderError as error:
         log.warning("forecast refresh %s zone %s failed: %s; stored forecasts unchanged",
                     provider.name, zone, error.problem)
         store.record_refresh(provider.name, zone, "forecast", now, False, error.problem)
         return RefreshResult(provider.name, zone, False, error=error.problem)
+    points = usable_window(provider, fetched, now)
     stored = store.add_points(provider.name, zone, points, now)
     horizon = max((p.end for p in points), default=None)
     vintage = max((p.vintage or now for p in points), default=None)
-    note = _short_horizon_note(provider, points, now)
+    notes = [_short_horizon_note(provider, points, now)]
+    if len(points) < len(fetched):
+        notes.append(f"{len(fetched) - len(points)} points outside the usable window "
+                     f"not stored")
+    note = "; ".join(n for n in notes if n)
     result = RefreshResult(provider.name, zone, True, len(points), stored, horizon, vintage,
                            note=note)
     log.log(logging.WARNING if note else logging.INFO,
@@ -154,7 +177,7 @@ def refresh_actuals_zone(store: Store, provider: Provider, zone: str,
     if start >= end:
         return RefreshResult(provider.name, zone, True, kind="actual", note="up to date")
     try:
-        points = provider.fetch_actuals(zone, start, end)
+        points = _bounded(provider, zone, provider.fetch_actuals(zone, start, end))
     except ProviderError as error:
         log.warning("actuals refresh %s zone %s failed: %s", provider.name, zone,
                     error.problem)
@@ -205,9 +228,6 @@ class RegionView:
                                            self.series.estimated, strict=True)
             ],
         }
-
-    def print_table(self) -> None:
-        render.print_forecast({"regions": [self.as_json()]})
 
 
 def region_views(

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from scheduler import launcher, planning
-from scheduler.config import SECRET_ENV, Config
+from scheduler.config import MAX_POWER_WATTS, SECRET_ENV, Config
 from scheduler.errors import BadInput, PermissionDenied, StateConflict
 from scheduler.models import FINISHED, UNSTARTED, Job, JobEvent, JobState
 from scheduler.records import NewJob, SubmitRequest
@@ -84,8 +84,6 @@ class JobQuery:
 
 # At most this many tasks in one array (Slurm's default MaxArraySize is 1001).
 MAX_ARRAY_TASKS = 10_000
-# The most power one job may declare: beyond it the number is a typo, not a machine.
-MAX_POWER_WATTS = 100_000.0
 
 
 def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,

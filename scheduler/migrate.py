@@ -15,7 +15,17 @@ log = logging.getLogger("gridshift.migrate")
 
 # The newest revision in migrations/versions; tests check it matches Alembic's head.
 HEAD_REVISION = "0004"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """Inside the installed package (a wheel maps migrations/ there), else the source tree's
+    top-level migrations/ (an editable install or a checkout)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "migrations"
+    return installed if (installed / "env.py").is_file() else package.parent / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -48,7 +58,8 @@ def upgrade(engine: Engine) -> None:
     from alembic.config import Config as AlembicConfig
 
     if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise GridshiftError(f"migrations not found at {MIGRATIONS_DIR}; install with pip -e")
+        raise GridshiftError(f"migrations not found at {MIGRATIONS_DIR}: this gridshift "
+                             f"was installed without them; reinstall it from a wheel")
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Take the write lock first (BEGIN IMMEDIATE, see store.make_engine): processes starting

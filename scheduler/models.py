@@ -44,8 +44,11 @@ class JobState(StrEnum):
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.PLANNED, JobState.CANCELLED}),
     JobState.PLANNED: frozenset({JobState.PLANNED, JobState.RUNNING, JobState.CANCELLED}),
+    # running -> planned: only after a crash, when the command provably never started
+    # (the daemon stopped between claiming the job and its wrapper spawning the command).
     JobState.RUNNING: frozenset(
-        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST}
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST,
+         JobState.PLANNED}
     ),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),

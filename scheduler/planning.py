@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from scheduler import planner
-from scheduler.config import Config
+from scheduler.config import REPLAY_BASIS, Config
 from scheduler.models import Job
 from scheduler.store import NewJob, PlanUpdate, Series, Store
 from scheduler.timespec import from_epoch, to_epoch
@@ -94,6 +94,11 @@ def _newest_vintage(series: Series, start: datetime, end: datetime) -> datetime 
     return max(used) if used else None
 
 
+def _replayed_note(series: Series) -> str:
+    """What a plan's note adds when its region's data is replayed (the offline demo)."""
+    return "; intensity replayed from bundled data" if series.basis == REPLAY_BASIS else ""
+
+
 def replan(store: Store, config: Config, now: datetime,
            jobs: Sequence[Job] | None = None) -> list[PlanUpdate]:
     """Re-place every job that has not started and store the plans; return them."""
@@ -135,7 +140,8 @@ def replan(store: Store, config: Config, now: datetime,
             start=start,
             intensity=placement.intensity if placement.covered else None,
             vintage=_newest_vintage(series, start, start + timedelta(seconds=duration)),
-            note=placement.note + planner.left_out_note(dropped[placement.job_id]),
+            note=placement.note + planner.left_out_note(dropped[placement.job_id])
+            + _replayed_note(series),
         ))
     store.save_plans(updates, now)
     for update in updates:
@@ -234,6 +240,7 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
             intensity=placement.intensity if placement.covered else None,
             vintage=_newest_vintage(forecasts[placement.region].series, start,
                                     start + timedelta(seconds=specs[index].duration_s)),
-            note=placement.note + planner.left_out_note(dropped[index]),
+            note=placement.note + planner.left_out_note(dropped[index])
+            + _replayed_note(forecasts[placement.region].series),
         )
     return [update for update in updates if update is not None]

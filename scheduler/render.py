@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import shlex
 import sys
@@ -31,6 +32,7 @@ from scheduler import accounting
 from scheduler.timespec import format_duration, format_local, format_local_iso, iso_utc
 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
+    from scheduler.config import Config
     from scheduler.models import Job, JobEvent
 
 JOB_FIELDS = (
@@ -90,9 +92,10 @@ def _shell_word(word: str) -> str:
 # JSON documents -----------------------------------------------------------------------------
 
 
-def job_json(job: Job) -> dict[str, Any]:
+def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
     """The job document of every output (keys fixed by the CLI contract), from an ORM Job.
-    Never holds a value of the job's environment or --env (the owner's secrets).
+    Never holds a value of the job's environment or --env (the owner's secrets). The
+    embodied share of SCI needs the region's hardware from ``config`` (null without it).
 
     ``gridshift report`` builds the same documents from plain rows (report.job_columns).
     """
@@ -120,6 +123,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "run_now_emissions_g": emissions.run_now_g,
         "saved_g": emissions.saved_g,
     })
+    sci = accounting.job_sci(job, config, emissions.actual_g)  # embodied: needs the config
+    document.update({"embodied_g": sci.embodied_g, "sci_g": sci.sci_g})
     # Owner (null for jobs stored before owners were recorded) and array position.
     for key, column in OWNER_FIELDS:
         document[key] = getattr(job, column, None)
@@ -138,9 +143,10 @@ def event_json(event: JobEvent) -> dict[str, Any]:
             "new_state": event.new_state, "reason": event.reason}
 
 
-def show_json(job: Job, events: Iterable[JobEvent]) -> dict[str, Any]:
+def show_json(job: Job, events: Iterable[JobEvent], config: Config | None = None
+              ) -> dict[str, Any]:
     """The document of `show`: the job document, its history and its variable names."""
-    document = job_json(job)
+    document = job_json(job, config)
     document["events"] = [event_json(event) for event in events]
     document["environment_names"] = environment_names(job)
     return document
@@ -148,7 +154,21 @@ def show_json(job: Job, events: Iterable[JobEvent]) -> dict[str, Any]:
 
 def print_json(document: Any) -> None:
     """The one JSON format of every ``--json`` output."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    try:
+        text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity, which JSON has not: null (unknown) instead
+        text = json.dumps(_finite(document), indent=2, sort_keys=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 # Messages -----------------------------------------------------------------------------------
@@ -241,12 +261,6 @@ def _write_lines(lines: Iterable[str], out: IO[str] | None = None) -> None:
             batch.clear()
     if batch:
         stream.write("\n".join(batch) + "\n")
-
-
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A plain text table on stdout, every cell inert; the title (if any) on its own line."""
-    cells = [[inert(cell) for cell in row] for row in rows]
-    _write_lines([*([inert(title)] if title else []), *_table_lines(columns, cells)])
 
 
 # submit -------------------------------------------------------------------------------------
@@ -616,14 +630,3 @@ def print_plan(document: Mapping[str, Any]) -> None:
         lines.append(inert(f"not ranked: {', '.join(left_out)} (a percentile index ranks "
                            "times within its own region only)"))
     _write_lines(lines)
-
-
-# Until cli.py renders from documents: the ORM-taking entry points it calls today.
-
-
-def jobs_table(jobs: Sequence[Job]) -> None:
-    print_jobs([job_json(job) for job in jobs])
-
-
-def job_detail(job: Job, events: Sequence[JobEvent]) -> None:
-    print_job_detail(show_json(job, events))

@@ -43,7 +43,7 @@ R = TypeVar("R")
 
 TOTAL_KEYS = ("jobs", "energy_kwh", "scheduled_emissions_g", "actual_emissions_g",
               "run_now_emissions_g", "saved_g", "saved_pct", "forecast_mae",
-              "deadline_misses", "awaiting_actuals")
+              "deadline_misses", "awaiting_actuals", "embodied_g", "sci_jobs", "sci_per_job_g")
 # Chart geometry: the PNG is FIGURE_WIDTH_PX wide and PANEL_HEIGHT_PX per panel (one per
 # region, plus the bar chart).
 FIGURE_WIDTH_PX = 1200
@@ -90,6 +90,8 @@ class SignalTotals:
     deadline_misses: int = 0
     awaiting_actuals: int = 0
     estimated: int = 0
+    embodied_values: Sequence[float] = ()
+    sci_values: Sequence[float] = ()  # each job's SCI, where known
 
     @property
     def basis(self) -> str:
@@ -123,6 +125,20 @@ class SignalTotals:
         return 100.0 * self.saved_g / compared_run_now_g
 
     @property
+    def embodied_g(self) -> float | None:
+        """None where no job's embodied share is known (no region states its hardware)."""
+        return math.fsum(self.embodied_values) if self.embodied_values else None
+
+    @property
+    def sci_jobs(self) -> int:
+        return len(self.sci_values)
+
+    @property
+    def sci_per_job_g(self) -> float | None:
+        """The SCI (gCO2eq per job) over the jobs whose every term is known."""
+        return math.fsum(self.sci_values) / len(self.sci_values) if self.sci_values else None
+
+    @property
     def forecast_mae(self) -> float | None:
         if not self.forecast_errors:
             return None
@@ -140,7 +156,9 @@ class SignalTotals:
             [*self.forecast_errors, *other.forecast_errors],
             self.deadline_misses + other.deadline_misses,
             self.awaiting_actuals + other.awaiting_actuals,
-            self.estimated + other.estimated)
+            self.estimated + other.estimated,
+            [*self.embodied_values, *other.embodied_values],
+            [*self.sci_values, *other.sci_values])
 
     def as_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in TOTAL_KEYS}
@@ -224,7 +242,7 @@ def build(store: Store, config: Config, since: datetime | None, until: datetime 
     rows = store.report_rows(names, since, until, regions, part)
     stored: dict[str, Sequence[Any]] = (dict(zip(names, zip(*rows, strict=True), strict=True))
                                         if rows else dict.fromkeys(names, ()))
-    columns = job_columns(stored)
+    columns = job_columns(stored, config)
     signal_of: dict[tuple[str | None, str | None], str] = {}
     for planned_signal, region in set(zip(columns["signal"], columns["run_region"], strict=True)):
         signal_of[planned_signal, region] = planned_signal or (
@@ -237,13 +255,14 @@ def build(store: Store, config: Config, since: datetime | None, until: datetime 
     return Report(since, until, list(regions), columns, signals, totals)
 
 
-def job_columns(stored: Mapping[str, Sequence[Any]]) -> dict[str, Sequence[Any]]:
+def job_columns(stored: Mapping[str, Sequence[Any]],
+                config: Config | None = None) -> dict[str, Sequence[Any]]:
     """The job object's columns (see ``Report``) from the columns of ``store.report_rows``
     read with ``render.JOB_FIELDS + REVIEW_COLUMNS`` (or with ``TABLE_READS``: then only
     the keys those columns give).
 
-    Same keys, order and values as ``render.job_json`` (tests/test_report.py checks it),
-    a column at a time.
+    Same keys, order and values as ``render.job_json`` with the same ``config``
+    (tests/test_report.py checks it), a column at a time.
     """
     columns: dict[str, Sequence[Any]] = {name: stored[name] for name in render.JOB_FIELDS
                                          if name in stored}
@@ -272,6 +291,13 @@ def job_columns(stored: Mapping[str, Sequence[Any]]) -> dict[str, Sequence[Any]]
         "run_now_emissions_g": emissions.run_now_g,
         "saved_g": emissions.saved_g,
     })
+    if config is None:
+        embodied: Sequence[float | None] = [None] * len(emissions.actual_g)
+        sci: Sequence[float | None] = embodied
+    else:
+        embodied, sci = accounting.sci_columns(config, stored["run_region"], stored["started_at"],
+                                               stored["ended_at"], emissions.actual_g)
+    columns.update({"embodied_g": embodied, "sci_g": sci})
     for key, column in render.OWNER_FIELDS:
         if column in stored:
             columns[key] = stored[column]
@@ -312,6 +338,8 @@ def _signal_totals(config: Config, columns: Mapping[str, Sequence[Any]],
         awaiting_actuals=sum(state in accounting.AWAITING
                              for state in pick(columns["actuals_state"])),
         estimated=sum(bool(flag) for flag in pick(columns["intensity_estimated"])),
+        embodied_values=_known(pick(columns["embodied_g"])),
+        sci_values=_known(pick(columns["sci_g"])),
     )
 
 
@@ -440,6 +468,9 @@ def write_table_parts(since: datetime | None, until: datetime | None,
             ("deadline misses", str(total.deadline_misses)),
             ("awaiting actuals", str(total.awaiting_actuals)),
             ("with estimated intensity", str(total.estimated)),
+            ("embodied (hardware's share)", f"{_number(total.embodied_g)} g"),
+            (f"SCI per job ({total.sci_jobs} with every term known)",
+             f"{_number(total.sci_per_job_g)} g"),
         ]
         width = max(len(label) for label, _ in lines)
         for label, value in lines:

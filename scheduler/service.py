@@ -91,7 +91,7 @@ def render_unit(paths: UnitPaths) -> str:
     """The systemd unit text for ``paths`` (a system unit when ``paths.user`` is set)."""
     lines = [
         "# gridshift: carbon-aware job scheduler (one daemon per database).",
-        "# Installed by `gridshift service install`; see the README's service section.",
+        "# Installed by `gridshift service install`; see docs/service.md.",
         "[Unit]",
         "Description=gridshift carbon-aware job scheduler",
         "After=network-online.target",

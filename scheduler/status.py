@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler import render
 from scheduler.config import Config
 from scheduler.models import DaemonHeartbeat, Job, JobState, ProviderRefresh
 from scheduler.store import Store
@@ -83,9 +82,6 @@ class Status:
                 for j in self.next_launches
             ],
         }
-
-    def print_text(self) -> None:
-        render.print_status(self.as_json())
 
 
 def daemon_status(heartbeat: DaemonHeartbeat | None, now: datetime, stale: timedelta

@@ -394,10 +394,14 @@ class Store:
             for p in points
         ]
         statement = sqlite_insert(ForecastPoint).on_conflict_do_nothing()
-        with self.writing() as session:
-            # Core executemany: SQLite reports the rows it really inserted.
-            result = session.connection().execute(statement, rows)
-            return max(int(result.rowcount), 0)
+        inserted, batch = 0, 2000
+        # One short transaction per batch: a submit never waits behind a whole refresh.
+        for first in range(0, len(rows), batch):
+            with self.writing() as session:
+                # Core executemany: SQLite reports the rows it really inserted.
+                result = session.connection().execute(statement, rows[first:first + batch])
+                inserted += max(int(result.rowcount), 0)
+        return inserted
 
     def series(
         self,

@@ -13,15 +13,19 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.errors import BadInput
 
-_DURATION_PART = re.compile(r"(\d+)([dhms])")
-_DURATION_FULL = re.compile(r"(?:\d+[dhms])+")
-_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+# ASCII digits only: \d (and int()) would also take Arabic-Indic or full-width digits.
+_DURATION_PART = re.compile(r"([0-9]+)([ywdhms])")
+_DURATION_FULL = re.compile(r"(?:[0-9]+[ywdhms])+")
+# y: 365 days, w: 7 days (hardware lifetimes in config, e.g. "4y").
+_UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 # Longer than any sensible job or deadline; keeps datetime arithmetic in range.
 MAX_DURATION = timedelta(days=3650)
+# Job ids are SQLite INTEGERs: signed 64-bit.
+MAX_JOB_ID = 2**63 - 1
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``90s``, ``45m``, ``2h``, ``1h30m``, ``1d``; raise BadInput otherwise.
+    """Parse ``90s``, ``45m``, ``2h``, ``1h30m``, ``1d``, ``2w``, ``4y``; raise BadInput otherwise.
 
     Units must appear at most once each, largest first, and the total must be positive.
     """
@@ -29,7 +33,7 @@ def parse_duration(text: str) -> timedelta:
     if not _DURATION_FULL.fullmatch(cleaned):
         raise BadInput(f"bad duration {text!r}: use forms like 90s, 45m, 2h, 1h30m, 1d")
     units = [unit for _, unit in _DURATION_PART.findall(cleaned)]
-    order = "dhms"
+    order = "ywdhms"
     if len(set(units)) != len(units) or units != sorted(units, key=order.index):
         raise BadInput(f"bad duration {text!r}: give each unit once, largest first (1h30m)")
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(cleaned))
@@ -38,6 +42,15 @@ def parse_duration(text: str) -> timedelta:
     if seconds > MAX_DURATION.total_seconds():
         raise BadInput(f"bad duration {text!r}: longer than {MAX_DURATION.days} days")
     return timedelta(seconds=seconds)
+
+
+def parse_job_id(text: str | int) -> int:
+    """A job id as a user typed it: ASCII digits naming a positive 64-bit integer."""
+    cleaned = str(text).strip()
+    if not re.fullmatch(r"[0-9]{1,19}", cleaned) or not 1 <= int(cleaned) <= MAX_JOB_ID:
+        raise BadInput(f"bad job id {str(text)[:40]!r}: must be a whole number "
+                       f"from 1 to {MAX_JOB_ID}")
+    return int(cleaned)
 
 
 def format_duration(value: timedelta) -> str:
@@ -57,6 +70,8 @@ def parse_when(text: str, now: datetime) -> datetime:
     """Parse ISO-8601 (a naive time is local time), ``+DUR`` after ``now`` or ``-DUR``
     before it (``-7d``: a week ago); return UTC."""
     cleaned = text.strip()
+    if not cleaned.isascii():
+        raise BadInput(f"bad time {text!r}: use ASCII digits and letters only")
     if cleaned.startswith("+"):
         return now + parse_duration(cleaned[1:])
     if cleaned.startswith("-"):

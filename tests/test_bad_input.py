@@ -34,6 +34,7 @@ from scheduler.timespec import MAX_DURATION, format_duration, parse_duration, pa
 from tests.conftest import Workspace, floor_hour, hourly
 from tests.daemon_process import (
     DaemonProcess,
+    job,
     reap_daemons,  # noqa: F401 (autouse: kills leftovers)
     submitted_id,
     wait_finished,
@@ -41,6 +42,7 @@ from tests.daemon_process import (
     wait_state,
     workspace_command,
 )
+from tests.wrapper_process import start_wrapper
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
@@ -153,6 +155,11 @@ BAD_SUBMITS = [
     ["--duration", "1h", "--region", "atlantis", "--", "true"],
     ["--duration", "1h", "--env", "NOEQUALS", "--", "true"],
     ["--duration", "1h", "--power", "-5", "--", "true"],
+    ["--duration", "1h", "--power", "100001", "--", "true"],
+    ["--duration", "1h", "--power", "inf", "--", "true"],
+    ["--duration", "1h", "--power", "nan", "--", "true"],
+    ["--duration", "\u0661h", "--", "true"],
+    ["--duration", "1h", "--not-before", "+\u0661h", "--", "true"],
     ["--duration", "1h", "--"],
     ["--duration", "1h", "--", ""],
 ]
@@ -179,6 +186,10 @@ def test_bad_submissions_exit_2_with_one_line_and_write_nothing(
     b"[daemon]\nmax_log_bytes = 12\n",
     b'[regions.x]\nprovider = "nowhere"\n',
     b"# caf\xe9\n",  # not UTF-8
+    b"[daemon]\ndefault_power_watts = inf\n",
+    b'[database]\nurl = "sqlite:///:memory:"\n',
+    b'[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "uk"\n'
+    b'launcher = ["env", "A=\\u0000"]\n',
 ])
 def test_bad_config_exits_2_naming_the_file_and_creates_no_database(
     make_workspace: Callable[..., Workspace], config_bytes: bytes,
@@ -208,6 +219,43 @@ def test_a_bad_csv_forecast_stores_nothing_and_says_which_line(
     assert _forecast_points(ws) == 0
     # Only the refresh outcome (for `status`) is recorded.
     assert database_digest(ws) != before
+
+
+@pytest.mark.parametrize("job_id", ["99999999999999999999", "9223372036854775808", "0"])
+def test_a_job_id_beyond_64_bits_is_bad_input_not_a_traceback(
+    csv_workspace: Callable[..., Workspace], job_id: str,
+) -> None:
+    ws = csv_workspace(forecast())
+    assert ws.cli("submit", "--duration", "1h", "--", "true").returncode == 0
+    before = database_digest(ws)
+    for command in ("show", "cancel"):
+        result = ws.cli(command, job_id)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.startswith("gridshift: bad job id")
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert database_digest(ws) == before
+
+
+def test_an_absurd_forecast_value_never_reaches_json_output(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    """A csv value of 1e308 is refused at refresh with its line; plan --json stays JSON."""
+    ws = csv_workspace(forecast())
+    csv_path = ws.root / "a.csv"
+    lines = csv_path.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace("200.0", "1e308")
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = ws.cli("forecast", "--refresh")
+    assert result.returncode == 1
+    assert "line 4: bad value 1e+308" in result.stderr and "Traceback" not in result.stderr
+    assert _forecast_points(ws) == 0
+    plan = ws.cli("plan", "--duration", "1h", "--json")
+    strict = json.loads(plan.stdout or "null", parse_constant=_refuse)
+    assert "NaN" not in plan.stdout and "Infinity" not in plan.stdout, strict
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"{name} in JSON output")
 
 
 def _forecast_points(ws: Workspace) -> int:
@@ -245,8 +293,8 @@ def test_hostile_jobs_end_cleanly_and_the_daemon_carries_on(
                                        "trap '' TERM; echo ready; sleep 60").stdout)
     daemon = DaemonProcess(ws)
 
-    stubborn_log = ws.log_dir / f"job-{stubborn_job}.log"
     wait_state(ws, stubborn_job, (JobState.RUNNING,))
+    stubborn_log = Path(wait_for(lambda: job(ws, stubborn_job).log_path, what="its log"))
     wait_for(lambda: stubborn_log.exists() and b"ready" in stubborn_log.read_bytes(),
              what="the stubborn job to install its trap")
     cancel = ws.cli("cancel", str(stubborn_job))
@@ -293,11 +341,10 @@ def test_a_full_disk_drops_the_output_but_not_the_job(tmp_path: Path) -> None:
     to its end and its exit status is recorded."""
     status_path = tmp_path / "job-1.status"
     with open("/dev/full", "wb") as full:
-        wrapper = subprocess.run(
-            [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--", "sh", "-c",
-             "head -c 1000000 /dev/zero; echo done > finished; exit 3"],
-            stdout=full, stderr=subprocess.DEVNULL, cwd=tmp_path, timeout=60)
-    assert wrapper.returncode == 3
+        wrapper = start_wrapper(tmp_path / "job-1", [
+            "sh", "-c", "head -c 1000000 /dev/zero; echo done > finished; exit 3"],
+            tmp_path, full)
+    assert wrapper.wait(60) == 3
     assert (tmp_path / "finished").read_text() == "done\n"
     assert json.loads(status_path.read_text())["exit_code"] == 3
 
@@ -308,10 +355,8 @@ def test_a_job_ends_when_its_command_exits_not_when_its_leftovers_do(tmp_path: P
     status_path = tmp_path / "job-1.status"
     log_path = tmp_path / "job-1.log"
     with log_path.open("wb") as log:
-        wrapper = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--", "sh", "-c",
-             "(sleep 6; echo late) & echo main done; exit 4"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+        wrapper = start_wrapper(tmp_path / "job-1", [
+            "sh", "-c", "(sleep 6; echo late) & echo main done; exit 4"], tmp_path, log)
     try:
         wait_for(status_path.exists, timeout=5, what="the status of the ended command")
         assert json.loads(status_path.read_text())["exit_code"] == 4
@@ -323,3 +368,12 @@ def test_a_job_ends_when_its_command_exits_not_when_its_leftovers_do(tmp_path: P
         with contextlib.suppress(ProcessLookupError):
             os.killpg(wrapper.pid, signal.SIGKILL)
         wrapper.wait()
+
+
+def test_json_output_never_holds_nan_or_infinity(capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever reaches the one JSON formatter, what it prints is JSON: null for unknown."""
+    from scheduler import render
+
+    render.print_json({"saved_g": float("nan"), "rows": [1.5, float("inf"), (float("-inf"),)]})
+    printed = json.loads(capsys.readouterr().out, parse_constant=_refuse)
+    assert printed == {"saved_g": None, "rows": [1.5, None, [None]]}

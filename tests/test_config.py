@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -85,11 +87,12 @@ def test_the_documented_example_config_loads_as_documented(environ: dict[str, st
 def test_the_documented_example_config_names_every_key() -> None:
     """config/gridshift.toml documents every key the loader accepts (commented or set)."""
     text = DOCUMENTED_CONFIG.read_text(encoding="utf-8")
-    documented = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, flags=re.MULTILINE))
+    documented = set(re.findall(r"^#?\s*([a-z_0-9]+)\s*=", text, flags=re.MULTILINE))
     accepted = (
         {"url"}
         | config_module._DAEMON_KEYS
         | config_module._REGION_KEYS
+        | config_module._METRICS_KEYS
         | set().union(*config_module._PROVIDER_KEYS.values())
     )
     assert sorted(accepted - documented) == []
@@ -126,6 +129,36 @@ GOOD_REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovid
         (GOOD_REGION + "launcher = \"ssh box\"\n", "regions.gb.launcher", "list"),
         ("[database]\nurl = \"postgresql://x\"\n" + GOOD_REGION, "database.url", "sqlite"),
         ("[regions\n", "-", "not valid TOML"),
+        ("[daemon]\ndefault_power_watts = inf\n" + GOOD_REGION, "daemon.default_power_watts",
+         "above zero"),
+        ("[daemon]\ndefault_power_watts = 100001\n" + GOOD_REGION,
+         "daemon.default_power_watts", "at most 100000"),
+        ("[daemon]\nmax_points_per_refresh = 0\n" + GOOD_REGION,
+         "daemon.max_points_per_refresh", "whole number"),
+        ("[daemon]\nforecast_horizon = \"soon\"\n" + GOOD_REGION, "daemon.forecast_horizon",
+         "bad duration"),
+        ("[database]\nurl = \"sqlite:///:memory:\"\n" + GOOD_REGION, "database.url",
+         "in-memory"),
+        ("[database]\nurl = \"sqlite:///\"\n" + GOOD_REGION, "database.url", "file"),
+        (GOOD_REGION + 'launcher = ["ssh", "box\\u0000"]\n', "regions.gb.launcher[1]",
+         "NUL byte"),
+        ('[daemon]\nlog_dir = "/tmp/a\\u0000b"\n' + GOOD_REGION, "daemon.log_dir",
+         "NUL byte"),
+        (GOOD_REGION + "[metrics]\nlisten = \"9464\"\n", "metrics.listen", "host:port"),
+        (GOOD_REGION + "[metrics]\nlisten = \"localhost:http\"\n", "metrics.listen",
+         "host:port"),
+        (GOOD_REGION + "[metrics]\nlisten = \"127.0.0.1:70000\"\n", "metrics.listen",
+         "1 to 65535"),
+        (GOOD_REGION + "[metrics]\nlisten = 9464\n", "metrics.listen", "host:port"),
+        (GOOD_REGION + "[metrics]\nport = 9464\n", "metrics.port", "unknown key"),
+        (GOOD_REGION + "embodied_gco2 = -1\nlifetime = \"4y\"\n", "regions.gb.embodied_gco2",
+         ">= 0"),
+        (GOOD_REGION + "embodied_gco2 = \"lots\"\nlifetime = \"4y\"\n",
+         "regions.gb.embodied_gco2", ">= 0"),
+        (GOOD_REGION + "embodied_gco2 = 1000\n", "regions.gb.lifetime", "together"),
+        (GOOD_REGION + "lifetime = \"4y\"\n", "regions.gb.embodied_gco2", "together"),
+        (GOOD_REGION + "embodied_gco2 = 1000\nlifetime = \"four years\"\n",
+         "regions.gb.lifetime", "bad duration"),
     ],
 )
 def test_bad_config_names_file_key_and_problem(
@@ -137,6 +170,19 @@ def test_bad_config_names_file_key_and_problem(
     message = str(caught.value)
     assert message.startswith(f"{path}: {key}: ")
     assert problem in message
+
+
+def test_metrics_listen_and_embodied_hardware_are_read(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    path = write(tmp_path / "good.toml", GOOD_REGION + 'embodied_gco2 = 1500000\nlifetime = "4y"\n'
+                 '[metrics]\nlisten = "[::1]:9464"\n')
+    config = load_config(str(path), environ)
+    assert config.metrics.listen == ("::1", 9464)
+    assert config.regions["gb"].embodied_gco2 == 1_500_000.0
+    assert config.regions["gb"].lifetime == timedelta(days=4 * 365)
+    plain = load_config(str(write(tmp_path / "plain.toml", GOOD_REGION)), environ)
+    assert plain.metrics.listen is None and plain.regions["gb"].embodied_gco2 is None
 
 
 def test_missing_config_file_is_named(environ: dict[str, str], tmp_path: Path) -> None:
@@ -162,28 +208,64 @@ def test_cli_exits_2_with_one_message_for_a_bad_config(
     assert not workspace.db_path.exists()
 
 
-def readme_config_section() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    return text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+def configuration_page() -> str:
+    return (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 
-def test_readme_config_reference_names_every_key() -> None:
-    section = readme_config_section()
+def test_the_configuration_page_names_every_key() -> None:
+    section = configuration_page()
     accepted = (
         {"url"}
         | config_module._DAEMON_KEYS
         | config_module._REGION_KEYS
+        | config_module._METRICS_KEYS
         | set().union(*config_module._PROVIDER_KEYS.values())
     )
     missing = [key for key in sorted(accepted) if not re.search(rf"[.`]{key}`", section)]
     assert missing == []
 
 
-def test_readme_example_config_is_valid(environ: dict[str, str], tmp_path: Path) -> None:
-    block = readme_config_section().split("```toml\n", 1)[1].split("```", 1)[0]
+def test_the_configuration_pages_example_is_valid(environ: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    block = configuration_page().split("```toml\n", 1)[1].split("```", 1)[0]
     csv_file = write(tmp_path / "gpu-box-intensity.csv", "start,end,gco2_per_kwh\n")
-    path = write(tmp_path / "readme.toml",
+    path = write(tmp_path / "example.toml",
                  block.replace("/etc/gridshift/gpu-box-intensity.csv", str(csv_file)))
     config = load_config(str(path), environ)
     assert list(config.regions) == ["gb", "gpu"]
     assert config.regions["gpu"].launcher == ("ssh", "gpu-box", "--")
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o620, 0o604])
+def test_a_config_holding_a_secret_must_be_owner_only(
+    environ: dict[str, str], tmp_path: Path, mode: int
+) -> None:
+    path = write(tmp_path / "c.toml", '[providers.em]\nkind = "electricitymaps"\n'
+                 'token = "em-token"\n[regions.de]\nprovider = "em"\nzone = "DE"\n')
+    assert load_config(str(path), environ).providers["em"].token == "em-token"  # 0600
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ)
+    assert str(caught.value).startswith(f"{path}: providers: ")
+    assert f"chmod 600 {path}" in str(caught.value) and "em-token" not in str(caught.value)
+
+
+def test_a_relative_database_path_is_relative_to_the_config_file(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """Every command finds the same database, whatever its working directory."""
+    workspace = make_workspace(GOOD_REGION)
+    text = workspace.config_path.read_text(encoding="utf-8")
+    text = re.sub(r'url = "[^"]*"', 'url = "sqlite:///data/gs.db"', text)
+    workspace.config_path.write_text(text, encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "data").mkdir()
+    completed = subprocess.run(
+        [sys.executable, "-m", "scheduler", "--config", str(workspace.config_path),
+         "db", "upgrade"], capture_output=True, text=True, env=workspace.env, cwd=elsewhere,
+        timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "data" / "gs.db").is_file()
+    assert not (elsewhere / "data").exists()
+    assert workspace.config().database_url == f"sqlite:///{tmp_path / 'data' / 'gs.db'}"

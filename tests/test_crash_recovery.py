@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psutil
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from scheduler import launcher
+from scheduler.daemon import RETURNED_TO_QUEUE
+from scheduler.jobwrapper import STARTED_SUFFIX, STARTING_SUFFIX, write_record
 from scheduler.models import JobState
 from scheduler.store import NewJob
 from tests.conftest import Workspace, floor_hour, hourly
@@ -79,7 +82,7 @@ def test_kill_9_while_jobs_run_then_restart_loses_and_repeats_nothing(
     first.kill()
 
     # During the downtime: one job ends, the other keeps running.
-    status_file = ws.log_dir / f"job-{ends_in_downtime}.status"
+    status_file = launcher.status_path_for(ws.log_dir, ends_in_downtime)
     wait_for(status_file.exists, timeout=20, what="the short job to end while no daemon runs")
     assert job(ws, ends_in_downtime).state == JobState.RUNNING
     assert running.pid is not None and psutil.pid_exists(running.pid)
@@ -117,6 +120,11 @@ def _stored_running_job(ws: Workspace, pid: int | None, pid_started_at: float | 
                          planned_region="a", planned_start=now)
         store.transition(created.id, (JobState.PLANNED,), JobState.RUNNING, now, "test setup",
                          run_region="a", started_at=now, pid=pid, pid_started_at=pid_started_at)
+        # What its wrapper recorded before the crash: it started the command.
+        records = launcher.records_prefix(ws.log_dir, created.id)
+        launcher.records_dir(ws.log_dir).mkdir(mode=0o700, exist_ok=True)
+        write_record(records + STARTING_SUFFIX, {"wrapper_pid": pid})
+        write_record(records + STARTED_SUFFIX, {"pid": pid, "started_at": pid_started_at})
         return created.id
     finally:
         store.close()
@@ -141,33 +149,85 @@ def test_vanished_process_becomes_lost_and_a_reused_pid_is_not_the_job(
     assert daemon.stop() == 0
 
 
-def test_job_claimed_but_pid_unrecorded_is_adopted_from_its_wrapper(
+LAUNCH_GAPS = ("after-claim", "before-spec", "after-spawn", "after-start-record")
+
+
+@pytest.mark.parametrize("gap", LAUNCH_GAPS)
+def test_kill_9_in_each_launch_gap_runs_the_job_exactly_once(
+    csv_workspace: Callable[..., Workspace], gap: str,
+) -> None:
+    """The daemon is killed with SIGKILL exactly in one gap of a launch (a test hook holds
+    the launch there): after claiming the job; after starting the wrapper, before handing
+    it the job; after the wrapper spawned the command, before it recorded that; after it
+    recorded it. The restarted daemon runs the job exactly once, with its real outcome."""
+    ws = csv_workspace(rising_forecast())
+    pauses = ws.root / "pauses"
+    pauses.mkdir()
+    job_id = submitted_id(ws.cli("submit", "--duration", "1m", "--",
+                                 *recording_job(ws, 0.2, exit_code=5)).stdout)
+    first = DaemonProcess(ws, extra_env={"GRIDSHIFT_TEST_PAUSE_AT": gap,
+                                         "GRIDSHIFT_TEST_PAUSE_DIR": str(pauses)})
+    wait_for((pauses / f"{gap}-job-{job_id}.reached").exists, what=f"the launch to reach {gap}")
+    first.kill()
+    command_ran = gap in ("after-spawn", "after-start-record")
+    second = DaemonProcess(ws)
+    if command_ran:
+        second.wait_started()
+        wait_for(lambda: launches(ws.root / "launches"), what="the command to run")
+        # Its wrapper is alive and held: the job is watched, neither relaunched nor lost.
+        assert job(ws, job_id).state == JobState.RUNNING
+        (pauses / f"{gap}-job-{job_id}.release").touch()
+    ended = wait_finished(ws, [job_id], 60)[0]
+    assert second.stop() == 0
+    assert (ended.state, ended.exit_code) == (JobState.FAILED, 5)
+    assert launches(ws.root / "launches") == [str(job_id)]
+    store = ws.store()
+    try:
+        history = [(e.new_state, e.reason) for e in store.job_events(job_id)]
+    finally:
+        store.close()
+    shown = ws.cli("show", str(job_id)).stdout
+    if command_ran:
+        assert [state for state, _ in history].count("running") == 1
+        assert f"job {job_id}: re-adopted" in second.output()
+    else:
+        assert [state for state, _ in history].count("running") == 2, history
+        assert ("planned", RETURNED_TO_QUEUE) in history
+        assert RETURNED_TO_QUEUE in shown
+        assert f"job {job_id}: {RETURNED_TO_QUEUE}" in second.output()
+
+
+def test_a_wrapper_killed_while_no_daemon_runs_takes_its_job_down_with_it(
     csv_workspace: Callable[..., Workspace],
 ) -> None:
-    """kill -9 between the claim and storing the pid: the wrapper's pid file saves it."""
+    """kill -9 of the wrapper while no daemon watches: its command, and what the command
+    left in the background, are killed instead of running on untracked; the job is lost."""
     ws = csv_workspace(rising_forecast())
-    job_id = _stored_running_job(ws, None, None)
-    status_path = ws.log_dir / f"job-{job_id}.status"
-    release = ws.root / "release"
-    with open(ws.log_dir / f"job-{job_id}.log", "ab") as log:
-        wrapper = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.jobwrapper", str(status_path), "--", "sh", "-c",
-             f"while [ ! -e {release} ]; do sleep 0.1; done"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    job_id = submitted_id(ws.cli("submit", "--duration", "1m", "--", "sh", "-c",
+                                 "sleep 120 & echo $! > leftover.pid; echo $$ > shell.pid; "
+                                 "sleep 60").stdout)
+    first = DaemonProcess(ws)
+    running = wait_for(lambda: (j := job(ws, job_id)).pid and j, what="the job to start")
+    wait_for(lambda: (ws.root / "shell.pid").exists() and (ws.root / "shell.pid").read_text(),
+             what="the job's shell to record its pid")
+    first.kill()
+    assert running.pid is not None
+    os.kill(running.pid, 9)
+    second = DaemonProcess(ws)
+    lost = wait_state(ws, job_id, (JobState.LOST, JobState.FAILED, JobState.SUCCEEDED))
+    assert second.stop() == 0
+    assert lost.state == JobState.LOST
+    assert "remaining process(es) were killed" in (lost.end_reason or "")
+    for name in ("shell.pid", "leftover.pid"):
+        pid = int((ws.root / name).read_text())
+        wait_for(lambda p=pid: not _alive(p), what=f"the job's process in {name} to be gone")
+
+
+def _alive(pid: int) -> bool:
     try:
-        wait_for(Path(f"{status_path}.pid").exists, what="the wrapper's pid file")
-        daemon = DaemonProcess(ws)
-        adopted = wait_for(lambda: job(ws, job_id).pid, what="the daemon to adopt the job")
-        assert adopted == wrapper.pid
-        time.sleep(1.5)  # a few ticks: the job is watched, not called lost
-        assert job(ws, job_id).state == JobState.RUNNING
-        release.touch()
-        ended = wait_state(ws, job_id, (JobState.SUCCEEDED, JobState.FAILED, JobState.LOST))
-        assert ended.state == JobState.SUCCEEDED
-        assert daemon.stop() == 0
-    finally:
-        release.touch()
-        wrapper.wait(30)
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_job_due_during_downtime_starts_at_once_and_a_late_one_records_the_miss(
@@ -253,3 +313,53 @@ def test_sigterm_during_a_forecast_refresh_leaves_a_consistent_database(
     again.wait_started()
     assert ws.cli("status").returncode == 0
     assert again.stop() == 0
+
+
+RANDOM_CYCLES = 50
+RANDOM_JOBS = 240
+RANDOM_SPREAD_S = 60.0
+
+
+@pytest.mark.timeout(600)  # each cycle starts a real daemon: slow on a loaded machine
+def test_kill_9_at_random_moments_over_hundreds_of_jobs_loses_and_repeats_nothing(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    """50 kill -9 of the real daemon at random moments while 300 short real jobs become due:
+    at the end every job ran exactly once and has its real state and exit status."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    ws = csv_workspace(rising_forecast(), slots=12)
+    record = ws.root / "ran.txt"
+    expected: dict[int, int] = {}
+    store = ws.store()
+    now = datetime.now(UTC)
+    try:
+        for _ in range(RANDOM_JOBS):
+            exit_code = rng.choice((0, 0, 1, 3, 7))
+            start = now + timedelta(seconds=rng.uniform(0, RANDOM_SPREAD_S))
+            created = store.add_job(NewJob(
+                name="random", argv=["sh", "-c", f'echo "$GRIDSHIFT_JOB_ID" >> {record}; '
+                                     f"sleep {rng.choice(('0', '0.1', '0.5', '1.5'))}; "
+                                     f"exit {exit_code}"],
+                cwd=str(ws.root), env={}, duration_s=1, not_before=start,
+                deadline=start + timedelta(hours=1), regions=["a"], power_watts=10.0), now)
+            store.transition(created.id, (JobState.QUEUED,), JobState.PLANNED, now, "setup",
+                             planned_region="a", planned_start=start)
+            expected[created.id] = exit_code
+    finally:
+        store.close()
+    for _ in range(RANDOM_CYCLES):
+        daemon = DaemonProcess(ws)
+        daemon.wait_started()
+        time.sleep(rng.uniform(0, 1.2))  # the random moment of the crash
+        daemon.kill()
+    last = DaemonProcess(ws)
+    ended = wait_finished(ws, list(expected), 180)
+    assert last.stop() == 0
+    ran = Counter(launches(record))
+    context = f"seed {seed}"
+    assert [i for i in expected if ran[str(i)] != 1] == [], context
+    for finished in ended:
+        want = JobState.SUCCEEDED if expected[finished.id] == 0 else JobState.FAILED
+        assert (finished.state, finished.exit_code) == (want, expected[finished.id]), (
+            context, finished.id, finished.end_reason)

@@ -142,3 +142,76 @@ def test_a_shrinking_horizon_never_stalls_the_queue(
     assert served[:3] == [96, 4, 0]
     assert_started_by_latest_start(ws, job_ids)
     assert daemon.stop() == 0
+
+
+def _csv_region(ws_root: Any) -> str:
+    start = floor_hour(datetime.now(UTC))
+    rows = "\n".join(f"{(start + timedelta(hours=h)).isoformat()},"
+                     f"{(start + timedelta(hours=h + 1)).isoformat()},200" for h in range(6))
+    (ws_root / "f.csv").write_text(f"start,end,gco2_per_kwh\n{rows}\n", encoding="utf-8")
+    return '[providers.f]\nkind = "csv"\npath = "f.csv"\n[regions.r]\nprovider = "f"\nzone = "z"\n'
+
+
+def test_a_read_only_database_stops_the_daemon_with_one_line(
+    make_workspace: Callable[..., Workspace], tmp_path: Any,
+) -> None:
+    import subprocess
+
+    ws = make_workspace(_csv_region(tmp_path))
+    assert ws.cli("db", "upgrade").returncode == 0
+    # Root writes through file modes: the immutable attribute makes the file read-only.
+    if subprocess.run(["chattr", "+i", str(ws.db_path)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        daemon = DaemonProcess(ws)
+        code = daemon.process.wait(60)
+    finally:
+        subprocess.run(["chattr", "-i", str(ws.db_path)], check=True)
+    output = daemon.output()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "read-only" in errors[0], output
+    assert "Traceback" not in output
+
+
+def test_database_errors_are_logged_as_one_line_each(
+    make_workspace: Callable[..., Workspace], tmp_path: Any,
+) -> None:
+    import sqlite3
+
+    ws = make_workspace(_csv_region(tmp_path), daemon='tick = "1s"\nrefresh_every = "1s"')
+    assert ws.cli("db", "upgrade").returncode == 0
+    with sqlite3.connect(ws.db_path) as connection:
+        connection.execute("DROP TABLE forecast_points")
+    daemon = DaemonProcess(ws)
+    wait_for(lambda: daemon.output().count("refresh failed; will try again") >= 2,
+             timeout=60, what="two failed refreshes")
+    assert daemon.process.poll() is None  # it keeps trying
+    daemon.stop()
+    output = daemon.output()
+    assert "refresh failed; will try again: OperationalError: no such table: " \
+           "forecast_points" in output
+    assert "Traceback" not in output
+    assert all(line[:2] == "20" for line in output.splitlines()), output
+
+
+def test_a_refresh_longer_than_its_interval_is_not_logged_every_tick(
+    make_workspace: Callable[..., Workspace], httpserver: HTTPServer,
+) -> None:
+    served: list[float] = []
+
+    def slow(_request: Request) -> Response:
+        served.append(time.monotonic())
+        time.sleep(2.5)  # within the 5 s timeout, longer than refresh_every
+        return json_response(carbon_intensity_payload(floor_hour(datetime.now(UTC)), 4))
+
+    httpserver.expect_request(FORECAST_PATH).respond_with_handler(slow)
+    ws = make_workspace(region_tables({"slow": httpserver.url_for("/slow").rstrip("/")},
+                                      timeout="5s"),
+                        daemon='tick = "1s"\nrefresh_every = "1s"')
+    daemon = DaemonProcess(ws)
+    wait_for(lambda: len(served) >= 3, timeout=60, what="three slow refreshes")
+    assert daemon.stop() == 0
+    output = daemon.output()
+    assert "forecast refresh slow zone national" in output
+    assert "maximum number of running instances" not in output

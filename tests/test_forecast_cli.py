@@ -141,7 +141,8 @@ def test_a_failing_provider_is_reported_and_the_others_still_store(
     ws = _workspace(tmp_path, httpserver)
     result = ws.cli("forecast", "--refresh", "--region", "de", "--region", "gb")
     assert result.returncode == 0
-    assert ("em zone DE: FAILED: HTTP 401 from /v3/carbon-intensity/forecast: "
+    assert (f"em zone DE: FAILED: HTTP 401 from "
+            f"{httpserver.url_for('/v3/carbon-intensity/forecast')}: "
             "Invalid auth-token") in result.stderr.splitlines()
     reports = [x for x in result.stderr.splitlines() if x.startswith(("uk zone", "em zone"))]
     assert len(reports) == 2  # one line per provider and zone, no repeated log line

@@ -1,5 +1,5 @@
 """Provider settings in the config: credentials from the environment, per-kind keys, and
-the README's example blocks (each must load as shown)."""
+the example blocks of docs/providers.md (each must load as shown)."""
 
 from __future__ import annotations
 
@@ -13,27 +13,28 @@ from scheduler.config import parse_config
 from scheduler.errors import ConfigError
 from scheduler.providers import KINDS, build_provider
 
-README = Path(__file__).parent.parent / "README.md"
+PROVIDERS_PAGE = Path(__file__).parent.parent / "docs" / "providers.md"
 
 
-def _providers_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("## Forecast providers")
-    return text[start:text.index("\n## ", start + 1)]
+def _page_blocks() -> list[str]:
+    text = PROVIDERS_PAGE.read_text(encoding="utf-8")
+    return re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
 
 
-def _readme_blocks() -> list[str]:
-    return re.findall(r"```toml\n(.*?)```", _providers_section(), flags=re.DOTALL)
-
-
-def test_the_readme_documents_every_kind_with_a_block() -> None:
+def test_the_providers_page_documents_every_kind_with_a_block() -> None:
     kinds = {tomllib.loads(b)["providers"][name]["kind"]
-             for b in _readme_blocks() for name in tomllib.loads(b)["providers"]}
+             for b in _page_blocks() for name in tomllib.loads(b)["providers"]}
     assert kinds == set(KINDS)
 
 
-@pytest.mark.parametrize("block", _readme_blocks(), ids=lambda b: b.split("\n")[1])
-def test_each_readme_example_loads_and_builds(block: str, tmp_path: Path) -> None:
+def test_the_providers_page_has_a_section_per_kind() -> None:
+    text = PROVIDERS_PAGE.read_text(encoding="utf-8")
+    headings = set(re.findall(r"^## `(\w+)`", text, flags=re.MULTILINE))
+    assert headings == set(KINDS)
+
+
+@pytest.mark.parametrize("block", _page_blocks(), ids=lambda b: b.split("\n")[1])
+def test_each_example_block_loads_and_builds(block: str, tmp_path: Path) -> None:
     (tmp_path / "intensity.csv").write_text("start,end,gco2_per_kwh\n", encoding="utf-8")
     source = str(tmp_path / "gridshift.toml")
     config = parse_config(tomllib.loads(block), source, {})

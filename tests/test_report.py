@@ -69,7 +69,8 @@ def test_json_totals_match_hand_computed_numbers(workspace: Workspace) -> None:
     north, south = document["totals"]["average"], document["totals"]["marginal"]
     assert set(north) == {"jobs", "energy_kwh", "scheduled_emissions_g", "actual_emissions_g",
                           "run_now_emissions_g", "saved_g", "saved_pct", "forecast_mae",
-                          "deadline_misses", "awaiting_actuals"}
+                          "deadline_misses", "awaiting_actuals", "embodied_g", "sci_jobs",
+                          "sci_per_job_g"}
     # average: A 0.4 kWh at 250 (run now 500), B 1.5 kWh at 120 (run now 90), C no actuals.
     assert north["jobs"] == 3
     assert north["energy_kwh"] == pytest.approx(0.4 + 1.5 + 0.2)
@@ -80,6 +81,8 @@ def test_json_totals_match_hand_computed_numbers(workspace: Workspace) -> None:
     assert north["saved_pct"] == pytest.approx(100 * 55 / 335)
     assert north["forecast_mae"] == pytest.approx((20 + 10) / 2)
     assert (north["deadline_misses"], north["awaiting_actuals"]) == (1, 1)
+    # No region states its hardware's embodied emissions: no SCI, and no guessed zero.
+    assert (north["embodied_g"], north["sci_jobs"], north["sci_per_job_g"]) == (None, 0, None)
     # marginal, kept apart: D 0.25 kWh at 500 (run now 700).
     assert south["jobs"] == 1
     assert south["actual_emissions_g"] == pytest.approx(125)

@@ -22,6 +22,7 @@ from scheduler.simulate.series import (
     noisy_copy,
     read_actuals,
     read_forecasts,
+    revised_forecasts,
 )
 from scheduler.simulate.workloads import (
     SimJob,
@@ -183,6 +184,23 @@ def test_noise_is_seeded_and_scaled_to_the_region_mean() -> None:
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
     assert np.std(first - 200.0) == pytest.approx(20.0, rel=0.1)
+
+
+def test_revised_forecasts_are_exact_now_and_err_more_the_further_ahead() -> None:
+    actuals = {"GB": hourly([200.0] * 400)}
+    archive = revised_forecasts(actuals, 0.2, 48 * H, H, seed=5)
+    assert list(archive.issue_times()) == [T0 + k * H for k in range(400)]
+    seen_at = [archive.view("GB", T0 + k * H + 60, T0 + (k + 48) * H) for k in range(300)]
+    assert all(len(view.values) == 48 for view in seen_at)
+    # The hour under way is known exactly; errors grow with lead (sigma 40 g at 48 h).
+    assert {float(view.values[0]) for view in seen_at} == {200.0}
+    near = np.concatenate([view.values[1:6] for view in seen_at]) - 200.0
+    far = np.concatenate([view.values[40:] for view in seen_at]) - 200.0
+    assert np.std(far) == pytest.approx(40.0 * 44 / 48, rel=0.15)
+    assert np.std(near) < np.std(far) / 4
+    again = revised_forecasts(actuals, 0.2, 48 * H, H, seed=5)
+    assert np.array_equal(again.view("GB", T0 + 7 * H, T0 + 30 * H).values,
+                          archive.view("GB", T0 + 7 * H, T0 + 30 * H).values)
 
 
 def _archive(vintages: list[tuple[float, int, list[float]]]) -> ForecastArchive:

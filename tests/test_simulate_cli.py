@@ -67,6 +67,21 @@ def test_demo_table_and_plot(workspace: Workspace, tmp_path: Path) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_demo_shows_what_replanning_on_forecast_revisions_adds(workspace: Workspace) -> None:
+    result = workspace.cli("simulate", "--demo", "--policy", "once", "--policy", "gridshift")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "revised hourly" in lines[0]
+    rows = {tuple(line.split()[:2]): float(line.split()[4].replace(",", ""))
+            for line in lines if line.startswith(("once", "gridshift"))}
+    groups = ("GB", "DE-LU", "US-CAL-CISO", "all")
+    # Every group's jobs emit differently when plans follow the revisions, and less overall.
+    assert all(rows["once", g] != rows["gridshift", g] for g in groups)
+    assert sum(rows["gridshift", g] for g in groups) < sum(rows["once", g] for g in groups)
+    assert lines[-1].startswith("now: starts at submission; once: plans once at submission")
+    assert "gridshift: re-plans on every forecast revision" in lines[-1]
+
+
 def test_a_jobs_file_gives_hand_computed_emissions(workspace: Workspace, tmp_path: Path) -> None:
     actuals = _actuals(tmp_path / "actuals", GB=[100, 50, 10, 80], FR=[30, 30, 30, 30])
     jobs = _jobs(tmp_path / "jobs.csv",

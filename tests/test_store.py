@@ -185,7 +185,7 @@ def test_transition_table_is_the_documented_state_machine() -> None:
         ("queued", "planned"), ("queued", "cancelled"),
         ("planned", "planned"), ("planned", "running"), ("planned", "cancelled"),
         ("running", "succeeded"), ("running", "failed"), ("running", "cancelled"),
-        ("running", "lost"),
+        ("running", "lost"), ("running", "planned"),
     }
 
 

@@ -15,6 +15,7 @@ from scheduler.timespec import (
     format_local_iso,
     iso_utc,
     parse_duration,
+    parse_job_id,
     parse_when,
 )
 
@@ -32,6 +33,9 @@ NOW = datetime(2026, 11, 26, 10, 30, tzinfo=UTC)
         ("1d2h3m4s", 86400 + 2 * 3600 + 3 * 60 + 4),
         ("2H", 7200),
         (" 5m ", 300),
+        ("2w", 14 * 86400),
+        ("4y", 4 * 365 * 86400),
+        ("1y2w3d", (365 + 14 + 3) * 86400),
     ],
 )
 def test_duration_forms(text: str, seconds: int) -> None:
@@ -41,7 +45,7 @@ def test_duration_forms(text: str, seconds: int) -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "0s", "0h0m", "abc", "1.5h", "-5m", "5", "h", "1h 30m", "30m1h", "1h1h", "3651d",
-     "2 hours", "1w"],
+     "2 hours", "1w1y", "11y", "\u0661h", "\uff11h", "1h\u0663\u0660m"],
 )
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(BadInput, match="bad duration"):
@@ -107,7 +111,8 @@ def test_relative_when_counts_from_now() -> None:
 @pytest.mark.parametrize(
     "text",
     ["tomorrow", "", "+", "+0s", "+2 hours", "-", "-0s", "-7 days", "--7d",
-     "2026-13-01T00:00", "2026-11-26 25:00", "18:00+01:00"],
+     "2026-13-01T00:00", "2026-11-26 25:00", "18:00+01:00", "+\u0661h",
+     "\u0662\u0660\u0662\u0666-11-26T10:00+00:00"],
 )
 def test_bad_times_are_refused(text: str) -> None:
     with pytest.raises(BadInput, match=r"bad (time|duration)"):
@@ -120,3 +125,16 @@ def test_json_times_are_utc_and_naive_datetimes_are_refused() -> None:
     assert iso_utc(None) is None
     with pytest.raises(ValueError, match="naive"):
         iso_utc(datetime(2026, 11, 26, 12, 0))
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "99999999999999999999", "9223372036854775808",
+                                  "1e3", "\u0661", "", "12a", "1" * 5000])
+def test_job_ids_outside_a_64_bit_integer_are_refused(text: str) -> None:
+    with pytest.raises(BadInput, match="bad job id"):
+        parse_job_id(text)
+
+
+def test_job_ids_up_to_the_64_bit_limit_are_accepted() -> None:
+    assert parse_job_id("1") == 1
+    assert parse_job_id(" 42 ") == 42
+    assert parse_job_id(9223372036854775807) == 2**63 - 1

@@ -15,6 +15,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "electricitymaps": ("scheduler.providers.electricitymaps", "ElectricityMaps"),
     "watttime": ("scheduler.providers.watttime", "WattTime"),
     "carbon_aware_sdk": ("scheduler.providers.carbon_aware_sdk", "CarbonAwareSdk"),
+    "replay": ("scheduler.providers.replay", "ReplayProvider"),
 }
 
 

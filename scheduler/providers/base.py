@@ -11,6 +11,7 @@ import email.utils
 import functools
 import inspect
 import itertools
+import json
 import math
 import re
 import time
@@ -21,6 +22,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -39,9 +41,20 @@ from scheduler.store import PointRecord
 # A server asking for a longer wait than this gets no retry at all: the next refresh retries.
 MAX_RETRY_AFTER_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
+# A whole fetch (retries, headers, body) may take the provider's timeout plus this.
+DEADLINE_MARGIN_S = 2.0
 USER_AGENT = "gridshift (carbon-aware job scheduler)"
 # Error bodies are quoted in messages up to this length (they help with 401/403 causes).
 MAX_QUOTED_BODY = 160
+# No forecast service answers with more than a few megabytes; a larger body is refused.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
+# Request headers that carry a credential: never sent on to another origin by a redirect.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "auth-token",
+                                "x-api-key", "api-key", "token"})
+# The physical range of stored values, by units: gCO2/kWh (the dirtiest grids stay
+# well under 2,000) and WattTime's percentile index.
+MAX_VALUE_BY_UNITS = {"gco2_per_kwh": 5000.0, "percentile": 100.0}
 
 
 class ProviderError(GridshiftError):
@@ -130,6 +143,30 @@ class CappedRetry(Retry):
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class CredentialSafeSession(requests.Session):
+    """A session that drops every credential header on a redirect to another origin
+    (scheme, host or port). requests itself drops only ``Authorization``, and keeps it on
+    an http -> https upgrade; a service's own token header it would send anywhere."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest,
+                     response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+        previous = response.request.url if response.request is not None else None
+        if previous is None or prepared_request.url is None \
+                or _origin(previous) != _origin(prepared_request.url):
+            for name in [n for n in prepared_request.headers if n.lower() in CREDENTIAL_HEADERS]:
+                del prepared_request.headers[name]
+
+
 def make_session(retries: int = 3, backoff: float = 0.5) -> requests.Session:
     """One session per provider: retries on connection errors, 429 and 5xx with backoff."""
     retry = CappedRetry(
@@ -143,7 +180,7 @@ def make_session(retries: int = 3, backoff: float = 0.5) -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    session = requests.Session()
+    session = CredentialSafeSession()
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -166,6 +203,8 @@ class WebProvider(Provider):
         super().__init__(config)
         self.session = session or make_session()
         self.timeout = (CONNECT_TIMEOUT_S, config.timeout.total_seconds())
+        # The whole fetch, body included: requests' read timeout is per received chunk.
+        self.deadline_s = config.timeout.total_seconds() + DEADLINE_MARGIN_S
         assert config.base_url is not None  # config validation sets it for web kinds
         self.base_url: str = config.base_url
 
@@ -180,28 +219,52 @@ class WebProvider(Provider):
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
     ) -> Any:
-        """GET and decode JSON; raise ProviderError with a message safe to log."""
+        """GET and decode JSON; raise ProviderError with a message safe to log.
+
+        The whole call (retries, headers and body) ends within the provider's ``timeout``
+        plus at most one read timeout: a server trickling its answer cannot hold a refresh.
+        """
         where = self.where(zone)
+        shown = _shown_url(url)
+        deadline = time.monotonic() + self.deadline_s
         try:
-            response = self.session.get(url, params=params, headers=headers, auth=auth,
-                                        timeout=self.timeout)
+            with self.session.get(url, params=params, headers=headers, auth=auth,
+                                  timeout=self.timeout, stream=True) as response:
+                if response.status_code != 200:
+                    _read_body(response, deadline, MAX_ERROR_BODY_BYTES, cut=True)
+                    raise self._status_error(response, where, shown)
+                body = _read_body(response, deadline, MAX_RESPONSE_BYTES)
         except requests.RequestException as error:
-            raise ProviderError(where, f"request to {_path_of(url)} failed: "
+            raise ProviderError(where, f"request to {shown} failed: "
                                        f"{_describe(error)}") from None
-        if response.status_code != 200:
-            problem = f"HTTP {response.status_code} from {_path_of(url)}"
-            wait = retry_after_seconds(response.headers.get("Retry-After"))
-            if response.status_code in (429, 503) and wait is not None:
-                problem += f" (rate limited: the server asks to wait {wait:.0f} s)"
-            detail = self._scrub(_error_detail(response))
-            if detail:
-                problem += f": {detail}"
-            raise HttpStatusError(where, problem, response.status_code)
+        except ReadTimeoutError:  # the body is read from urllib3 directly
+            raise ProviderError(where, f"request to {shown} failed: timed out") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ProviderError(where, f"request to {shown} failed: connection broken while "
+                                       f"reading the answer ({type(error).__name__})") from None
+        except _DeadlinePassed:
+            raise ProviderError(where, f"request to {shown} failed: no complete answer "
+                                       f"within {self.deadline_s:.0f} s") from None
+        except _TooLarge:
+            raise ProviderError(where, f"response from {shown} is larger than "
+                                       f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MB") from None
         try:
-            return response.json()
-        except ValueError:
-            raise ProviderError(where, f"response from {_path_of(url)} is not valid JSON "
+            # NaN and Infinity (which Python's decoder takes) fail parse_value by name.
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise ProviderError(where, f"response from {shown} is not valid JSON "
                                        f"(truncated or not JSON)") from None
+
+    def _status_error(self, response: requests.Response, where: str,
+                      shown: str) -> HttpStatusError:
+        problem = f"HTTP {response.status_code} from {shown}"
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        if response.status_code in (429, 503) and wait is not None:
+            problem += f" (rate limited: the server asks to wait {wait:.0f} s)"
+        detail = self._scrub(_error_detail(response))
+        if detail:
+            problem += f": {detail}"
+        return HttpStatusError(where, problem, response.status_code)
 
     def secrets(self) -> list[str]:
         """Values no message may show: the configured credentials (and session tokens)."""
@@ -213,11 +276,45 @@ class WebProvider(Provider):
         return text
 
 
+class _DeadlinePassed(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_body(response: requests.Response, deadline: float, limit: int,
+               cut: bool = False) -> bytes:
+    """The body, read one network read at a time so the deadline is checked between reads
+    (``read(amt)`` would wait for all ``amt`` bytes, however slowly they come). Beyond
+    ``limit`` bytes: _TooLarge, or with ``cut`` the first ``limit`` bytes. The body is
+    kept as ``response.content`` for readers of the error body."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise _DeadlinePassed
+        chunk = response.raw.read1(65536, decode_content=True)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            if not cut:
+                raise _TooLarge
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            break
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    response._content = body
+    return body
+
+
 def _error_detail(response: requests.Response) -> str:
     """The service's own short explanation from a JSON error body, if it gave one."""
     try:
-        body = response.json()
-    except ValueError:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError):
         return ""
     if not isinstance(body, dict):
         return ""
@@ -243,9 +340,15 @@ def _describe(error: requests.RequestException) -> str:
     return type(error).__name__
 
 
-def _path_of(url: str) -> str:
-    """The URL's path alone: no host, and no query (which can carry parameters)."""
-    return urlsplit(url).path or "/"
+def _shown_url(url: str) -> str:
+    """The URL as messages show it: scheme, host, port and path; never the user
+    information or the query (either can carry a credential)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
 
 
 P = ParamSpec("P")
@@ -262,7 +365,7 @@ def payload_parser(parse: Callable[P, R]) -> Callable[P, R]:
     def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return parse(*args, **kwargs)
-        except (OverflowError, ValueError) as error:
+        except (OverflowError, ValueError, RecursionError) as error:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             where = str(bound.arguments.get("where", ""))
@@ -291,10 +394,33 @@ def parse_time(text: Any, where: str) -> datetime:
 
 
 def parse_value(value: Any, where: str, at: datetime) -> float:
-    """A JSON number that is finite and non-negative."""
+    """A JSON number that is finite (``check_points`` checks its range, once in units)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProviderError(where, f"bad value {value!r} at {at.isoformat()}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ProviderError(where, f"bad value {_short(value)} at {at.isoformat()}: "
+                                   f"not a finite number")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def value_problem(value: float, units: str) -> str | None:
+    """Why ``value`` cannot be a real intensity in ``units``; None when it can."""
+    top = MAX_VALUE_BY_UNITS.get(units, MAX_VALUE_BY_UNITS["gco2_per_kwh"])
+    if not math.isfinite(value):
+        return f"bad value {value!r}: not a finite number"
+    if not 0 <= value <= top:
+        label = "percentile index" if units == "percentile" else "gCO2/kWh"
+        return f"bad value {value!r}: outside 0..{top:,.0f} {label}"
+    return None
 
 
 def step_of(starts: Sequence[datetime], where: str, default: timedelta | None) -> timedelta:
@@ -317,8 +443,9 @@ def check_points(points: Sequence[PointRecord], where: str,
     if not points:
         raise ProviderError(where, "no data points in the response")
     for point in points:
-        if not math.isfinite(point.value) or point.value < 0:
-            raise ProviderError(where, f"bad value {point.value!r} at {point.start.isoformat()}")
+        problem = value_problem(point.value, point.units)
+        if problem is not None:
+            raise ProviderError(where, f"{problem} at {point.start.isoformat()}")
         if point.end <= point.start:
             raise ProviderError(where, f"empty interval at {point.start.isoformat()}")
     for previous, current in itertools.pairwise(points):

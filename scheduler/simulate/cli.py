@@ -24,7 +24,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data"
 DEMO_COUNT = 150
-DEMO_ERROR = 0.05
+# The demo's forecasts: a vintage every hour covering 48 h ahead (as the UK's fw48h), off
+# by up to 20% of the mean at 48 h lead and exact at the hour itself, so re-planning on
+# each revision has something to gain over planning once.
+DEMO_ERROR_AT_HORIZON = 0.2
+DEMO_HORIZON_S = 48 * 3600.0
+DEMO_ISSUE_EVERY_S = 3600.0
+POLICY_MEANINGS = {
+    "now": "starts at submission",
+    "once": "plans once at submission, never revises",
+    "gridshift": "re-plans on every forecast revision, as the daemon does",
+    "oracle": "re-plans knowing the actual intensity",
+}
 POLICY_NAMES = ("now", "once", "gridshift", "oracle")
 SCOPES = ("region", "all", "both")
 
@@ -115,7 +126,7 @@ def simulate(
                     ] = None,
     demo: Annotated[bool, typer.Option(
         "--demo", help="Run offline on bundled real data (Electricity Maps, 3 weeks, "
-        "3 zones): ml-workday, 5% forecast error.")] = False,
+        "3 zones): ml-workday, hourly forecast revisions 48 h ahead.")] = False,
 ) -> None:
     """Replay jobs on real grid data under each policy and compare their emissions."""
     if context.invoked_subcommand is not None:
@@ -126,8 +137,7 @@ def simulate(
                            "--jobs and --workload")
         actuals, workload = DEMO_DIR, "ml-workday"
         count = DEMO_COUNT if count is None else count
-        if forecasts is None and forecast_error is None:
-            forecast_error = DEMO_ERROR
+    revising = demo and forecasts is None and forecast_error is None
     if actuals is None:
         raise BadInput("give --actuals PATH (or try --demo)")
     if (jobs is None) == (workload is None):
@@ -155,7 +165,7 @@ def simulate(
         actuals, forecasts, forecast_error, seed, repeats, jobs, workload, count,
         (_duration(min_duration, "--min-duration"), _duration(max_duration, "--max-duration"),
          _duration(step, "--step"), _duration(window, "--window")),
-        power, scope, slots, policies, region,
+        power, scope, slots, policies, region, revising,
     )
     from scheduler.simulate import results
     from scheduler.simulate.scenario import run
@@ -176,6 +186,9 @@ def simulate(
         render.print_json(results.as_json(rows))
     else:
         results.print_table(rows, title)
+        shown = dict.fromkeys(["now", *(r.policy for r in rows)])  # now: the baseline
+        sys.stdout.write("; ".join(f"{name}: {POLICY_MEANINGS[name]}" for name in shown)
+                         + "\n")
 
 
 def _scenario(
@@ -183,10 +196,11 @@ def _scenario(
     repeats: int, jobs_path: Path | None, workload: str | None, count: int | None,
     durations: tuple[float, float, float, float], power: float, scope: str,
     slots: int | None, policies: list[str], chosen_regions: list[str] | None,
+    revising: bool = False,
 ) -> Scenario:
     from scheduler.simulate import workloads
     from scheduler.simulate.scenario import ForecastChoice, Scenario
-    from scheduler.simulate.series import read_actuals, read_forecasts
+    from scheduler.simulate.series import read_actuals, read_forecasts, revised_forecasts
 
     if workload is not None and workload not in workloads.WORKLOADS:
         raise BadInput(f"unknown workload {workload!r} "
@@ -221,7 +235,12 @@ def _scenario(
             first_id = 1 + sum(len(s) for s in job_sets)
             job_sets.append(workloads.generate(workload, regions, actuals, part, options,
                                                first_id))
-    choice = ForecastChoice(archive, forecast_error or 0.0, seed, repeats)
+    label = None
+    if revising:
+        archive = revised_forecasts(actuals, DEMO_ERROR_AT_HORIZON, DEMO_HORIZON_S,
+                                    DEMO_ISSUE_EVERY_S, seed)
+        label = "forecasts revised hourly, 48 h ahead"
+    choice = ForecastChoice(archive, forecast_error or 0.0, seed, repeats, label)
     return Scenario(actuals, job_sets, choice, policies, slots)
 
 

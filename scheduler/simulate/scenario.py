@@ -24,8 +24,11 @@ class ForecastChoice:
     error_fraction: float = 0.0
     seed: int = 1
     repeats: int = 1
+    label: str | None = None  # how describe() names synthetic vintages in ``archive``
 
     def describe(self) -> str:
+        if self.label is not None:
+            return self.label
         if self.archive is not None:
             return "archived forecast vintages"
         if self.error_fraction == 0:

@@ -260,6 +260,35 @@ def noisy_copy(actuals: Mapping[str, Series], fraction: float, seed: int) -> Kno
     return KnownSeries(noisy)
 
 
+def revised_forecasts(actuals: Mapping[str, Series], fraction: float, horizon_s: float,
+                      every_s: float, seed: int) -> ForecastArchive:
+    """Synthetic vintages that improve as a time approaches, as real forecasts do.
+
+    A vintage is issued every ``every_s`` seconds from each region's first interval and
+    covers the intervals overlapping the next ``horizon_s``. Its value for an interval
+    starting ``lead`` seconds after the issue is the actual plus Gaussian noise with sigma =
+    ``fraction`` x the region's mean x ``lead / horizon_s`` (exact at lead zero), floored
+    at zero. A re-planning policy sees each revision; a single-shot one only the first.
+    """
+    generator = np.random.default_rng(seed)
+    rows = {}
+    for name in sorted(actuals):
+        series = actuals[name]
+        sigma = fraction * series.mean()
+        parts: list[list[FloatArray]] = [[], [], [], []]
+        for issued in np.arange(series.first, series.last, every_s):
+            covered = (series.ends > issued) & (series.starts < issued + horizon_s)
+            lead = np.maximum(series.starts[covered] - issued, 0.0)
+            noise = generator.normal(0.0, 1.0, len(lead)) * sigma * lead / horizon_s
+            parts[0].append(np.full(len(lead), issued))
+            parts[1].append(series.starts[covered])
+            parts[2].append(series.ends[covered])
+            parts[3].append(np.maximum(series.values[covered] + noise, 0.0))
+        rows[name] = (np.concatenate(parts[0]), np.concatenate(parts[1]),
+                      np.concatenate(parts[2]), np.concatenate(parts[3]))
+    return ForecastArchive.from_rows(rows)
+
+
 @dataclass(frozen=True)
 class _RegionVintages:
     """Every forecast row of one region, sorted by (start, issued_at)."""
