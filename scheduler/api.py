@@ -152,9 +152,8 @@ class _StoreOnFirstUse:
             self._store.close()
 
 
-def error_response(status: int, message: str, exit_code: int,
-                   extra: Mapping[str, Any] | None = None) -> ApiResponse:
-    return json_response(status, {"error": message, "exit_code": exit_code, **(extra or {})})
+def error_response(status: int, message: str, exit_code: int) -> ApiResponse:
+    return json_response(status, {"error": message, "exit_code": exit_code})
 
 
 def json_response(status: int, document: Any) -> ApiResponse:
@@ -292,13 +291,9 @@ def _forecast_refresh(request: ApiRequest, context: ApiContext, _: str) -> ApiRe
     from scheduler import forecasting
 
     results = forecasting.refresh_all(context.config, context.store, context.now, regions)
-    document = _forecast_document(context, regions, results)
-    if results and not any(result.ok for result in results):
-        # The per-zone outcomes travel with the error: the CLI prints them before it.
-        return error_response(HTTPStatus.CONFLICT,
-                              "every provider failed; stored forecasts are unchanged",
-                              EXIT_FAILURE, document)
-    return json_response(HTTPStatus.OK, document)
+    # 200 even where every fetch failed: the answer is each zone's outcome, and the CLI
+    # prints them all before it says so (exit 1).
+    return json_response(HTTPStatus.OK, _forecast_document(context, regions, results))
 
 
 def _forecast_document(context: ApiContext, regions: Sequence[str],
