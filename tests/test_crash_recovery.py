@@ -236,7 +236,7 @@ def test_job_due_during_downtime_starts_at_once_and_a_late_one_records_the_miss(
     ws = csv_workspace(rising_forecast())
     on_time = submitted_id(ws.cli("submit", "--duration", "10s", "--not-before", "+1s",
                                   "--within", "1h", "--", *recording_job(ws, 0.1)).stdout)
-    too_late = submitted_id(ws.cli("submit", "--duration", "5s", "--within", "7s", "--",
+    too_late = submitted_id(ws.cli("submit", "--duration", "5s", "--within", "9s", "--",
                                    *recording_job(ws, 0.1)).stdout)
     latest_start = job(ws, too_late).deadline - timedelta(seconds=5)
     wait_for(lambda: datetime.now(UTC) > latest_start + timedelta(seconds=0.5), timeout=15,
