@@ -211,8 +211,7 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
     # Only (region, start, duration) of the others: a full row per queued job made every
     # submit slower as the queue grew.
     held = _busy(store.running_jobs(), now) + [
-        planner.Busy(region, to_epoch(start), to_epoch(start) + duration_s)
-        for region, start, duration_s in store.planned_slots(regions)
+        planner.Busy(region, start, end) for region, start, end in store.planned_holds(regions, now)
     ]
     forecasts = load_forecasts(store, config, regions, now, max(s.deadline for s in specs))
     kept: list[list[str]] = []

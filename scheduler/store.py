@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    cast,
     column,
     create_engine,
     delete,
@@ -509,18 +510,26 @@ class Store:
         with self.reading() as session:
             return session.scalar(query)
 
-    def planned_slots(self, regions: Collection[str], exclude: int | None = None
-                      ) -> list[tuple[str, datetime, int]]:
-        """(region, planned start, duration in s) of unstarted jobs placed in ``regions``."""
-        query = select(Job.planned_region, Job.planned_start, Job.duration_s).where(
-            Job.state.in_([s.value for s in UNSTARTED]), Job.planned_start.is_not(None),
-            Job.planned_region.in_(list(regions)))
-        if exclude is not None:
-            query = query.where(Job.id != exclude)
+    def planned_holds(self, regions: Collection[str], after: datetime
+                      ) -> list[tuple[str, float, float]]:
+        """(region, start, end) in epoch seconds of the slots unstarted jobs placed in
+        ``regions`` hold after ``after``. Read as plain text and parsed here: one submit
+        reads every planned job's slot, and the ORM's per-row conversions would cost more
+        than the placement itself."""
+        jobs: Table = Job.__table__  # type: ignore[assignment]
+        start = jobs.c.planned_start
+        query = (select(jobs.c.planned_region, cast(start, String), jobs.c.duration_s)
+                 .where(jobs.c.state.in_([s.value for s in UNSTARTED]),
+                        start.is_not(None), jobs.c.planned_region.in_(list(regions))))
+        floor = after.timestamp()
         with self.reading() as session:
-            return [(str(region), start, int(duration))
-                    for region, start, duration in session.execute(query).tuples()
-                    if start is not None]
+            rows = session.connection().execute(query).all()
+        holds = []
+        for region, stored_start, duration in rows:
+            begins = _stored_epoch(stored_start)
+            if begins + duration > floor:
+                holds.append((str(region), begins, begins + duration))
+        return holds
 
     def upcoming_launches(self, limit: int) -> list[Job]:
         """Planned jobs by planned start, soonest first."""
@@ -701,6 +710,11 @@ def _stored_time_as_iso(name: str) -> Any:
     # text made here, and SQLite would sort every row instead of reading the index in order.
     return (func.replace(func.replace(stored, " ", "T"), ".000000", "")
             .concat("+00:00").label(f"{name}_iso"))
+
+
+def _stored_epoch(text: str) -> float:
+    """A stored time (naive UTC text, see models.UTCDateTime) as epoch seconds."""
+    return datetime.fromisoformat(text + "+00:00").timestamp()
 
 
 @dataclass(frozen=True)
