@@ -38,21 +38,29 @@ room, region by region, cleanest region first.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import IntFlag
+from itertools import chain
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+ComplexArray = npt.NDArray[np.complex128]
 
 # np.interp without its Python-level argument checks: most calls here are on a few points.
 _interp: Callable[[FloatArray, FloatArray, FloatArray], FloatArray]
 try:
     from numpy._core.multiarray import interp as _interp  # numpy 2
+    from numpy._core.multiarray import interp_complex
 except ImportError:  # pragma: no cover - numpy 1.26
     _interp = np.interp
+    interp_complex = np.interp  # type: ignore[misc]
+_interp_pair = cast(Callable[[FloatArray, FloatArray, ComplexArray], ComplexArray],
+                    interp_complex)
 
 # Means are compared after rounding, so float noise from prefix sums cannot break ties.
 _MEAN_DECIMALS = 6
@@ -120,16 +128,96 @@ class Busy:
     end: float
 
 
+class PlacementReason(IntFlag):
+    """Why a job was placed where it was. A placement carries one of COVERED_WINDOW,
+    NO_COVERAGE or neither (every covered window was full, so it runs uncovered), plus
+    any of the flags after them; ``describe`` turns it into words, only when printed."""
+
+    COVERED_WINDOW = 1  # the cleanest fully covered window (with a free slot, if MOVED)
+    NO_COVERAGE = 2  # no region has forecasts covering a feasible window
+    MOVED_FOR_SLOT = 4  # its cleanest window was full: the best one with a free slot
+    WAITING_FOR_SLOT = 8  # no window had room anywhere: it waits at its cleanest window
+    CANNOT_MEET_DEADLINE = 16  # it cannot finish by its deadline: starts as early as it may
+
+
+def describe(reason: PlacementReason) -> str:
+    """The words for a placement's reason, as ``show`` prints and the store keeps them."""
+    moved = PlacementReason.MOVED_FOR_SLOT in reason
+    parts = []
+    if PlacementReason.CANNOT_MEET_DEADLINE in reason:
+        parts.append("cannot finish by its deadline: starts as early as possible")
+    if PlacementReason.COVERED_WINDOW in reason:
+        parts.append("cleanest covered window with a free slot" if moved
+                     else "cleanest covered window")
+    elif PlacementReason.NO_COVERAGE in reason:
+        parts.append("no region has forecasts covering a feasible window: earliest feasible "
+                     "start" + (" with a free slot" if moved else ""))
+    elif moved:
+        parts.append("every covered window is full: earliest window with a free slot")
+    if PlacementReason.WAITING_FOR_SLOT in reason:
+        parts.append("every feasible window is full: waits for a free slot")
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Placement:
     job_id: int
     region: str
     start: float
     intensity: float | None  # mean forecast over the window; None when not fully covered
-    covered: bool
-    note: str
-    # No window with room existed: the job waits at ``start`` for a free slot.
-    waits_for_slot: bool = False
+    reason: PlacementReason
+
+    @property
+    def covered(self) -> bool:
+        return PlacementReason.COVERED_WINDOW in self.reason
+
+    @property
+    def waits_for_slot(self) -> bool:
+        """No window with room existed: the job waits at ``start`` for a free slot."""
+        return PlacementReason.WAITING_FOR_SLOT in self.reason
+
+
+@dataclass(frozen=True)
+class Placements:
+    """Every placement as columns (row i is one job), in the order jobs were placed.
+
+    Columns, not one object per job: a re-plan of a large queue reads them directly.
+    Iterating or indexing gives ``Placement`` objects for callers that want a few.
+    """
+
+    region_names: tuple[str, ...]
+    job_ids: IntArray
+    region_index: IntArray  # into region_names
+    starts: FloatArray
+    intensities: FloatArray  # NaN where the window is not fully covered
+    reasons: IntArray  # PlacementReason bits
+
+    @classmethod
+    def empty(cls) -> Placements:
+        none = np.zeros(0, dtype=np.int64)
+        return cls((), none, none, np.zeros(0), np.zeros(0), none)
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+    def __getitem__(self, row: int) -> Placement:
+        intensity = float(self.intensities[row])
+        return Placement(int(self.job_ids[row]), self.region_names[self.region_index[row]],
+                         float(self.starts[row]), None if math.isnan(intensity) else intensity,
+                         PlacementReason(int(self.reasons[row])))
+
+    def __iter__(self) -> Iterator[Placement]:
+        for job_id, region, start, intensity, reason in zip(
+                self.job_ids.tolist(), self.region_index.tolist(), self.starts.tolist(),
+                self.intensities.tolist(), self.reasons.tolist(), strict=True):
+            yield Placement(job_id, self.region_names[region], start,
+                            None if math.isnan(intensity) else intensity,
+                            PlacementReason(reason))
+
+    def has(self, reason: PlacementReason) -> npt.NDArray[np.bool_]:
+        """Per row: whether its reason includes ``reason``."""
+        has: npt.NDArray[np.bool_] = (self.reasons & int(reason)) != 0
+        return has
 
 
 @dataclass(frozen=True)
@@ -162,6 +250,8 @@ class _PrefixIntegral:
             partial = np.minimum(self.boundaries - forecast.starts[index], lengths[index])
             self.value_at = value_before[index] + forecast.values[index] * partial
             self.cover_at = cover_before[index] + partial
+            # Both integrals as one complex array: one interpolation (one search) for both.
+            self.both_at = self.value_at + 1j * self.cover_at
         self.empty = len(forecast.starts) == 0
 
     def at(self, times: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -176,12 +266,9 @@ class _PrefixIntegral:
         it, else +inf: rounded, so float noise cannot split a tie."""
         if self.empty:
             return np.full(len(starts), _INF)
-        ends = starts + duration
-        boundaries = self.boundaries
-        value = _interp(ends, boundaries, self.value_at)
-        value -= _interp(starts, boundaries, self.value_at)
-        cover = _interp(ends, boundaries, self.cover_at)
-        cover -= _interp(starts, boundaries, self.cover_at)
+        both = _interp_pair(starts + duration, self.boundaries, self.both_at)
+        both -= _interp_pair(starts, self.boundaries, self.both_at)
+        value, cover = both.real, both.imag
         value *= _KEY_SCALE / duration
         keys: FloatArray = np.where(cover >= duration - _COVERAGE_TOLERANCE_S,
                                     np.rint(value), _INF)
@@ -203,6 +290,8 @@ def window_mean(forecast: Forecast, start: float, duration: float) -> tuple[floa
     return mean, covered_s >= duration - _COVERAGE_TOLERANCE_S
 
 
+# Keys beyond this many micro-units are ranked by sorting (float64 integers stay exact).
+_EXACT_KEY = 2.0**52
 # Below this many queries a sparse table costs more to build than scanning each range.
 _TABLE_MIN_QUERIES = 16
 
@@ -220,29 +309,42 @@ class _Options:
         self.integral = integral
         self.duration = duration
         boundaries = integral.boundaries
-        self.starts: FloatArray = np.sort(
-            np.concatenate((boundaries - duration, boundaries)), kind="stable")
+        # Where steps are regular, most b - duration are boundaries too: keep each once.
+        self.starts: FloatArray = np.unique(np.concatenate((boundaries - duration, boundaries)),
+                                            return_index=True)[0]
         self.keys = integral.window_keys(self.starts, duration)
-        self._table: tuple[IntArray, IntArray] | None = None
+        self._table: tuple[int, IntArray] | None = None
 
-    def _sparse_table(self) -> tuple[IntArray, IntArray]:
-        """(by_rank, table): table[k][i] is the lowest rank in [i, i + 2**k)."""
+    def _sparse_table(self) -> tuple[int, IntArray]:
+        """(index_bits, table): table[k][i] is the lowest code in [i, i + 2**k).
+
+        A code orders candidates by (key, start) and keeps the candidate's index in its
+        low ``index_bits`` bits. Keys are whole micro-units, so while they span less than
+        the high bits hold, the key itself is the high part; else its rank is.
+        """
         if self._table is None:
             count = len(self.starts)
-            by_rank: IntArray = np.argsort(self.keys, kind="stable")
-            rank = np.empty(count, dtype=np.int64)
-            rank[by_rank] = np.arange(count, dtype=np.int64)
-            levels = max(count.bit_length(), 1)
+            index_bits = max(count.bit_length(), 1)
+            finite = self.keys[self.keys < _INF]
+            low = float(finite.min()) if len(finite) else 0.0
+            high = float(finite.max()) if len(finite) else 0.0
+            if -_EXACT_KEY < low and high < _EXACT_KEY and high - low < 2.0 ** (61 - index_bits):
+                order = np.where(self.keys < _INF, self.keys - low, high - low + 1.0)
+                rank = order.astype(np.int64)
+            else:
+                rank = np.empty(count, dtype=np.int64)
+                rank[np.argsort(self.keys, kind="stable")] = np.arange(count, dtype=np.int64)
+            levels = index_bits
             table = np.empty((levels, count), dtype=np.int64)
-            if count:
-                table[0] = rank
+            np.bitwise_or(np.left_shift(rank, index_bits), np.arange(count, dtype=np.int64),
+                          out=table[0])
             for level in range(1, levels):
                 width = 1 << (level - 1)
                 below = table[level - 1]
-                table[level, : count - width] = np.minimum(below[: count - width],
-                                                           below[width:])
+                np.minimum(below[: count - width], below[width:],
+                           out=table[level, : count - width])
                 table[level, count - width:] = below[count - width:]
-            self._table = (by_rank, table)
+            self._table = (index_bits, table)
         return self._table
 
     def best_in(self, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -262,10 +364,10 @@ class _Options:
         if len(rows) >= _TABLE_MIN_QUERIES:
             if len(rows) < count:
                 first, stop = first[rows], stop[rows]
-            by_rank, table = self._sparse_table()
+            index_bits, table = self._sparse_table()
             level = np.frexp(stop - first)[1] - 1
-            rank = np.minimum(table[level, first], table[level, stop - np.left_shift(1, level)])
-            index = by_rank[rank]
+            code = np.minimum(table[level, first], table[level, stop - np.left_shift(1, level)])
+            index = code & ((1 << index_bits) - 1)
             inner_key = self.keys[index]
             better = inner_key < best_key[rows]
             take = rows[better]
@@ -406,7 +508,7 @@ def plan(
     slots: Mapping[str, int],
     now: float,
     busy: Sequence[Busy] = (),
-) -> list[Placement]:
+) -> Placements:
     """Place every job; return placements in the order jobs were placed (least slack first).
 
     ``forecasts`` and ``slots`` name every region a job may use; a region missing from
@@ -414,66 +516,153 @@ def plan(
     slots before any job is placed (it may exceed a region's slots).
     """
     if not jobs:
-        return []
-    names = sorted({r for job in jobs for r in job.regions})
-    column = {name: i for i, name in enumerate(names)}
-    regions = [_Region(_PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
-    occupancy = [_Occupancy(slots.get(name, 1)) for name in names]
-    held_by_column: dict[int, tuple[list[float], list[float]]] = {}
-    for held in busy:
-        if held.region in column:
-            starts_ends = held_by_column.setdefault(column[held.region], ([], []))
-            starts_ends[0].append(held.start)
-            starts_ends[1].append(held.end)
-    for col, (held_starts, held_ends) in held_by_column.items():
-        occupancy[col].hold_all(np.array(held_starts), np.array(held_ends))
-
-    order = sorted(jobs, key=lambda j: (j.deadline - j.duration_s - now, j.job_id))
-    duration = np.array([j.duration_s for j in order], dtype=np.float64)
-    earliest = np.maximum(np.array([j.not_before for j in order], dtype=np.float64), now)
-    latest = np.maximum(np.array([j.deadline for j in order], dtype=np.float64) - duration,
-                        earliest)
-    # position[j, r]: where job j lists region r (len(names) where it does not).
-    unlisted = [len(names)] * len(names)
-    positions: list[list[int]] = []
-    listed_columns: list[list[int]] = []
-    for job in order:
-        mine = unlisted.copy()
-        for rank, name in enumerate(job.regions):
-            if mine[column[name]] == len(names):
-                mine[column[name]] = rank
-        positions.append(mine)
-        listed_columns.append([column[name] for name in dict.fromkeys(job.regions)])
-    position = np.array(positions, dtype=np.int64)
+        return Placements.empty()
+    count = len(jobs)
+    job_ids = np.fromiter((j.job_id for j in jobs), np.int64, count)
+    duration = np.fromiter((j.duration_s for j in jobs), np.float64, count)
+    not_before = np.fromiter((j.not_before for j in jobs), np.float64, count)
+    deadline = np.fromiter((j.deadline for j in jobs), np.float64, count)
+    order = np.lexsort((job_ids, deadline - duration - now))
+    names, position = _listed_positions(jobs)
+    job_ids, duration, position = job_ids[order], duration[order], position[order]
+    earliest = np.maximum(not_before[order], now)
+    latest = np.maximum(deadline[order] - duration, earliest)
     allowed = position < len(names)
 
+    regions = [_Region(_PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
     keys, starts = _cleanest_windows(regions, duration, earliest, latest, allowed)
-    best_columns = _rank_regions(keys, starts, position).tolist()
-    any_covered = (keys.min(axis=1) < _INF).tolist()
-    key_rows, start_rows = keys.tolist(), starts.tolist()
-    durations, firsts, lasts = duration.tolist(), earliest.tolist(), latest.tolist()
+    best = _rank_regions(keys, starts, position)
+    rows = np.arange(count)
+    chosen_key, chosen_start = keys[rows, best], starts[rows, best]
+    any_covered = keys.min(axis=1) < _INF
+    moved = np.zeros(count, dtype=np.bool_)
+    waits = np.zeros(count, dtype=np.bool_)
 
-    placements = []
-    for row, job in enumerate(order):
-        best = best_columns[row]
-        start = start_rows[row][best]
-        key = key_rows[row][best]
-        length = durations[row]
-        waits = moved = False
-        if not occupancy[best].hold_if_room(start, start + length):
-            bounds = sorted((key_rows[row][col], start_rows[row][col], positions[row][col],
-                             col) for col in listed_columns[row])
-            fitted = _cleanest_with_room(bounds, regions, occupancy, length, firsts[row],
-                                         lasts[row])
-            if fitted is None:
-                waits = True
-            else:
-                best, start, key = fitted
-                moved = True
-            occupancy[best].hold(start, start + length)
-        placements.append(_placement(job, names[best], start, key, moved, waits, firsts[row],
-                                     any_covered[row]))
-    return placements
+    region_slots = np.array([slots.get(name, 1) for name in names], dtype=np.int64)
+    column = {name: i for i, name in enumerate(names)}
+    held = [b for b in busy if b.region in column and b.end > b.start]
+    held_column = np.array([column[b.region] for b in held], dtype=np.int64)
+    held_start = np.array([b.start for b in held], dtype=np.float64)
+    held_end = np.array([b.end for b in held], dtype=np.float64)
+    # Every job keeps its cleanest window when, with all of them held at once, no region
+    # runs over its slots inside any of them: each job then found room when its turn came.
+    fit = _prefix_that_fits(best, chosen_start, chosen_start + duration, held_column,
+                            held_start, held_end, region_slots)
+    if fit < count:
+        occupancy = [_Occupancy(int(n)) for n in region_slots]
+        for col in range(len(names)):
+            mine = held_column == col
+            accepted = best[:fit] == col
+            occupancy[col].hold_all(
+                np.concatenate((held_start[mine], chosen_start[:fit][accepted])),
+                np.concatenate((held_end[mine], chosen_start[:fit][accepted]
+                                + duration[:fit][accepted])))
+        _place_in_turn(fit, regions, occupancy, keys, starts, position, duration, earliest,
+                       latest, best, chosen_key, chosen_start, moved, waits)
+
+    covered = chosen_key != _INF
+    reasons = np.where(covered, int(PlacementReason.COVERED_WINDOW),
+                       np.where(any_covered, 0, int(PlacementReason.NO_COVERAGE)))
+    reasons |= np.where(moved, int(PlacementReason.MOVED_FOR_SLOT), 0)
+    reasons |= np.where(waits, int(PlacementReason.WAITING_FOR_SLOT), 0)
+    reasons |= np.where(earliest > deadline[order] - duration,
+                        int(PlacementReason.CANNOT_MEET_DEADLINE), 0)
+    intensities = np.where(covered, chosen_key / _KEY_SCALE, np.nan)
+    return Placements(tuple(names), job_ids, best, chosen_start, intensities,
+                      reasons.astype(np.int64))
+
+
+def _listed_positions(jobs: Sequence[JobRequest]) -> tuple[list[str], IntArray]:
+    """(region names, sorted; position[j, r]: where job j first lists region r, or
+    len(names) where it does not), with one pass over the jobs' regions."""
+    listed_names = list(chain.from_iterable(j.regions for j in jobs))
+    names = sorted(set(listed_names))
+    column = {name: i for i, name in enumerate(names)}
+    listed = np.fromiter(map(column.__getitem__, listed_names), np.int64, len(listed_names))
+    lengths = np.fromiter(map(len, (j.regions for j in jobs)), np.int64, len(jobs))
+    row = np.repeat(np.arange(len(jobs)), lengths)
+    rank = np.arange(len(listed)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = np.full((len(jobs), len(names)), len(names), dtype=np.int64)
+    np.minimum.at(position, (row, listed), rank)
+    return names, position
+
+
+def _prefix_that_fits(
+    column: IntArray, start: FloatArray, end: FloatArray, held_column: IntArray,
+    held_start: FloatArray, held_end: FloatArray, slots: IntArray,
+) -> int:
+    """The most jobs, in placement order, whose windows all fit at once.
+
+    Windows [start[i], end[i]) in region column[i], on top of the held intervals: a
+    prefix fits when no region runs over its slots at any time inside one of its windows
+    (held intervals alone may exceed slots elsewhere). If the first k windows fit, the
+    greedy finds room for each of them in turn: when job i's turn comes, what is held
+    inside its window is a subset of the prefix minus itself. So they are accepted as is.
+    """
+    count = len(column)
+    if _fits(column, start, end, held_column, held_start, held_end, slots):
+        return count
+    lo, hi = 0, count - 1  # the longest fitting prefix is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _fits(column[:mid], start[:mid], end[:mid], held_column, held_start, held_end,
+                 slots):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _fits(
+    column: IntArray, start: FloatArray, end: FloatArray, held_column: IntArray,
+    held_start: FloatArray, held_end: FloatArray, slots: IntArray,
+) -> bool:
+    """Whether windows and held intervals together stay within every region's slots
+    wherever a window runs. One sweep over start and end events of all regions at once:
+    sorted by region, time and ends before starts (intervals are half-open), each
+    region's events sum to zero, so one running sum serves every region."""
+    if len(column) == 0:
+        return True
+    event_column = np.concatenate((column, column, held_column, held_column))
+    time = np.concatenate((start, end, held_start, held_end))
+    jobs, held = len(column), len(held_column)
+    step = np.concatenate((np.ones(jobs, np.int64), np.full(jobs, -1, np.int64),
+                           np.ones(held, np.int64), np.full(held, -1, np.int64)))
+    is_job = np.concatenate((np.ones(2 * jobs, np.int64), np.zeros(2 * held, np.int64)))
+    order = np.lexsort((step, time, event_column))
+    running = np.cumsum(step[order])
+    windows_open = np.cumsum((step * is_job)[order])
+    over = (running > slots[event_column[order]]) & (windows_open > 0)
+    return not bool(over.any())
+
+
+def _place_in_turn(
+    first: int, regions: Sequence[_Region], occupancy: Sequence[_Occupancy],
+    keys: FloatArray, starts: FloatArray, position: IntArray, duration: FloatArray,
+    earliest: FloatArray, latest: FloatArray, best: IntArray, chosen_key: FloatArray,
+    chosen_start: FloatArray, moved: npt.NDArray[np.bool_], waits: npt.NDArray[np.bool_],
+) -> None:
+    """The greedy, one job at a time from row ``first``: a job whose cleanest window is
+    full takes its best window with room (rule 3), or waits (rule 4). Updates ``best``,
+    ``chosen_key``, ``chosen_start``, ``moved`` and ``waits`` in place."""
+    columns, firsts, lasts = best.tolist(), earliest.tolist(), latest.tolist()
+    durations, chosen_starts = duration.tolist(), chosen_start.tolist()
+    for row in range(first, len(columns)):
+        col, start, length = columns[row], chosen_starts[row], durations[row]
+        if occupancy[col].hold_if_room(start, start + length):
+            continue
+        listed = (position[row] < len(regions)).nonzero()[0]
+        bounds = sorted(zip(keys[row, listed].tolist(), starts[row, listed].tolist(),
+                            position[row, listed].tolist(), listed.tolist(), strict=True))
+        fitted = _cleanest_with_room(bounds, regions, occupancy, length, firsts[row],
+                                     lasts[row])
+        if fitted is None:
+            waits[row] = True
+        else:
+            col, start, key = fitted
+            best[row], chosen_start[row], chosen_key[row] = col, start, key
+            moved[row] = True
+        occupancy[col].hold(start, start + length)
 
 
 def _cleanest_windows(
@@ -497,7 +686,10 @@ def _cleanest_windows(
             mine = rows[allowed[rows, col]]
             if len(mine) == 0:
                 continue
-            key, start = region.options_for(float(length)).best_in(earliest[mine], latest[mine])
+            # Not cached: the greedy rarely needs this duration again, and a week of five
+            # minute steps times every duration and region would hold hundreds of MB.
+            options = _Options(region.integral, float(length))
+            key, start = options.best_in(earliest[mine], latest[mine])
             keys[mine, col] = key
             starts[mine, col] = start
     return keys, starts
@@ -543,29 +735,6 @@ def _cleanest_with_room(
     if found is None:
         return None
     return found[3], found[1], found[0]
-
-
-def _placement(
-    job: JobRequest, region: str, start: float, key: float, moved: bool, waits: bool,
-    earliest: float, any_covered: bool,
-) -> Placement:
-    """``any_covered``: some region has a fully covered feasible window (capacity ignored)."""
-    covered = key != _INF
-    notes = []
-    if earliest > job.deadline - job.duration_s:
-        notes.append("cannot finish by its deadline: starts as early as possible")
-    if covered:
-        notes.append("cleanest covered window with a free slot" if moved
-                     else "cleanest covered window")
-    elif any_covered:
-        notes.append("every covered window is full: earliest window with a free slot")
-    else:
-        notes.append("no region has forecasts covering a feasible window: earliest feasible "
-                     "start" + (" with a free slot" if moved else ""))
-    if waits:
-        notes.append("every feasible window is full: waits for a free slot")
-    return Placement(job.job_id, region, start, key / _KEY_SCALE if covered else None, covered,
-                     "; ".join(notes), waits)
 
 
 def region_options(

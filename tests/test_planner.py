@@ -24,6 +24,8 @@ from scheduler.planner import (
     Forecast,
     JobRequest,
     Placement,
+    PlacementReason,
+    describe,
     plan,
     region_options,
     window_mean,
@@ -352,7 +354,7 @@ def test_least_slack_job_gets_the_dip_and_the_other_takes_its_best_window_with_r
     [alone] = plan([flexible], {"r": forecast}, {"r": 1}, now=0.0)
     assert alone.start == 20.0
     assert (second.job_id, second.start, second.intensity) == (1, 10.0, 200.0)
-    assert "free slot" in second.note and not second.waits_for_slot
+    assert PlacementReason.MOVED_FOR_SLOT in second.reason and not second.waits_for_slot
 
 
 def test_best_window_with_room_may_start_where_a_held_slot_ends_or_end_where_one_starts(
@@ -385,7 +387,7 @@ def test_no_window_with_room_keeps_the_cleanest_window_and_waits() -> None:
                        busy=[Busy("r", 0.0, 20.0), Busy("r", 5.0, 20.0)])
     assert placement.waits_for_slot
     assert (placement.start, placement.intensity) == (10.0, 100.0)
-    assert "waits for a free slot" in placement.note
+    assert "waits for a free slot" in describe(placement.reason)
 
 
 # --- missing data --------------------------------------------------------------------------
@@ -406,7 +408,7 @@ def test_an_uncovered_window_is_never_chosen_while_a_covered_one_exists(
         assert placement.region == job.regions[0]
         assert placement.start == max(scenario.now, job.not_before)
         assert placement.intensity is None
-        assert "no region has forecasts covering a feasible window" in placement.note
+        assert PlacementReason.NO_COVERAGE in placement.reason
 
 
 def test_partly_covered_clean_window_loses_to_a_covered_dirtier_one() -> None:
@@ -424,7 +426,7 @@ def test_regions_without_data_run_at_the_earliest_start_in_the_first_region() ->
         [placement] = plan([job], forecasts, {}, now=130.0)
         assert (placement.region, placement.start, placement.covered) == ("a", 130.0, False)
         assert placement.intensity is None
-        assert "no region has forecasts" in placement.note
+        assert PlacementReason.NO_COVERAGE in placement.reason
 
 
 def test_a_region_without_data_loses_to_one_with_data() -> None:
@@ -447,10 +449,10 @@ def test_every_job_starts_in_its_feasible_range(scenario: Scenario) -> None:
         assert placement.start >= earliest
         if earliest + job.duration_s <= job.deadline:
             assert placement.start + job.duration_s <= job.deadline
-            assert "cannot finish" not in placement.note
+            assert PlacementReason.CANNOT_MEET_DEADLINE not in placement.reason
         else:
             assert placement.start == earliest
-            assert "cannot finish by its deadline" in placement.note
+            assert PlacementReason.CANNOT_MEET_DEADLINE in placement.reason
 
 
 def test_a_job_that_cannot_finish_in_time_starts_at_once_even_if_later_is_cleaner() -> None:
@@ -458,7 +460,7 @@ def test_a_job_that_cannot_finish_in_time_starts_at_once_even_if_later_is_cleane
     job = JobRequest(1, 30.0, 0.0, 20.0, ("r",))
     [placement] = plan([job], {"r": forecast}, {}, now=5.0)
     assert placement.start == 5.0
-    assert "cannot finish by its deadline" in placement.note
+    assert "cannot finish by its deadline" in describe(placement.reason)
 
 
 # --- helpers the CLI uses ------------------------------------------------------------------
@@ -491,7 +493,7 @@ def test_region_options_lists_each_regions_cleanest_window_best_first() -> None:
 
 
 def test_no_jobs_no_placements() -> None:
-    assert plan([], {}, {}, now=0.0) == []
+    assert len(plan([], {}, {}, now=0.0)) == 0
 
 
 def test_bad_requests_are_refused() -> None:
