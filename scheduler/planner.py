@@ -38,6 +38,7 @@ room, region by region, cleanest region first.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
@@ -61,6 +62,8 @@ except ImportError:  # pragma: no cover - numpy 1.26
     interp_complex = np.interp  # type: ignore[misc]
 _interp_pair = cast(Callable[[FloatArray, FloatArray, ComplexArray], ComplexArray],
                     interp_complex)
+
+_max = np.maximum.reduce  # without ndarray.max's Python wrapper: called once per job
 
 # Means are compared after rounding, so float noise from prefix sums cannot break ties.
 _MEAN_DECIMALS = 6
@@ -253,6 +256,7 @@ class _PrefixIntegral:
             # Both integrals as one complex array: one interpolation (one search) for both.
             self.both_at = self.value_at + 1j * self.cover_at
         self.empty = len(forecast.starts) == 0
+        self._lists: tuple[list[float], list[float], list[float]] | None = None
 
     def at(self, times: FloatArray) -> tuple[FloatArray, FloatArray]:
         if self.empty:
@@ -260,6 +264,34 @@ class _PrefixIntegral:
             return zeros, zeros
         return (_interp(times, self.boundaries, self.value_at),
                 _interp(times, self.boundaries, self.cover_at))
+
+    def window_key(self, start: float, duration: float) -> float:
+        """``window_keys`` for one window, in plain floats: the same arithmetic as the
+        complex interpolation (slope as difference times 1 / width), so the same key."""
+        if self.empty:
+            return _INF
+        value_end, cover_end = self._integrals_at(start + duration)
+        value_start, cover_start = self._integrals_at(start)
+        if cover_end - cover_start < duration - _COVERAGE_TOLERANCE_S:
+            return _INF
+        return float(round((value_end - value_start) * (_KEY_SCALE / duration)))
+
+    def _integrals_at(self, time: float) -> tuple[float, float]:
+        if self._lists is None:
+            self._lists = (self.boundaries.tolist(), self.value_at.tolist(),
+                           self.cover_at.tolist())
+        times, values, covers = self._lists
+        if time <= times[0]:
+            return values[0], covers[0]
+        if time >= times[-1]:
+            return values[-1], covers[-1]
+        at = bisect_right(times, time) - 1
+        if times[at] == time:
+            return values[at], covers[at]
+        inverse_width = 1.0 / (times[at + 1] - times[at])
+        offset = time - times[at]
+        return ((values[at + 1] - values[at]) * inverse_width * offset + values[at],
+                (covers[at + 1] - covers[at]) * inverse_width * offset + covers[at])
 
     def window_keys(self, starts: FloatArray, duration: float) -> FloatArray:
         """Mean over [s, s + duration) in whole micro-gCO2/kWh where data covers all of
@@ -292,6 +324,8 @@ def window_mean(forecast: Forecast, start: float, duration: float) -> tuple[floa
 
 # Keys beyond this many micro-units are ranked by sorting (float64 integers stay exact).
 _EXACT_KEY = 2.0**52
+# Up to this many ranges of starts, one job's search goes range by range in plain floats.
+_FEW_RANGES = 4
 # Below this many queries a sparse table costs more to build than scanning each range.
 _TABLE_MIN_QUERIES = 16
 
@@ -384,12 +418,64 @@ class _Options:
         best_start[take_hi] = hi[take_hi]
         return best_key, best_start
 
-    def best_of_ranges(self, lo: FloatArray, hi: FloatArray) -> tuple[float, float]:
-        """Key and start of the cleanest window over all ranges [lo, hi] (in time order),
-        earliest on ties; +inf and lo[0] when no candidate is fully covered."""
-        keys, starts = self.best_in(lo, hi)
-        pick = int(keys.argmin())  # the first of equal keys: the earliest start
-        return float(keys[pick]), float(starts[pick])
+    def best_of_ranges(self, lo_list: list[float], hi_list: list[float]
+                       ) -> tuple[float, float]:
+        """Key and start of the cleanest window over all ranges [lo, hi] (disjoint, in
+        time order), earliest on ties; +inf and lo[0] when no candidate is fully covered.
+
+        What ``best_in`` gives for each range, then the first range's best among the
+        lowest, with a fixed number of array operations however many ranges there are.
+        """
+        count = len(lo_list)
+        if count <= _FEW_RANGES:
+            return self._best_of_few_ranges(lo_list, hi_list)
+        lo, hi = np.array(lo_list), np.array(hi_list)
+        end_keys = self.integral.window_keys(np.concatenate((lo, hi)), self.duration)
+        lo_key, hi_key = end_keys[:count], end_keys[count:]
+        first = self.starts.searchsorted(lo, side="left")
+        stop = self.starts.searchsorted(hi, side="right")
+        inner = np.empty(count)
+        inner.fill(_INF)
+        nonempty = stop > first
+        if nonempty.any():
+            # Minima over [first, stop) of each range: reduceat over alternate bounds.
+            bounds = np.empty(2 * int(nonempty.sum()), dtype=np.int64)
+            bounds[0::2], bounds[1::2] = first[nonempty], stop[nonempty]
+            if bounds[-1] == len(self.keys):
+                bounds = bounds[:-1]
+            inner[nonempty] = np.minimum.reduceat(self.keys, bounds)[0::2]
+        best = np.minimum(np.minimum(lo_key, inner), hi_key)
+        row = int(best.argmin())
+        key = float(best[row])
+        if key == _INF or lo_key[row] == key:
+            return key, float(lo[row])
+        if inner[row] == key:
+            where = int(first[row])
+            where += int((self.keys[where:stop[row]] == key).argmax())
+            return key, float(self.starts[where])
+        return key, float(hi[row])
+
+
+    def _best_of_few_ranges(self, lo: list[float], hi: list[float]) -> tuple[float, float]:
+        """``best_of_ranges`` range by range in plain floats: for one job's few ranges,
+        fewer array calls than the vectorised form."""
+        best_key, best_start = _INF, lo[0]
+        window_key, duration = self.integral.window_key, self.duration
+        for first, last in zip(lo, hi, strict=True):
+            key = window_key(first, duration)
+            if key < best_key:
+                best_key, best_start = key, first
+            begin, stop = self.starts.searchsorted((first, last), side="left").tolist()
+            while stop < len(self.starts) and self.starts[stop] == last:
+                stop += 1  # starts equal to ``last`` are inside the closed range
+            if stop > begin:
+                where = begin + int(self.keys[begin:stop].argmin())
+                if self.keys[where] < best_key:
+                    best_key, best_start = float(self.keys[where]), float(self.starts[where])
+            key = window_key(last, duration)
+            if key < best_key:
+                best_key, best_start = key, last
+        return best_key, best_start
 
 
 @dataclass
@@ -429,11 +515,13 @@ class _Occupancy:
         first, stop = self.points.searchsorted((start, end)).tolist()
         known_start = self.points[first] == start
         segment = first if known_start else first - 1
-        if self.slots < 1 or (stop > segment and self.counts[segment:stop].max() >= self.slots):
+        most = int(_max(self.counts[segment:stop])) if stop > segment else 0
+        if self.slots < 1 or most >= self.slots:
             return False
         if known_start and self.points[stop] == end:
             self.counts[first:stop] += 1
-            self._full = None
+            if most + 1 >= self.slots:
+                self._full = None
         else:
             self.hold(start, end)
         return True
@@ -452,8 +540,11 @@ class _Occupancy:
                 self.counts = np.concatenate((counts[:index], counts[index - 1:index],
                                               counts[index:]))
         stop += new_start  # the end moved right if a start point went in before it
-        self.counts[first:stop] += 1
-        self._full = None
+        held = self.counts[first:stop]
+        held += 1
+        # Splitting a segment changes no full stretch; only a segment that fills up does.
+        if _max(held) >= self.slots:
+            self._full = None
 
     def hold_all(self, starts: FloatArray, ends: FloatArray) -> None:
         """Hold every [starts[i], ends[i]) at once: one sort and one cumulative sum, where
@@ -486,7 +577,7 @@ class _Occupancy:
         return self._full
 
     def room_ranges(self, first: float, last: float, duration: float
-                    ) -> tuple[FloatArray, FloatArray]:
+                    ) -> tuple[list[float], list[float]]:
         """Closed ranges [lo, hi] of starts in [first, last] whose windows have room.
 
         A start s has room when [s, s + duration) overlaps no full stretch [a, b): s >= b
@@ -496,10 +587,10 @@ class _Occupancy:
         full_start, full_end = self.full_stretches()
         lo_index = int(full_end.searchsorted(first, side="right"))
         hi_index = int(full_start.searchsorted(last + duration, side="left"))
-        lo = np.concatenate(([first], full_end[lo_index:hi_index]))
-        hi = np.concatenate((full_start[lo_index:hi_index] - duration, [last]))
-        keep = lo <= hi
-        return lo[keep], hi[keep]
+        lo = [first, *full_end[lo_index:hi_index].tolist()]
+        hi = [*(full_start[lo_index:hi_index] - duration).tolist(), last]
+        keep = [i for i, (start, end) in enumerate(zip(lo, hi, strict=True)) if start <= end]
+        return [lo[i] for i in keep], [hi[i] for i in keep]
 
 
 def plan(
@@ -598,42 +689,40 @@ def _prefix_that_fits(
     (held intervals alone may exceed slots elsewhere). If the first k windows fit, the
     greedy finds room for each of them in turn: when job i's turn comes, what is held
     inside its window is a subset of the prefix minus itself. So they are accepted as is.
+
+    One sort of every start and end event (by region, time, ends before starts: the
+    intervals are half-open); each region's events sum to zero, so one running sum serves
+    all regions. A prefix keeps the events of its jobs and of the held intervals, so
+    whether it fits is a mask and two running sums; the longest is found by bisection.
     """
-    count = len(column)
-    if _fits(column, start, end, held_column, held_start, held_end, slots):
+    count, held = len(column), len(held_column)
+    event_column = np.concatenate((column, column, held_column, held_column))
+    time = np.concatenate((start, end, held_start, held_end))
+    step = np.concatenate((np.ones(count, np.int64), np.full(count, -1, np.int64),
+                           np.ones(held, np.int64), np.full(held, -1, np.int64)))
+    # The job an event belongs to; held intervals count as job -1, in every prefix.
+    owner = np.concatenate((np.arange(count), np.arange(count), np.full(2 * held, -1)))
+    order = np.lexsort((step, time, event_column))
+    step, owner = step[order], owner[order]
+    limit = slots[event_column[order]]
+    window_step = np.where(owner >= 0, step, 0)
+
+    def fits(jobs: int) -> bool:
+        kept = owner < jobs
+        running = np.cumsum(step * kept)
+        windows_open = np.cumsum(window_step * kept)
+        return not bool(((running > limit) & (windows_open > 0) & kept).any())
+
+    if fits(count):
         return count
     lo, hi = 0, count - 1  # the longest fitting prefix is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _fits(column[:mid], start[:mid], end[:mid], held_column, held_start, held_end,
-                 slots):
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1
     return lo
-
-
-def _fits(
-    column: IntArray, start: FloatArray, end: FloatArray, held_column: IntArray,
-    held_start: FloatArray, held_end: FloatArray, slots: IntArray,
-) -> bool:
-    """Whether windows and held intervals together stay within every region's slots
-    wherever a window runs. One sweep over start and end events of all regions at once:
-    sorted by region, time and ends before starts (intervals are half-open), each
-    region's events sum to zero, so one running sum serves every region."""
-    if len(column) == 0:
-        return True
-    event_column = np.concatenate((column, column, held_column, held_column))
-    time = np.concatenate((start, end, held_start, held_end))
-    jobs, held = len(column), len(held_column)
-    step = np.concatenate((np.ones(jobs, np.int64), np.full(jobs, -1, np.int64),
-                           np.ones(held, np.int64), np.full(held, -1, np.int64)))
-    is_job = np.concatenate((np.ones(2 * jobs, np.int64), np.zeros(2 * held, np.int64)))
-    order = np.lexsort((step, time, event_column))
-    running = np.cumsum(step[order])
-    windows_open = np.cumsum((step * is_job)[order])
-    over = (running > slots[event_column[order]]) & (windows_open > 0)
-    return not bool(over.any())
 
 
 def _place_in_turn(
@@ -651,9 +740,9 @@ def _place_in_turn(
         col, start, length = columns[row], chosen_starts[row], durations[row]
         if occupancy[col].hold_if_room(start, start + length):
             continue
-        listed = (position[row] < len(regions)).nonzero()[0]
-        bounds = sorted(zip(keys[row, listed].tolist(), starts[row, listed].tolist(),
-                            position[row, listed].tolist(), listed.tolist(), strict=True))
+        bounds = sorted((key, where, rank, region) for key, where, rank, region in zip(
+            keys[row].tolist(), starts[row].tolist(), position[row].tolist(),
+            range(len(regions)), strict=True) if rank < len(regions))
         fitted = _cleanest_with_room(bounds, regions, occupancy, length, firsts[row],
                                      lasts[row])
         if fitted is None:

@@ -143,7 +143,7 @@ def segment_lists(draw: st.DrawFn, max_value: int = 9) -> tuple[Segment, ...]:
 
 @st.composite
 def scenarios(draw: st.DrawFn, max_regions: int = 3, max_jobs: int = 5,
-              capacity: bool = True) -> Scenario:
+              capacity: bool = True, max_slots: int = 2) -> Scenario:
     """Regions (one in ten without data), jobs (some that cannot make their deadline),
     slots and busy intervals; ``capacity=False`` gives every region room for all."""
     names = REGION_NAMES[: draw(st.integers(1, max_regions))]
@@ -158,7 +158,7 @@ def scenarios(draw: st.DrawFn, max_regions: int = 3, max_jobs: int = 5,
         regions = draw(st.permutations(names))[: draw(st.integers(1, len(names)))]
         jobs.append(JobRequest(job_id, float(duration), float(not_before), float(deadline),
                                tuple(regions)))
-    slots = {name: draw(st.integers(1, 2)) if capacity else 1_000 for name in names}
+    slots = {name: draw(st.integers(1, max_slots)) if capacity else 1_000 for name in names}
     busy = []
     if capacity:
         for _ in range(draw(st.integers(0, 3))):
@@ -215,6 +215,64 @@ def test_with_capacity_every_job_gets_the_brute_force_choice(scenario: Scenario)
     assert len(placements) == len(expected)
     for placement, wanted in zip(placements, expected, strict=True):
         assert_matches(placement, wanted)
+
+
+@PROPERTY
+@given(scenarios(max_regions=3, max_jobs=24, capacity=True, max_slots=6))
+def test_many_jobs_sharing_slots_match_brute_force(scenario: Scenario) -> None:
+    """Enough jobs that some fit in their cleanest windows all at once (accepted together)
+    and later ones do not (placed one at a time)."""
+    placements = run_plan(scenario)
+    expected = reference_plan(scenario)
+    assert len(placements) == len(expected)
+    for placement, wanted in zip(placements, expected, strict=True):
+        assert_matches(placement, wanted)
+
+
+def has_room(held: Sequence[Busy], region: str, start: float, end: float, slots: int) -> bool:
+    """Whether fewer than ``slots`` held intervals overlap anywhere in [start, end)."""
+    mine = [b for b in held if b.region == region]
+    times = [start] + [b.start for b in mine if start < b.start < end]
+    return all(sum(1 for b in mine if b.start <= t < b.end) < slots for t in times)
+
+
+def one_at_a_time(scenario: Scenario) -> list[Placement]:
+    """The greedy by its definition, job by job in least-slack order, around the busy
+    intervals and every job placed before it (a waiting job holds its window): a job
+    keeps its cleanest window (planned alone, capacity ignored) where that has room, else
+    the planner places it alone around what is held, in a window with room unless it
+    waits."""
+    order = sorted(scenario.jobs,
+                   key=lambda j: (j.deadline - j.duration_s - scenario.now, j.job_id))
+    unlimited = dict.fromkeys(scenario.slots, 10**6)
+    held = list(scenario.busy)
+    placed = []
+    for job in order:
+        [placement] = plan([job], scenario.forecasts(), unlimited, float(scenario.now))
+        if not has_room(held, placement.region, placement.start,
+                        placement.start + job.duration_s, scenario.slots[placement.region]):
+            [placement] = plan([job], scenario.forecasts(), scenario.slots,
+                               float(scenario.now), held)
+            assert placement.waits_for_slot or has_room(
+                held, placement.region, placement.start, placement.start + job.duration_s,
+                scenario.slots[placement.region])
+        held.append(Busy(placement.region, placement.start, placement.start + job.duration_s))
+        placed.append(placement)
+    return placed
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), st.sampled_from([1, 3, 8, 1_000]))
+def test_placing_all_jobs_at_once_equals_placing_them_one_at_a_time(
+    data: st.DataObject, slots: int,
+) -> None:
+    """Up to 60 jobs: more than brute force can check. Whatever ``plan`` accepts in bulk
+    (every cleanest window that fits with all the others held) must be what placing the
+    jobs one by one gives; with 1,000 slots every job is accepted that way."""
+    scenario = data.draw(scenarios(max_regions=3, max_jobs=60, capacity=True))
+    scenario = Scenario(scenario.now, scenario.segments, dict.fromkeys(scenario.slots, slots),
+                        scenario.jobs, scenario.busy)
+    assert list(run_plan(scenario)) == one_at_a_time(scenario)
 
 
 @PROPERTY
@@ -388,6 +446,41 @@ def test_no_window_with_room_keeps_the_cleanest_window_and_waits() -> None:
     assert placement.waits_for_slot
     assert (placement.start, placement.intensity) == (10.0, 100.0)
     assert "waits for a free slot" in describe(placement.reason)
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        (PlacementReason.COVERED_WINDOW, "cleanest covered window"),
+        (PlacementReason.COVERED_WINDOW | PlacementReason.MOVED_FOR_SLOT,
+         "cleanest covered window with a free slot"),
+        (PlacementReason.MOVED_FOR_SLOT,
+         "every covered window is full: earliest window with a free slot"),
+        (PlacementReason.NO_COVERAGE,
+         "no region has forecasts covering a feasible window: earliest feasible start"),
+        (PlacementReason.NO_COVERAGE | PlacementReason.MOVED_FOR_SLOT,
+         "no region has forecasts covering a feasible window: earliest feasible start with "
+         "a free slot"),
+        (PlacementReason.COVERED_WINDOW | PlacementReason.WAITING_FOR_SLOT,
+         "cleanest covered window; every feasible window is full: waits for a free slot"),
+        (PlacementReason.CANNOT_MEET_DEADLINE | PlacementReason.NO_COVERAGE,
+         "cannot finish by its deadline: starts as early as possible; no region has "
+         "forecasts covering a feasible window: earliest feasible start"),
+    ],
+)
+def test_each_reason_reads_as_the_note_users_already_know(
+    reason: PlacementReason, words: str,
+) -> None:
+    assert describe(reason) == words
+
+
+def test_a_job_moved_off_its_full_cleanest_window_says_why() -> None:
+    forecast = Forecast.from_lists([0, 10, 20], [10, 20, 30], [300, 100, 200])
+    jobs = [JobRequest(1, 10.0, 0.0, 30.0, ("r",)), JobRequest(2, 10.0, 0.0, 31.0, ("r",))]
+    first, second = plan(jobs, {"r": forecast}, {"r": 1}, now=0.0)
+    assert first.reason == PlacementReason.COVERED_WINDOW and first.start == 10.0
+    assert second.reason == PlacementReason.COVERED_WINDOW | PlacementReason.MOVED_FOR_SLOT
+    assert second.start == 20.0
 
 
 # --- missing data --------------------------------------------------------------------------
