@@ -343,10 +343,25 @@ class _Options:
         self.integral = integral
         self.duration = duration
         boundaries = integral.boundaries
-        # Where steps are regular, most b - duration are boundaries too: keep each once.
-        self.starts: FloatArray = np.unique(np.concatenate((boundaries - duration, boundaries)),
-                                            return_index=True)[0]
-        self.keys = integral.window_keys(self.starts, duration)
+        shift = _boundary_shift(boundaries, duration)
+        if shift:
+            # Every b + duration is the boundary ``shift`` places on: the candidates are the
+            # boundaries and the first ``shift`` of b - duration, and a window from one
+            # boundary to another needs no interpolation (it would return those values).
+            early = boundaries[:shift] - duration
+            self.starts: FloatArray = np.concatenate((early, boundaries))
+            inner = integral.value_at[shift:] - integral.value_at[:-shift]
+            inner *= _KEY_SCALE / duration
+            cover = integral.cover_at[shift:] - integral.cover_at[:-shift]
+            self.keys = np.concatenate((
+                integral.window_keys(early, duration),
+                np.where(cover >= duration - _COVERAGE_TOLERANCE_S, np.rint(inner), _INF),
+                integral.window_keys(boundaries[-shift:], duration)))
+        else:
+            # Where steps are regular, most b - duration are boundaries too: keep each once.
+            self.starts = np.unique(np.concatenate((boundaries - duration, boundaries)),
+                                    return_index=True)[0]
+            self.keys = integral.window_keys(self.starts, duration)
         self._table: tuple[int, IntArray] | None = None
 
     def _sparse_table(self) -> tuple[int, IntArray]:
@@ -476,6 +491,20 @@ class _Options:
             if key < best_key:
                 best_key, best_start = key, last
         return best_key, best_start
+
+
+def _boundary_shift(boundaries: FloatArray, duration: float) -> int:
+    """k > 0 where b[i] + duration == b[i + k] and b[i + k] - duration == b[i] exactly
+    for every i (steps of a fixed length and a duration a multiple of it), else 0."""
+    if len(boundaries) < 2:
+        return 0
+    shift = int(boundaries.searchsorted(boundaries[0] + duration))
+    if shift == 0 or shift >= len(boundaries):
+        return 0
+    if (np.array_equal(boundaries[shift:], boundaries[:-shift] + duration)
+            and np.array_equal(boundaries[shift:] - duration, boundaries[:-shift])):
+        return shift
+    return 0
 
 
 @dataclass

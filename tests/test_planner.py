@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ from scheduler.planner import (
     JobRequest,
     Placement,
     PlacementReason,
+    _PrefixIntegral,
     describe,
     plan,
     region_options,
@@ -367,6 +369,19 @@ def test_each_kind_of_candidate_can_be_the_optimum(
     assert min(s for s, m in means.items() if m == best) == expected_start
     assert placement.start == expected_start
     assert placement.intensity == pytest.approx(float(best), abs=1e-6)
+
+
+@PROPERTY
+@given(segment_lists(), st.lists(st.floats(-10, 60, allow_nan=False), min_size=1, max_size=40),
+       st.floats(0.5, 30))
+def test_one_window_and_many_windows_get_the_same_key(
+    segments: tuple[Segment, ...], starts: list[float], duration: float,
+) -> None:
+    """A job searching a few ranges computes keys one at a time, the bulk search many at
+    once: they must agree to the last bit, or a tie would depend on which path ran."""
+    integral = _PrefixIntegral(to_forecast(segments))
+    together = integral.window_keys(np.array(starts), duration).tolist()
+    assert [integral.window_key(start, duration) for start in starts] == together
 
 
 # --- capacity ------------------------------------------------------------------------------
