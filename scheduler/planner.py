@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
 from itertools import chain
+from operator import attrgetter
 from typing import cast
 
 import numpy as np
@@ -364,14 +365,15 @@ class _Options:
             self.keys = integral.window_keys(self.starts, duration)
         self._table: tuple[int, IntArray] | None = None
 
-    def _sparse_table(self) -> tuple[int, IntArray]:
-        """(index_bits, table): table[k][i] is the lowest code in [i, i + 2**k).
+    def _sparse_table(self, levels: int) -> tuple[int, IntArray]:
+        """(index_bits, table): table[k][i] is the lowest code in [i, i + 2**k), for k
+        below at least ``levels`` (ranges up to 2**levels long).
 
         A code orders candidates by (key, start) and keeps the candidate's index in its
         low ``index_bits`` bits. Keys are whole micro-units, so while they span less than
         the high bits hold, the key itself is the high part; else its rank is.
         """
-        if self._table is None:
+        if self._table is None or len(self._table[1]) < levels:
             count = len(self.starts)
             index_bits = max(count.bit_length(), 1)
             finite = self.keys[self.keys < _INF]
@@ -383,7 +385,7 @@ class _Options:
             else:
                 rank = np.empty(count, dtype=np.int64)
                 rank[np.argsort(self.keys, kind="stable")] = np.arange(count, dtype=np.int64)
-            levels = index_bits
+            levels = min(levels, index_bits)
             table = np.empty((levels, count), dtype=np.int64)
             np.bitwise_or(np.left_shift(rank, index_bits), np.arange(count, dtype=np.int64),
                           out=table[0])
@@ -413,8 +415,8 @@ class _Options:
         if len(rows) >= _TABLE_MIN_QUERIES:
             if len(rows) < count:
                 first, stop = first[rows], stop[rows]
-            index_bits, table = self._sparse_table()
             level = np.frexp(stop - first)[1] - 1
+            index_bits, table = self._sparse_table(int(level.max()) + 1)
             code = np.minimum(table[level, first], table[level, stop - np.left_shift(1, level)])
             index = code & ((1 << index_bits) - 1)
             inner_key = self.keys[index]
@@ -638,10 +640,10 @@ def plan(
     if not jobs:
         return Placements.empty()
     count = len(jobs)
-    job_ids = np.fromiter((j.job_id for j in jobs), np.int64, count)
-    duration = np.fromiter((j.duration_s for j in jobs), np.float64, count)
-    not_before = np.fromiter((j.not_before for j in jobs), np.float64, count)
-    deadline = np.fromiter((j.deadline for j in jobs), np.float64, count)
+    job_ids = np.fromiter(map(attrgetter("job_id"), jobs), np.int64, count)
+    duration = np.fromiter(map(attrgetter("duration_s"), jobs), np.float64, count)
+    not_before = np.fromiter(map(attrgetter("not_before"), jobs), np.float64, count)
+    deadline = np.fromiter(map(attrgetter("deadline"), jobs), np.float64, count)
     order = np.lexsort((job_ids, deadline - duration - now))
     names, position = _listed_positions(jobs)
     job_ids, duration, position = job_ids[order], duration[order], position[order]
@@ -695,11 +697,11 @@ def plan(
 def _listed_positions(jobs: Sequence[JobRequest]) -> tuple[list[str], IntArray]:
     """(region names, sorted; position[j, r]: where job j first lists region r, or
     len(names) where it does not), with one pass over the jobs' regions."""
-    listed_names = list(chain.from_iterable(j.regions for j in jobs))
+    listed_names = list(chain.from_iterable(map(attrgetter("regions"), jobs)))
     names = sorted(set(listed_names))
     column = {name: i for i, name in enumerate(names)}
     listed = np.fromiter(map(column.__getitem__, listed_names), np.int64, len(listed_names))
-    lengths = np.fromiter(map(len, (j.regions for j in jobs)), np.int64, len(jobs))
+    lengths = np.fromiter(map(len, map(attrgetter("regions"), jobs)), np.int64, len(jobs))
     row = np.repeat(np.arange(len(jobs)), lengths)
     rank = np.arange(len(listed)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     position = np.full((len(jobs), len(names)), len(names), dtype=np.int64)
@@ -794,22 +796,28 @@ def _cleanest_windows(
     """
     count, width = allowed.shape
     keys = np.full((count, width), _INF)
-    starts = np.repeat(earliest[:, None], width, axis=1)
-    distinct, group_of = np.unique(duration, return_inverse=True)
-    by_group = np.argsort(group_of, kind="stable")
-    bounds = np.searchsorted(group_of[by_group], np.arange(len(distinct) + 1))
-    for group, length in enumerate(distinct):
-        rows = by_group[bounds[group]:bounds[group + 1]]
-        for col, region in enumerate(regions):
-            mine = rows[allowed[rows, col]]
-            if len(mine) == 0:
-                continue
+    starts = np.empty((count, width))
+    starts[:] = earliest[:, None]
+    # By duration, then earliest start: searches over sorted times run faster.
+    by_duration = np.lexsort((earliest, duration))
+    for col, region in enumerate(regions):
+        # This region's jobs by duration: each duration's jobs are one slice.
+        rows = by_duration[allowed[by_duration, col]]
+        if len(rows) == 0:
+            continue
+        lengths = duration[rows]
+        first, last = earliest[rows], latest[rows]
+        region_keys, region_starts = np.empty(len(rows)), np.empty(len(rows))
+        bounds = (lengths[1:] != lengths[:-1]).nonzero()[0] + 1
+        for begin, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(rows)],
+                               strict=True):
             # Not cached: the greedy rarely needs this duration again, and a week of five
             # minute steps times every duration and region would hold hundreds of MB.
-            options = _Options(region.integral, float(length))
-            key, start = options.best_in(earliest[mine], latest[mine])
-            keys[mine, col] = key
-            starts[mine, col] = start
+            options = _Options(region.integral, float(lengths[begin]))
+            region_keys[begin:stop], region_starts[begin:stop] = options.best_in(
+                first[begin:stop], last[begin:stop])
+        keys[rows, col] = region_keys
+        starts[rows, col] = region_starts
     return keys, starts
 
 
