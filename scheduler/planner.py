@@ -618,10 +618,12 @@ class _Occupancy:
         full_start, full_end = self.full_stretches()
         lo_index = int(full_end.searchsorted(first, side="right"))
         hi_index = int(full_start.searchsorted(last + duration, side="left"))
-        lo = [first, *full_end[lo_index:hi_index].tolist()]
-        hi = [*(full_start[lo_index:hi_index] - duration).tolist(), last]
-        keep = [i for i, (start, end) in enumerate(zip(lo, hi, strict=True)) if start <= end]
-        return [lo[i] for i in keep], [hi[i] for i in keep]
+        if hi_index == lo_index:
+            return ([first], [last]) if first <= last else ([], [])
+        lo = np.concatenate(((first,), full_end[lo_index:hi_index]))
+        hi = np.concatenate((full_start[lo_index:hi_index] - duration, (last,)))
+        keep = lo <= hi
+        return lo[keep].tolist(), hi[keep].tolist()
 
 
 def plan(
