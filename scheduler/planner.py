@@ -30,9 +30,14 @@ Rules, in order:
 
 How it stays fast: per region and distinct duration, the candidate windows are computed
 once (vectorised) and, when many jobs share the duration, indexed by a sparse table (range
-minimum in O(1)), so each job's cleanest window in a region is one look-up; only jobs
-whose cleanest window is full search further, over the stretches of time that still have
-room, region by region, cleanest region first.
+minimum in O(1)), so each job's cleanest window in a region is one look-up. Then one sweep
+over all those windows finds the longest run of jobs, in placement order, whose cleanest
+windows fit together: they are accepted at once (with no region over its slots that is
+what the greedy would do, see ``_prefix_that_fits``). Only from the first job that does
+not fit does the greedy go job by job; a job whose cleanest window is full searches the
+stretches of time that still have room, region by region, cleanest region first.
+Placements come back as columns (``Placements``), and their reasons as flags
+(``PlacementReason``), turned into words by ``describe`` only where they are shown.
 """
 
 from __future__ import annotations
@@ -561,15 +566,23 @@ class _Occupancy:
         if end <= start:
             return
         first, stop = self.points.searchsorted((start, end)).tolist()
-        new_end, new_start = self.points[stop] != end, self.points[first] != start
-        # Split a segment where the hold starts or ends inside it, keeping its count; the
-        # later point first, so the earlier index stays right.
-        for index, time, missing in ((stop, end, new_end), (first, start, new_start)):
-            if missing:
-                points, counts = self.points, self.counts
-                self.points = np.concatenate((points[:index], (time,), points[index:]))
-                self.counts = np.concatenate((counts[:index], counts[index - 1:index],
-                                              counts[index:]))
+        new_start, new_end = bool(self.points[first] != start), bool(self.points[stop] != end)
+        if new_start or new_end:
+            # Split a segment where the hold starts or ends inside it, keeping its count:
+            # one copy of each array for both points.
+            points, counts = self.points, self.counts
+            point_parts, count_parts = [points[:first]], [counts[:first]]
+            if new_start:
+                point_parts.append(np.array((start,)))
+                count_parts.append(counts[first - 1:first])
+            point_parts.append(points[first:stop])
+            count_parts.append(counts[first:stop])
+            if new_end:
+                point_parts.append(np.array((end,)))
+                count_parts.append(counts[stop - 1:stop])
+            point_parts.append(points[stop:])
+            count_parts.append(counts[stop:])
+            self.points, self.counts = np.concatenate(point_parts), np.concatenate(count_parts)
         stop += new_start  # the end moved right if a start point went in before it
         held = self.counts[first:stop]
         held += 1
