@@ -681,8 +681,8 @@ def plan(
     held_column = np.array([column[b.region] for b in held], dtype=np.int64)
     held_start = np.array([b.start for b in held], dtype=np.float64)
     held_end = np.array([b.end for b in held], dtype=np.float64)
-    # Every job keeps its cleanest window when, with all of them held at once, no region
-    # runs over its slots inside any of them: each job then found room when its turn came.
+    # The longest run of jobs, in order, whose cleanest windows fit all held at once keeps
+    # them: each of those jobs would have found room there when its turn came.
     fit = _prefix_that_fits(best, chosen_start, chosen_start + duration, held_column,
                             held_start, held_end, region_slots)
     if fit < count:
