@@ -354,10 +354,9 @@ def _database_url(url: Any, source: str) -> str:
             or "mode=memory" in url:
         raise ConfigError(source, "database.url", "must name a database file (an in-memory "
                                                   "database would lose every job)")
-    if Path(database).is_absolute():
+    if Path(database).is_absolute() or source == BUILTIN:
         return url
-    base = Path.cwd() if source == BUILTIN else Path(source).absolute().parent
-    return f"sqlite:///{base / location}"
+    return f"sqlite:///{_beside_config(Path(location), source)}"
 
 
 def _parse_daemon(

@@ -30,29 +30,46 @@ Rules, in order:
 
 How it stays fast: per region and distinct duration, the candidate windows are computed
 once (vectorised) and, when many jobs share the duration, indexed by a sparse table (range
-minimum in O(1)), so each job's cleanest window in a region is one look-up; only jobs
-whose cleanest window is full search further, over the stretches of time that still have
-room, region by region, cleanest region first.
+minimum in O(1)), so each job's cleanest window in a region is one look-up. Then one sweep
+over all those windows finds the longest run of jobs, in placement order, whose cleanest
+windows fit together: they are accepted at once (with no region over its slots that is
+what the greedy would do, see ``_prefix_that_fits``). Only from the first job that does
+not fit does the greedy go job by job; a job whose cleanest window is full searches the
+stretches of time that still have room, region by region, cleanest region first.
+Placements come back as columns (``Placements``), and their reasons as flags
+(``PlacementReason``), turned into words by ``describe`` only where they are shown.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import IntFlag
+from itertools import chain
+from operator import attrgetter
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+ComplexArray = npt.NDArray[np.complex128]
 
 # np.interp without its Python-level argument checks: most calls here are on a few points.
 _interp: Callable[[FloatArray, FloatArray, FloatArray], FloatArray]
 try:
     from numpy._core.multiarray import interp as _interp  # numpy 2
+    from numpy._core.multiarray import interp_complex
 except ImportError:  # pragma: no cover - numpy 1.26
     _interp = np.interp
+    interp_complex = np.interp  # type: ignore[misc]
+_interp_pair = cast(Callable[[FloatArray, FloatArray, ComplexArray], ComplexArray],
+                    interp_complex)
+
+_max = np.maximum.reduce  # without ndarray.max's Python wrapper: called once per job
 
 # Means are compared after rounding, so float noise from prefix sums cannot break ties.
 _MEAN_DECIMALS = 6
@@ -120,16 +137,96 @@ class Busy:
     end: float
 
 
+class PlacementReason(IntFlag):
+    """Why a job was placed where it was. A placement carries one of COVERED_WINDOW,
+    NO_COVERAGE or neither (every covered window was full, so it runs uncovered), plus
+    any of the flags after them; ``describe`` turns it into words, only when printed."""
+
+    COVERED_WINDOW = 1  # the cleanest fully covered window (with a free slot, if MOVED)
+    NO_COVERAGE = 2  # no region has forecasts covering a feasible window
+    MOVED_FOR_SLOT = 4  # its cleanest window was full: the best one with a free slot
+    WAITING_FOR_SLOT = 8  # no window had room anywhere: it waits at its cleanest window
+    CANNOT_MEET_DEADLINE = 16  # it cannot finish by its deadline: starts as early as it may
+
+
+def describe(reason: PlacementReason) -> str:
+    """The words for a placement's reason, as ``show`` prints and the store keeps them."""
+    moved = PlacementReason.MOVED_FOR_SLOT in reason
+    parts = []
+    if PlacementReason.CANNOT_MEET_DEADLINE in reason:
+        parts.append("cannot finish by its deadline: starts as early as possible")
+    if PlacementReason.COVERED_WINDOW in reason:
+        parts.append("cleanest covered window with a free slot" if moved
+                     else "cleanest covered window")
+    elif PlacementReason.NO_COVERAGE in reason:
+        parts.append("no region has forecasts covering a feasible window: earliest feasible "
+                     "start" + (" with a free slot" if moved else ""))
+    elif moved:
+        parts.append("every covered window is full: earliest window with a free slot")
+    if PlacementReason.WAITING_FOR_SLOT in reason:
+        parts.append("every feasible window is full: waits for a free slot")
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Placement:
     job_id: int
     region: str
     start: float
     intensity: float | None  # mean forecast over the window; None when not fully covered
-    covered: bool
-    note: str
-    # No window with room existed: the job waits at ``start`` for a free slot.
-    waits_for_slot: bool = False
+    reason: PlacementReason
+
+    @property
+    def covered(self) -> bool:
+        return PlacementReason.COVERED_WINDOW in self.reason
+
+    @property
+    def waits_for_slot(self) -> bool:
+        """No window with room existed: the job waits at ``start`` for a free slot."""
+        return PlacementReason.WAITING_FOR_SLOT in self.reason
+
+
+@dataclass(frozen=True)
+class Placements:
+    """Every placement as columns (row i is one job), in the order jobs were placed.
+
+    Columns, not one object per job: a re-plan of a large queue reads them directly.
+    Iterating or indexing gives ``Placement`` objects for callers that want a few.
+    """
+
+    region_names: tuple[str, ...]
+    job_ids: IntArray
+    region_index: IntArray  # into region_names
+    starts: FloatArray
+    intensities: FloatArray  # NaN where the window is not fully covered
+    reasons: IntArray  # PlacementReason bits
+
+    @classmethod
+    def empty(cls) -> Placements:
+        none = np.zeros(0, dtype=np.int64)
+        return cls((), none, none, np.zeros(0), np.zeros(0), none)
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+    def __getitem__(self, row: int) -> Placement:
+        intensity = float(self.intensities[row])
+        return Placement(int(self.job_ids[row]), self.region_names[self.region_index[row]],
+                         float(self.starts[row]), None if math.isnan(intensity) else intensity,
+                         PlacementReason(int(self.reasons[row])))
+
+    def __iter__(self) -> Iterator[Placement]:
+        for job_id, region, start, intensity, reason in zip(
+                self.job_ids.tolist(), self.region_index.tolist(), self.starts.tolist(),
+                self.intensities.tolist(), self.reasons.tolist(), strict=True):
+            yield Placement(job_id, self.region_names[region], start,
+                            None if math.isnan(intensity) else intensity,
+                            PlacementReason(reason))
+
+    def has(self, reason: PlacementReason) -> npt.NDArray[np.bool_]:
+        """Per row: whether its reason includes ``reason``."""
+        has: npt.NDArray[np.bool_] = (self.reasons & int(reason)) != 0
+        return has
 
 
 @dataclass(frozen=True)
@@ -162,7 +259,10 @@ class _PrefixIntegral:
             partial = np.minimum(self.boundaries - forecast.starts[index], lengths[index])
             self.value_at = value_before[index] + forecast.values[index] * partial
             self.cover_at = cover_before[index] + partial
+            # Both integrals as one complex array: one interpolation (one search) for both.
+            self.both_at = self.value_at + 1j * self.cover_at
         self.empty = len(forecast.starts) == 0
+        self._lists: tuple[list[float], list[float], list[float]] | None = None
 
     def at(self, times: FloatArray) -> tuple[FloatArray, FloatArray]:
         if self.empty:
@@ -171,17 +271,42 @@ class _PrefixIntegral:
         return (_interp(times, self.boundaries, self.value_at),
                 _interp(times, self.boundaries, self.cover_at))
 
+    def window_key(self, start: float, duration: float) -> float:
+        """``window_keys`` for one window, in plain floats: the same arithmetic as the
+        complex interpolation (slope as difference times 1 / width), so the same key."""
+        if self.empty:
+            return _INF
+        value_end, cover_end = self._integrals_at(start + duration)
+        value_start, cover_start = self._integrals_at(start)
+        if cover_end - cover_start < duration - _COVERAGE_TOLERANCE_S:
+            return _INF
+        return float(round((value_end - value_start) * (_KEY_SCALE / duration)))
+
+    def _integrals_at(self, time: float) -> tuple[float, float]:
+        if self._lists is None:
+            self._lists = (self.boundaries.tolist(), self.value_at.tolist(),
+                           self.cover_at.tolist())
+        times, values, covers = self._lists
+        if time <= times[0]:
+            return values[0], covers[0]
+        if time >= times[-1]:
+            return values[-1], covers[-1]
+        at = bisect_right(times, time) - 1
+        if times[at] == time:
+            return values[at], covers[at]
+        inverse_width = 1.0 / (times[at + 1] - times[at])
+        offset = time - times[at]
+        return ((values[at + 1] - values[at]) * inverse_width * offset + values[at],
+                (covers[at + 1] - covers[at]) * inverse_width * offset + covers[at])
+
     def window_keys(self, starts: FloatArray, duration: float) -> FloatArray:
         """Mean over [s, s + duration) in whole micro-gCO2/kWh where data covers all of
         it, else +inf: rounded, so float noise cannot split a tie."""
         if self.empty:
             return np.full(len(starts), _INF)
-        ends = starts + duration
-        boundaries = self.boundaries
-        value = _interp(ends, boundaries, self.value_at)
-        value -= _interp(starts, boundaries, self.value_at)
-        cover = _interp(ends, boundaries, self.cover_at)
-        cover -= _interp(starts, boundaries, self.cover_at)
+        both = _interp_pair(starts + duration, self.boundaries, self.both_at)
+        both -= _interp_pair(starts, self.boundaries, self.both_at)
+        value, cover = both.real, both.imag
         value *= _KEY_SCALE / duration
         keys: FloatArray = np.where(cover >= duration - _COVERAGE_TOLERANCE_S,
                                     np.rint(value), _INF)
@@ -203,6 +328,10 @@ def window_mean(forecast: Forecast, start: float, duration: float) -> tuple[floa
     return mean, covered_s >= duration - _COVERAGE_TOLERANCE_S
 
 
+# Keys beyond this many micro-units are ranked by sorting (float64 integers stay exact).
+_EXACT_KEY = 2.0**52
+# Up to this many ranges of starts, one job's search goes range by range in plain floats.
+_FEW_RANGES = 4
 # Below this many queries a sparse table costs more to build than scanning each range.
 _TABLE_MIN_QUERIES = 16
 
@@ -220,29 +349,58 @@ class _Options:
         self.integral = integral
         self.duration = duration
         boundaries = integral.boundaries
-        self.starts: FloatArray = np.sort(
-            np.concatenate((boundaries - duration, boundaries)), kind="stable")
-        self.keys = integral.window_keys(self.starts, duration)
-        self._table: tuple[IntArray, IntArray] | None = None
+        shift = _boundary_shift(boundaries, duration)
+        if shift:
+            # Every b + duration is the boundary ``shift`` places on: the candidates are the
+            # boundaries and the first ``shift`` of b - duration, and a window from one
+            # boundary to another needs no interpolation (it would return those values).
+            early = boundaries[:shift] - duration
+            self.starts: FloatArray = np.concatenate((early, boundaries))
+            inner = integral.value_at[shift:] - integral.value_at[:-shift]
+            inner *= _KEY_SCALE / duration
+            cover = integral.cover_at[shift:] - integral.cover_at[:-shift]
+            self.keys = np.concatenate((
+                integral.window_keys(early, duration),
+                np.where(cover >= duration - _COVERAGE_TOLERANCE_S, np.rint(inner), _INF),
+                integral.window_keys(boundaries[-shift:], duration)))
+        else:
+            # Where steps are regular, most b - duration are boundaries too: keep each once.
+            self.starts = np.unique(np.concatenate((boundaries - duration, boundaries)),
+                                    return_index=True)[0]
+            self.keys = integral.window_keys(self.starts, duration)
+        self._table: tuple[int, IntArray] | None = None
 
-    def _sparse_table(self) -> tuple[IntArray, IntArray]:
-        """(by_rank, table): table[k][i] is the lowest rank in [i, i + 2**k)."""
-        if self._table is None:
+    def _sparse_table(self, levels: int) -> tuple[int, IntArray]:
+        """(index_bits, table): table[k][i] is the lowest code in [i, i + 2**k), for k
+        below at least ``levels`` (ranges up to 2**levels long).
+
+        A code orders candidates by (key, start) and keeps the candidate's index in its
+        low ``index_bits`` bits. Keys are whole micro-units, so while they span less than
+        the high bits hold, the key itself is the high part; else its rank is.
+        """
+        if self._table is None or len(self._table[1]) < levels:
             count = len(self.starts)
-            by_rank: IntArray = np.argsort(self.keys, kind="stable")
-            rank = np.empty(count, dtype=np.int64)
-            rank[by_rank] = np.arange(count, dtype=np.int64)
-            levels = max(count.bit_length(), 1)
+            index_bits = max(count.bit_length(), 1)
+            finite = self.keys[self.keys < _INF]
+            low = float(finite.min()) if len(finite) else 0.0
+            high = float(finite.max()) if len(finite) else 0.0
+            if -_EXACT_KEY < low and high < _EXACT_KEY and high - low < 2.0 ** (61 - index_bits):
+                order = np.where(self.keys < _INF, self.keys - low, high - low + 1.0)
+                rank = order.astype(np.int64)
+            else:
+                rank = np.empty(count, dtype=np.int64)
+                rank[np.argsort(self.keys, kind="stable")] = np.arange(count, dtype=np.int64)
+            levels = min(levels, index_bits)
             table = np.empty((levels, count), dtype=np.int64)
-            if count:
-                table[0] = rank
+            np.bitwise_or(np.left_shift(rank, index_bits), np.arange(count, dtype=np.int64),
+                          out=table[0])
             for level in range(1, levels):
                 width = 1 << (level - 1)
                 below = table[level - 1]
-                table[level, : count - width] = np.minimum(below[: count - width],
-                                                           below[width:])
+                np.minimum(below[: count - width], below[width:],
+                           out=table[level, : count - width])
                 table[level, count - width:] = below[count - width:]
-            self._table = (by_rank, table)
+            self._table = (index_bits, table)
         return self._table
 
     def best_in(self, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -262,10 +420,10 @@ class _Options:
         if len(rows) >= _TABLE_MIN_QUERIES:
             if len(rows) < count:
                 first, stop = first[rows], stop[rows]
-            by_rank, table = self._sparse_table()
             level = np.frexp(stop - first)[1] - 1
-            rank = np.minimum(table[level, first], table[level, stop - np.left_shift(1, level)])
-            index = by_rank[rank]
+            index_bits, table = self._sparse_table(int(level.max()) + 1)
+            code = np.minimum(table[level, first], table[level, stop - np.left_shift(1, level)])
+            index = code & ((1 << index_bits) - 1)
             inner_key = self.keys[index]
             better = inner_key < best_key[rows]
             take = rows[better]
@@ -282,12 +440,78 @@ class _Options:
         best_start[take_hi] = hi[take_hi]
         return best_key, best_start
 
-    def best_of_ranges(self, lo: FloatArray, hi: FloatArray) -> tuple[float, float]:
-        """Key and start of the cleanest window over all ranges [lo, hi] (in time order),
-        earliest on ties; +inf and lo[0] when no candidate is fully covered."""
-        keys, starts = self.best_in(lo, hi)
-        pick = int(keys.argmin())  # the first of equal keys: the earliest start
-        return float(keys[pick]), float(starts[pick])
+    def best_of_ranges(self, lo_list: list[float], hi_list: list[float]
+                       ) -> tuple[float, float]:
+        """Key and start of the cleanest window over all ranges [lo, hi] (disjoint, in
+        time order), earliest on ties; +inf and lo[0] when no candidate is fully covered.
+
+        What ``best_in`` gives for each range, then the first range's best among the
+        lowest, with a fixed number of array operations however many ranges there are.
+        """
+        count = len(lo_list)
+        if count <= _FEW_RANGES:
+            return self._best_of_few_ranges(lo_list, hi_list)
+        lo, hi = np.array(lo_list), np.array(hi_list)
+        end_keys = self.integral.window_keys(np.concatenate((lo, hi)), self.duration)
+        lo_key, hi_key = end_keys[:count], end_keys[count:]
+        first = self.starts.searchsorted(lo, side="left")
+        stop = self.starts.searchsorted(hi, side="right")
+        inner = np.empty(count)
+        inner.fill(_INF)
+        nonempty = stop > first
+        if nonempty.any():
+            # Minima over [first, stop) of each range: reduceat over alternate bounds.
+            bounds = np.empty(2 * int(nonempty.sum()), dtype=np.int64)
+            bounds[0::2], bounds[1::2] = first[nonempty], stop[nonempty]
+            if bounds[-1] == len(self.keys):
+                bounds = bounds[:-1]
+            inner[nonempty] = np.minimum.reduceat(self.keys, bounds)[0::2]
+        best = np.minimum(np.minimum(lo_key, inner), hi_key)
+        row = int(best.argmin())
+        key = float(best[row])
+        if key == _INF or lo_key[row] == key:
+            return key, float(lo[row])
+        if inner[row] == key:
+            where = int(first[row])
+            where += int((self.keys[where:stop[row]] == key).argmax())
+            return key, float(self.starts[where])
+        return key, float(hi[row])
+
+
+    def _best_of_few_ranges(self, lo: list[float], hi: list[float]) -> tuple[float, float]:
+        """``best_of_ranges`` range by range in plain floats: for one job's few ranges,
+        fewer array calls than the vectorised form."""
+        best_key, best_start = _INF, lo[0]
+        window_key, duration = self.integral.window_key, self.duration
+        for first, last in zip(lo, hi, strict=True):
+            key = window_key(first, duration)
+            if key < best_key:
+                best_key, best_start = key, first
+            begin, stop = self.starts.searchsorted((first, last), side="left").tolist()
+            while stop < len(self.starts) and self.starts[stop] == last:
+                stop += 1  # starts equal to ``last`` are inside the closed range
+            if stop > begin:
+                where = begin + int(self.keys[begin:stop].argmin())
+                if self.keys[where] < best_key:
+                    best_key, best_start = float(self.keys[where]), float(self.starts[where])
+            key = window_key(last, duration)
+            if key < best_key:
+                best_key, best_start = key, last
+        return best_key, best_start
+
+
+def _boundary_shift(boundaries: FloatArray, duration: float) -> int:
+    """k > 0 where b[i] + duration == b[i + k] and b[i + k] - duration == b[i] exactly
+    for every i (steps of a fixed length and a duration a multiple of it), else 0."""
+    if len(boundaries) < 2:
+        return 0
+    shift = int(boundaries.searchsorted(boundaries[0] + duration))
+    if shift == 0 or shift >= len(boundaries):
+        return 0
+    if (np.array_equal(boundaries[shift:], boundaries[:-shift] + duration)
+            and np.array_equal(boundaries[shift:] - duration, boundaries[:-shift])):
+        return shift
+    return 0
 
 
 @dataclass
@@ -327,11 +551,13 @@ class _Occupancy:
         first, stop = self.points.searchsorted((start, end)).tolist()
         known_start = self.points[first] == start
         segment = first if known_start else first - 1
-        if self.slots < 1 or (stop > segment and self.counts[segment:stop].max() >= self.slots):
+        most = int(_max(self.counts[segment:stop])) if stop > segment else 0
+        if self.slots < 1 or most >= self.slots:
             return False
         if known_start and self.points[stop] == end:
             self.counts[first:stop] += 1
-            self._full = None
+            if most + 1 >= self.slots:
+                self._full = None
         else:
             self.hold(start, end)
         return True
@@ -340,18 +566,29 @@ class _Occupancy:
         if end <= start:
             return
         first, stop = self.points.searchsorted((start, end)).tolist()
-        new_end, new_start = self.points[stop] != end, self.points[first] != start
-        # Split a segment where the hold starts or ends inside it, keeping its count; the
-        # later point first, so the earlier index stays right.
-        for index, time, missing in ((stop, end, new_end), (first, start, new_start)):
-            if missing:
-                points, counts = self.points, self.counts
-                self.points = np.concatenate((points[:index], (time,), points[index:]))
-                self.counts = np.concatenate((counts[:index], counts[index - 1:index],
-                                              counts[index:]))
+        new_start, new_end = bool(self.points[first] != start), bool(self.points[stop] != end)
+        if new_start or new_end:
+            # Split a segment where the hold starts or ends inside it, keeping its count:
+            # one copy of each array for both points.
+            points, counts = self.points, self.counts
+            point_parts, count_parts = [points[:first]], [counts[:first]]
+            if new_start:
+                point_parts.append(np.array((start,)))
+                count_parts.append(counts[first - 1:first])
+            point_parts.append(points[first:stop])
+            count_parts.append(counts[first:stop])
+            if new_end:
+                point_parts.append(np.array((end,)))
+                count_parts.append(counts[stop - 1:stop])
+            point_parts.append(points[stop:])
+            count_parts.append(counts[stop:])
+            self.points, self.counts = np.concatenate(point_parts), np.concatenate(count_parts)
         stop += new_start  # the end moved right if a start point went in before it
-        self.counts[first:stop] += 1
-        self._full = None
+        held = self.counts[first:stop]
+        held += 1
+        # Splitting a segment changes no full stretch; only a segment that fills up does.
+        if _max(held) >= self.slots:
+            self._full = None
 
     def hold_all(self, starts: FloatArray, ends: FloatArray) -> None:
         """Hold every [starts[i], ends[i]) at once: one sort and one cumulative sum, where
@@ -384,7 +621,7 @@ class _Occupancy:
         return self._full
 
     def room_ranges(self, first: float, last: float, duration: float
-                    ) -> tuple[FloatArray, FloatArray]:
+                    ) -> tuple[list[float], list[float]]:
         """Closed ranges [lo, hi] of starts in [first, last] whose windows have room.
 
         A start s has room when [s, s + duration) overlaps no full stretch [a, b): s >= b
@@ -394,10 +631,12 @@ class _Occupancy:
         full_start, full_end = self.full_stretches()
         lo_index = int(full_end.searchsorted(first, side="right"))
         hi_index = int(full_start.searchsorted(last + duration, side="left"))
-        lo = np.concatenate(([first], full_end[lo_index:hi_index]))
-        hi = np.concatenate((full_start[lo_index:hi_index] - duration, [last]))
+        if hi_index == lo_index:
+            return ([first], [last]) if first <= last else ([], [])
+        lo = np.concatenate(((first,), full_end[lo_index:hi_index]))
+        hi = np.concatenate((full_start[lo_index:hi_index] - duration, (last,)))
         keep = lo <= hi
-        return lo[keep], hi[keep]
+        return lo[keep].tolist(), hi[keep].tolist()
 
 
 def plan(
@@ -406,7 +645,7 @@ def plan(
     slots: Mapping[str, int],
     now: float,
     busy: Sequence[Busy] = (),
-) -> list[Placement]:
+) -> Placements:
     """Place every job; return placements in the order jobs were placed (least slack first).
 
     ``forecasts`` and ``slots`` name every region a job may use; a region missing from
@@ -414,66 +653,151 @@ def plan(
     slots before any job is placed (it may exceed a region's slots).
     """
     if not jobs:
-        return []
-    names = sorted({r for job in jobs for r in job.regions})
-    column = {name: i for i, name in enumerate(names)}
-    regions = [_Region(_PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
-    occupancy = [_Occupancy(slots.get(name, 1)) for name in names]
-    held_by_column: dict[int, tuple[list[float], list[float]]] = {}
-    for held in busy:
-        if held.region in column:
-            starts_ends = held_by_column.setdefault(column[held.region], ([], []))
-            starts_ends[0].append(held.start)
-            starts_ends[1].append(held.end)
-    for col, (held_starts, held_ends) in held_by_column.items():
-        occupancy[col].hold_all(np.array(held_starts), np.array(held_ends))
-
-    order = sorted(jobs, key=lambda j: (j.deadline - j.duration_s - now, j.job_id))
-    duration = np.array([j.duration_s for j in order], dtype=np.float64)
-    earliest = np.maximum(np.array([j.not_before for j in order], dtype=np.float64), now)
-    latest = np.maximum(np.array([j.deadline for j in order], dtype=np.float64) - duration,
-                        earliest)
-    # position[j, r]: where job j lists region r (len(names) where it does not).
-    unlisted = [len(names)] * len(names)
-    positions: list[list[int]] = []
-    listed_columns: list[list[int]] = []
-    for job in order:
-        mine = unlisted.copy()
-        for rank, name in enumerate(job.regions):
-            if mine[column[name]] == len(names):
-                mine[column[name]] = rank
-        positions.append(mine)
-        listed_columns.append([column[name] for name in dict.fromkeys(job.regions)])
-    position = np.array(positions, dtype=np.int64)
+        return Placements.empty()
+    count = len(jobs)
+    job_ids = np.fromiter(map(attrgetter("job_id"), jobs), np.int64, count)
+    duration = np.fromiter(map(attrgetter("duration_s"), jobs), np.float64, count)
+    not_before = np.fromiter(map(attrgetter("not_before"), jobs), np.float64, count)
+    deadline = np.fromiter(map(attrgetter("deadline"), jobs), np.float64, count)
+    order = np.lexsort((job_ids, deadline - duration - now))
+    names, position = _listed_positions(jobs)
+    job_ids, duration, position = job_ids[order], duration[order], position[order]
+    earliest = np.maximum(not_before[order], now)
+    latest = np.maximum(deadline[order] - duration, earliest)
     allowed = position < len(names)
 
+    regions = [_Region(_PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
     keys, starts = _cleanest_windows(regions, duration, earliest, latest, allowed)
-    best_columns = _rank_regions(keys, starts, position).tolist()
-    any_covered = (keys.min(axis=1) < _INF).tolist()
-    key_rows, start_rows = keys.tolist(), starts.tolist()
-    durations, firsts, lasts = duration.tolist(), earliest.tolist(), latest.tolist()
+    best = _rank_regions(keys, starts, position)
+    rows = np.arange(count)
+    chosen_key, chosen_start = keys[rows, best], starts[rows, best]
+    any_covered = keys.min(axis=1) < _INF
+    moved = np.zeros(count, dtype=np.bool_)
+    waits = np.zeros(count, dtype=np.bool_)
 
-    placements = []
-    for row, job in enumerate(order):
-        best = best_columns[row]
-        start = start_rows[row][best]
-        key = key_rows[row][best]
-        length = durations[row]
-        waits = moved = False
-        if not occupancy[best].hold_if_room(start, start + length):
-            bounds = sorted((key_rows[row][col], start_rows[row][col], positions[row][col],
-                             col) for col in listed_columns[row])
-            fitted = _cleanest_with_room(bounds, regions, occupancy, length, firsts[row],
-                                         lasts[row])
-            if fitted is None:
-                waits = True
-            else:
-                best, start, key = fitted
-                moved = True
-            occupancy[best].hold(start, start + length)
-        placements.append(_placement(job, names[best], start, key, moved, waits, firsts[row],
-                                     any_covered[row]))
-    return placements
+    region_slots = np.array([slots.get(name, 1) for name in names], dtype=np.int64)
+    column = {name: i for i, name in enumerate(names)}
+    held = [b for b in busy if b.region in column and b.end > b.start]
+    held_column = np.array([column[b.region] for b in held], dtype=np.int64)
+    held_start = np.array([b.start for b in held], dtype=np.float64)
+    held_end = np.array([b.end for b in held], dtype=np.float64)
+    # The longest run of jobs, in order, whose cleanest windows fit all held at once keeps
+    # them: each of those jobs would have found room there when its turn came.
+    fit = _prefix_that_fits(best, chosen_start, chosen_start + duration, held_column,
+                            held_start, held_end, region_slots)
+    if fit < count:
+        occupancy = [_Occupancy(int(n)) for n in region_slots]
+        for col in range(len(names)):
+            mine = held_column == col
+            accepted = best[:fit] == col
+            occupancy[col].hold_all(
+                np.concatenate((held_start[mine], chosen_start[:fit][accepted])),
+                np.concatenate((held_end[mine], chosen_start[:fit][accepted]
+                                + duration[:fit][accepted])))
+        _place_in_turn(fit, regions, occupancy, keys, starts, position, duration, earliest,
+                       latest, best, chosen_key, chosen_start, moved, waits)
+
+    covered = chosen_key != _INF
+    reasons = np.where(covered, int(PlacementReason.COVERED_WINDOW),
+                       np.where(any_covered, 0, int(PlacementReason.NO_COVERAGE)))
+    reasons |= np.where(moved, int(PlacementReason.MOVED_FOR_SLOT), 0)
+    reasons |= np.where(waits, int(PlacementReason.WAITING_FOR_SLOT), 0)
+    reasons |= np.where(earliest > deadline[order] - duration,
+                        int(PlacementReason.CANNOT_MEET_DEADLINE), 0)
+    intensities = np.where(covered, chosen_key / _KEY_SCALE, np.nan)
+    return Placements(tuple(names), job_ids, best, chosen_start, intensities,
+                      reasons.astype(np.int64))
+
+
+def _listed_positions(jobs: Sequence[JobRequest]) -> tuple[list[str], IntArray]:
+    """(region names, sorted; position[j, r]: where job j first lists region r, or
+    len(names) where it does not), with one pass over the jobs' regions."""
+    listed_names = list(chain.from_iterable(map(attrgetter("regions"), jobs)))
+    names = sorted(set(listed_names))
+    column = {name: i for i, name in enumerate(names)}
+    listed = np.fromiter(map(column.__getitem__, listed_names), np.int64, len(listed_names))
+    lengths = np.fromiter(map(len, map(attrgetter("regions"), jobs)), np.int64, len(jobs))
+    row = np.repeat(np.arange(len(jobs)), lengths)
+    rank = np.arange(len(listed)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = np.full((len(jobs), len(names)), len(names), dtype=np.int64)
+    np.minimum.at(position, (row, listed), rank)
+    return names, position
+
+
+def _prefix_that_fits(
+    column: IntArray, start: FloatArray, end: FloatArray, held_column: IntArray,
+    held_start: FloatArray, held_end: FloatArray, slots: IntArray,
+) -> int:
+    """The most jobs, in placement order, whose windows all fit at once.
+
+    Windows [start[i], end[i]) in region column[i], on top of the held intervals: a
+    prefix fits when no region runs over its slots at any time inside one of its windows
+    (held intervals alone may exceed slots elsewhere). If the first k windows fit, the
+    greedy finds room for each of them in turn: when job i's turn comes, what is held
+    inside its window is a subset of the prefix minus itself. So they are accepted as is.
+
+    One sort of every start and end event (by region, time, ends before starts: the
+    intervals are half-open); each region's events sum to zero, so one running sum serves
+    all regions. A prefix keeps the events of its jobs and of the held intervals, so
+    whether it fits is a mask and two running sums; the longest is found by bisection.
+    """
+    count, held = len(column), len(held_column)
+    event_column = np.concatenate((column, column, held_column, held_column))
+    time = np.concatenate((start, end, held_start, held_end))
+    step = np.concatenate((np.ones(count, np.int64), np.full(count, -1, np.int64),
+                           np.ones(held, np.int64), np.full(held, -1, np.int64)))
+    # The job an event belongs to; held intervals count as job -1, in every prefix.
+    owner = np.concatenate((np.arange(count), np.arange(count), np.full(2 * held, -1)))
+    order = np.lexsort((step, time, event_column))
+    step, owner = step[order], owner[order]
+    limit = slots[event_column[order]]
+    window_step = np.where(owner >= 0, step, 0)
+
+    def fits(jobs: int) -> bool:
+        kept = owner < jobs
+        running = np.cumsum(step * kept)
+        windows_open = np.cumsum(window_step * kept)
+        return not bool(((running > limit) & (windows_open > 0) & kept).any())
+
+    if fits(count):
+        return count
+    lo, hi = 0, count - 1  # the longest fitting prefix is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _place_in_turn(
+    first: int, regions: Sequence[_Region], occupancy: Sequence[_Occupancy],
+    keys: FloatArray, starts: FloatArray, position: IntArray, duration: FloatArray,
+    earliest: FloatArray, latest: FloatArray, best: IntArray, chosen_key: FloatArray,
+    chosen_start: FloatArray, moved: npt.NDArray[np.bool_], waits: npt.NDArray[np.bool_],
+) -> None:
+    """The greedy, one job at a time from row ``first``: a job whose cleanest window is
+    full takes its best window with room (rule 3), or waits (rule 4). Updates ``best``,
+    ``chosen_key``, ``chosen_start``, ``moved`` and ``waits`` in place."""
+    columns, firsts, lasts = best.tolist(), earliest.tolist(), latest.tolist()
+    durations, chosen_starts = duration.tolist(), chosen_start.tolist()
+    for row in range(first, len(columns)):
+        col, start, length = columns[row], chosen_starts[row], durations[row]
+        if occupancy[col].hold_if_room(start, start + length):
+            continue
+        bounds = sorted((key, where, rank, region) for key, where, rank, region in zip(
+            keys[row].tolist(), starts[row].tolist(), position[row].tolist(),
+            range(len(regions)), strict=True) if rank < len(regions))
+        fitted = _cleanest_with_room(bounds, regions, occupancy, length, firsts[row],
+                                     lasts[row])
+        if fitted is None:
+            waits[row] = True
+        else:
+            col, start, key = fitted
+            best[row], chosen_start[row], chosen_key[row] = col, start, key
+            moved[row] = True
+        occupancy[col].hold(start, start + length)
 
 
 def _cleanest_windows(
@@ -487,19 +811,28 @@ def _cleanest_windows(
     """
     count, width = allowed.shape
     keys = np.full((count, width), _INF)
-    starts = np.repeat(earliest[:, None], width, axis=1)
-    distinct, group_of = np.unique(duration, return_inverse=True)
-    by_group = np.argsort(group_of, kind="stable")
-    bounds = np.searchsorted(group_of[by_group], np.arange(len(distinct) + 1))
-    for group, length in enumerate(distinct):
-        rows = by_group[bounds[group]:bounds[group + 1]]
-        for col, region in enumerate(regions):
-            mine = rows[allowed[rows, col]]
-            if len(mine) == 0:
-                continue
-            key, start = region.options_for(float(length)).best_in(earliest[mine], latest[mine])
-            keys[mine, col] = key
-            starts[mine, col] = start
+    starts = np.empty((count, width))
+    starts[:] = earliest[:, None]
+    # By duration, then earliest start: searches over sorted times run faster.
+    by_duration = np.lexsort((earliest, duration))
+    for col, region in enumerate(regions):
+        # This region's jobs by duration: each duration's jobs are one slice.
+        rows = by_duration[allowed[by_duration, col]]
+        if len(rows) == 0:
+            continue
+        lengths = duration[rows]
+        first, last = earliest[rows], latest[rows]
+        region_keys, region_starts = np.empty(len(rows)), np.empty(len(rows))
+        bounds = (lengths[1:] != lengths[:-1]).nonzero()[0] + 1
+        for begin, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(rows)],
+                               strict=True):
+            # Not cached: the greedy rarely needs this duration again, and a week of five
+            # minute steps times every duration and region would hold hundreds of MB.
+            options = _Options(region.integral, float(lengths[begin]))
+            region_keys[begin:stop], region_starts[begin:stop] = options.best_in(
+                first[begin:stop], last[begin:stop])
+        keys[rows, col] = region_keys
+        starts[rows, col] = region_starts
     return keys, starts
 
 
@@ -543,29 +876,6 @@ def _cleanest_with_room(
     if found is None:
         return None
     return found[3], found[1], found[0]
-
-
-def _placement(
-    job: JobRequest, region: str, start: float, key: float, moved: bool, waits: bool,
-    earliest: float, any_covered: bool,
-) -> Placement:
-    """``any_covered``: some region has a fully covered feasible window (capacity ignored)."""
-    covered = key != _INF
-    notes = []
-    if earliest > job.deadline - job.duration_s:
-        notes.append("cannot finish by its deadline: starts as early as possible")
-    if covered:
-        notes.append("cleanest covered window with a free slot" if moved
-                     else "cleanest covered window")
-    elif any_covered:
-        notes.append("every covered window is full: earliest window with a free slot")
-    else:
-        notes.append("no region has forecasts covering a feasible window: earliest feasible "
-                     "start" + (" with a free slot" if moved else ""))
-    if waits:
-        notes.append("every feasible window is full: waits for a free slot")
-    return Placement(job.job_id, region, start, key / _KEY_SCALE if covered else None, covered,
-                     "; ".join(notes), waits)
 
 
 def region_options(

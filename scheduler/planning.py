@@ -140,13 +140,12 @@ def replan(store: Store, config: Config, now: datetime,
             start=start,
             intensity=placement.intensity if placement.covered else None,
             vintage=_newest_vintage(series, start, start + timedelta(seconds=duration)),
-            note=placement.note + planner.left_out_note(dropped[placement.job_id])
-            + _replayed_note(series),
+            note=planner.describe(placement.reason)
+            + planner.left_out_note(dropped[placement.job_id]) + _replayed_note(series),
         ))
     store.save_plans(updates, now)
-    for update in updates:
-        if "no region has forecasts" in update.note:
-            log.info("job %d: %s", update.job_id, update.note)
+    for row in placements.has(planner.PlacementReason.NO_COVERAGE).nonzero()[0].tolist():
+        log.info("job %d: %s", updates[row].job_id, updates[row].note)
     return updates
 
 
@@ -239,7 +238,7 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
             intensity=placement.intensity if placement.covered else None,
             vintage=_newest_vintage(forecasts[placement.region].series, start,
                                     start + timedelta(seconds=specs[index].duration_s)),
-            note=placement.note + planner.left_out_note(dropped[index])
+            note=planner.describe(placement.reason) + planner.left_out_note(dropped[index])
             + _replayed_note(forecasts[placement.region].series),
         )
     return [update for update in updates if update is not None]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,9 @@ from scheduler.planner import (
     Forecast,
     JobRequest,
     Placement,
+    PlacementReason,
+    _PrefixIntegral,
+    describe,
     plan,
     region_options,
     window_mean,
@@ -141,7 +145,7 @@ def segment_lists(draw: st.DrawFn, max_value: int = 9) -> tuple[Segment, ...]:
 
 @st.composite
 def scenarios(draw: st.DrawFn, max_regions: int = 3, max_jobs: int = 5,
-              capacity: bool = True) -> Scenario:
+              capacity: bool = True, max_slots: int = 2) -> Scenario:
     """Regions (one in ten without data), jobs (some that cannot make their deadline),
     slots and busy intervals; ``capacity=False`` gives every region room for all."""
     names = REGION_NAMES[: draw(st.integers(1, max_regions))]
@@ -156,7 +160,7 @@ def scenarios(draw: st.DrawFn, max_regions: int = 3, max_jobs: int = 5,
         regions = draw(st.permutations(names))[: draw(st.integers(1, len(names)))]
         jobs.append(JobRequest(job_id, float(duration), float(not_before), float(deadline),
                                tuple(regions)))
-    slots = {name: draw(st.integers(1, 2)) if capacity else 1_000 for name in names}
+    slots = {name: draw(st.integers(1, max_slots)) if capacity else 1_000 for name in names}
     busy = []
     if capacity:
         for _ in range(draw(st.integers(0, 3))):
@@ -213,6 +217,64 @@ def test_with_capacity_every_job_gets_the_brute_force_choice(scenario: Scenario)
     assert len(placements) == len(expected)
     for placement, wanted in zip(placements, expected, strict=True):
         assert_matches(placement, wanted)
+
+
+@PROPERTY
+@given(scenarios(max_regions=3, max_jobs=24, capacity=True, max_slots=6))
+def test_many_jobs_sharing_slots_match_brute_force(scenario: Scenario) -> None:
+    """Enough jobs that some fit in their cleanest windows all at once (accepted together)
+    and later ones do not (placed one at a time)."""
+    placements = run_plan(scenario)
+    expected = reference_plan(scenario)
+    assert len(placements) == len(expected)
+    for placement, wanted in zip(placements, expected, strict=True):
+        assert_matches(placement, wanted)
+
+
+def has_room(held: Sequence[Busy], region: str, start: float, end: float, slots: int) -> bool:
+    """Whether fewer than ``slots`` held intervals overlap anywhere in [start, end)."""
+    mine = [b for b in held if b.region == region]
+    times = [start] + [b.start for b in mine if start < b.start < end]
+    return all(sum(1 for b in mine if b.start <= t < b.end) < slots for t in times)
+
+
+def one_at_a_time(scenario: Scenario) -> list[Placement]:
+    """The greedy by its definition, job by job in least-slack order, around the busy
+    intervals and every job placed before it (a waiting job holds its window): a job
+    keeps its cleanest window (planned alone, capacity ignored) where that has room, else
+    the planner places it alone around what is held, in a window with room unless it
+    waits."""
+    order = sorted(scenario.jobs,
+                   key=lambda j: (j.deadline - j.duration_s - scenario.now, j.job_id))
+    unlimited = dict.fromkeys(scenario.slots, 10**6)
+    held = list(scenario.busy)
+    placed = []
+    for job in order:
+        [placement] = plan([job], scenario.forecasts(), unlimited, float(scenario.now))
+        if not has_room(held, placement.region, placement.start,
+                        placement.start + job.duration_s, scenario.slots[placement.region]):
+            [placement] = plan([job], scenario.forecasts(), scenario.slots,
+                               float(scenario.now), held)
+            assert placement.waits_for_slot or has_room(
+                held, placement.region, placement.start, placement.start + job.duration_s,
+                scenario.slots[placement.region])
+        held.append(Busy(placement.region, placement.start, placement.start + job.duration_s))
+        placed.append(placement)
+    return placed
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), st.sampled_from([1, 3, 8, 1_000]))
+def test_placing_all_jobs_at_once_equals_placing_them_one_at_a_time(
+    data: st.DataObject, slots: int,
+) -> None:
+    """Up to 60 jobs: more than brute force can check. Whatever ``plan`` accepts in bulk
+    (every cleanest window that fits with all the others held) must be what placing the
+    jobs one by one gives; with 1,000 slots every job is accepted that way."""
+    scenario = data.draw(scenarios(max_regions=3, max_jobs=60, capacity=True))
+    scenario = Scenario(scenario.now, scenario.segments, dict.fromkeys(scenario.slots, slots),
+                        scenario.jobs, scenario.busy)
+    assert list(run_plan(scenario)) == one_at_a_time(scenario)
 
 
 @PROPERTY
@@ -309,6 +371,19 @@ def test_each_kind_of_candidate_can_be_the_optimum(
     assert placement.intensity == pytest.approx(float(best), abs=1e-6)
 
 
+@PROPERTY
+@given(segment_lists(), st.lists(st.floats(-10, 60, allow_nan=False), min_size=1, max_size=40),
+       st.floats(0.5, 30))
+def test_one_window_and_many_windows_get_the_same_key(
+    segments: tuple[Segment, ...], starts: list[float], duration: float,
+) -> None:
+    """A job searching a few ranges computes keys one at a time, the bulk search many at
+    once: they must agree to the last bit, or a tie would depend on which path ran."""
+    integral = _PrefixIntegral(to_forecast(segments))
+    together = integral.window_keys(np.array(starts), duration).tolist()
+    assert [integral.window_key(start, duration) for start in starts] == together
+
+
 # --- capacity ------------------------------------------------------------------------------
 
 
@@ -352,7 +427,7 @@ def test_least_slack_job_gets_the_dip_and_the_other_takes_its_best_window_with_r
     [alone] = plan([flexible], {"r": forecast}, {"r": 1}, now=0.0)
     assert alone.start == 20.0
     assert (second.job_id, second.start, second.intensity) == (1, 10.0, 200.0)
-    assert "free slot" in second.note and not second.waits_for_slot
+    assert PlacementReason.MOVED_FOR_SLOT in second.reason and not second.waits_for_slot
 
 
 def test_best_window_with_room_may_start_where_a_held_slot_ends_or_end_where_one_starts(
@@ -385,7 +460,42 @@ def test_no_window_with_room_keeps_the_cleanest_window_and_waits() -> None:
                        busy=[Busy("r", 0.0, 20.0), Busy("r", 5.0, 20.0)])
     assert placement.waits_for_slot
     assert (placement.start, placement.intensity) == (10.0, 100.0)
-    assert "waits for a free slot" in placement.note
+    assert "waits for a free slot" in describe(placement.reason)
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        (PlacementReason.COVERED_WINDOW, "cleanest covered window"),
+        (PlacementReason.COVERED_WINDOW | PlacementReason.MOVED_FOR_SLOT,
+         "cleanest covered window with a free slot"),
+        (PlacementReason.MOVED_FOR_SLOT,
+         "every covered window is full: earliest window with a free slot"),
+        (PlacementReason.NO_COVERAGE,
+         "no region has forecasts covering a feasible window: earliest feasible start"),
+        (PlacementReason.NO_COVERAGE | PlacementReason.MOVED_FOR_SLOT,
+         "no region has forecasts covering a feasible window: earliest feasible start with "
+         "a free slot"),
+        (PlacementReason.COVERED_WINDOW | PlacementReason.WAITING_FOR_SLOT,
+         "cleanest covered window; every feasible window is full: waits for a free slot"),
+        (PlacementReason.CANNOT_MEET_DEADLINE | PlacementReason.NO_COVERAGE,
+         "cannot finish by its deadline: starts as early as possible; no region has "
+         "forecasts covering a feasible window: earliest feasible start"),
+    ],
+)
+def test_each_reason_reads_as_the_note_users_already_know(
+    reason: PlacementReason, words: str,
+) -> None:
+    assert describe(reason) == words
+
+
+def test_a_job_moved_off_its_full_cleanest_window_says_why() -> None:
+    forecast = Forecast.from_lists([0, 10, 20], [10, 20, 30], [300, 100, 200])
+    jobs = [JobRequest(1, 10.0, 0.0, 30.0, ("r",)), JobRequest(2, 10.0, 0.0, 31.0, ("r",))]
+    first, second = plan(jobs, {"r": forecast}, {"r": 1}, now=0.0)
+    assert first.reason == PlacementReason.COVERED_WINDOW and first.start == 10.0
+    assert second.reason == PlacementReason.COVERED_WINDOW | PlacementReason.MOVED_FOR_SLOT
+    assert second.start == 20.0
 
 
 # --- missing data --------------------------------------------------------------------------
@@ -406,7 +516,7 @@ def test_an_uncovered_window_is_never_chosen_while_a_covered_one_exists(
         assert placement.region == job.regions[0]
         assert placement.start == max(scenario.now, job.not_before)
         assert placement.intensity is None
-        assert "no region has forecasts covering a feasible window" in placement.note
+        assert PlacementReason.NO_COVERAGE in placement.reason
 
 
 def test_partly_covered_clean_window_loses_to_a_covered_dirtier_one() -> None:
@@ -424,7 +534,7 @@ def test_regions_without_data_run_at_the_earliest_start_in_the_first_region() ->
         [placement] = plan([job], forecasts, {}, now=130.0)
         assert (placement.region, placement.start, placement.covered) == ("a", 130.0, False)
         assert placement.intensity is None
-        assert "no region has forecasts" in placement.note
+        assert PlacementReason.NO_COVERAGE in placement.reason
 
 
 def test_a_region_without_data_loses_to_one_with_data() -> None:
@@ -447,10 +557,10 @@ def test_every_job_starts_in_its_feasible_range(scenario: Scenario) -> None:
         assert placement.start >= earliest
         if earliest + job.duration_s <= job.deadline:
             assert placement.start + job.duration_s <= job.deadline
-            assert "cannot finish" not in placement.note
+            assert PlacementReason.CANNOT_MEET_DEADLINE not in placement.reason
         else:
             assert placement.start == earliest
-            assert "cannot finish by its deadline" in placement.note
+            assert PlacementReason.CANNOT_MEET_DEADLINE in placement.reason
 
 
 def test_a_job_that_cannot_finish_in_time_starts_at_once_even_if_later_is_cleaner() -> None:
@@ -458,7 +568,7 @@ def test_a_job_that_cannot_finish_in_time_starts_at_once_even_if_later_is_cleane
     job = JobRequest(1, 30.0, 0.0, 20.0, ("r",))
     [placement] = plan([job], {"r": forecast}, {}, now=5.0)
     assert placement.start == 5.0
-    assert "cannot finish by its deadline" in placement.note
+    assert "cannot finish by its deadline" in describe(placement.reason)
 
 
 # --- helpers the CLI uses ------------------------------------------------------------------
@@ -491,7 +601,7 @@ def test_region_options_lists_each_regions_cleanest_window_best_first() -> None:
 
 
 def test_no_jobs_no_placements() -> None:
-    assert plan([], {}, {}, now=0.0) == []
+    assert len(plan([], {}, {}, now=0.0)) == 0
 
 
 def test_bad_requests_are_refused() -> None:
