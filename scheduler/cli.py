@@ -433,11 +433,15 @@ def forecast(
         request = ApiRequest("GET", "/forecast", {"region": regions} if regions else {})
     response = _call(request, check=False)
     document = response.document()
-    if response.status >= 400:
-        # Every provider failed: say how each fetch went, then the error.
-        for result in document.get("refresh") or []:
-            render.message(render.refresh_line(result))
+    refreshed = document.get("refresh") or []
+    every_fetch_failed = bool(refreshed) and not any(r.get("ok") for r in refreshed)
+    if response.status >= 400 and not every_fetch_failed:
         raise _answered_error(response)
+    if every_fetch_failed:
+        # Say how each fetch went, then the error.
+        for result in refreshed:
+            render.message(render.refresh_line(result))
+        raise GridshiftError("every provider failed; stored forecasts are unchanged")
     if json_output:
         render.print_json(document)
     else:
