@@ -552,7 +552,8 @@ def refresh_line(result: Mapping[str, Any]) -> str:
     head = f"{result['provider']} zone {result['zone']}{label}"
     note = result.get("note") or ""
     if not result.get("ok"):
-        return inert(f"{head}: FAILED: {result.get('error') or ''}")
+        # A provider's message may span lines: one line, whatever it holds.
+        return inert(f"{head}: FAILED: {' '.join(str(result.get('error') or '').split())}")
     if not result.get("points"):
         return inert(f"{head}: {note or 'no new data'}")
     reach = "horizon to" if kind == "forecast" else "up to"

@@ -235,5 +235,6 @@ def test_a_reader_that_leaves_early_gets_no_error_message(workspace: Workspace,
         assert process.stdout.read(100).startswith(b'{"jobs":[{')
         process.stdout.close()
         stderr = process.stderr.read()
-        assert process.wait(timeout=60) == 1
+        # 1 when the pipe broke under a write; 0 when the rest had fit in the pipe already.
+        assert process.wait(timeout=60) in (0, 1)
     assert stderr == b""
