@@ -78,10 +78,11 @@ class Provider(ABC):
     """One forecast service. Implementations set ``kind`` and implement both fetches.
 
     Contract for both fetches: return points sorted by start, non-overlapping, each with
-    ``end > start``, a finite non-negative value, ``units``, ``signal``, ``basis`` (where
-    known), ``estimated`` and ``vintage`` set where the provider publishes an issue time
-    (else None: the store uses the fetch time). Raise ProviderError for anything unusable;
-    never return a partial parse of a bad payload (a short but valid horizon is fine).
+    ``end > start``, a value within ``MAX_VALUE_BY_UNITS`` of its units, ``units``,
+    ``signal``, ``basis`` (where known), ``estimated`` and ``vintage`` set where the
+    provider publishes an issue time (else None: the store uses the fetch time). Raise
+    ProviderError for anything unusable; never return a partial parse of a bad payload (a
+    short but valid horizon is fine).
     """
 
     kind: str = ""
