@@ -41,7 +41,7 @@ from scheduler.store import PointRecord
 # A server asking for a longer wait than this gets no retry at all: the next refresh retries.
 MAX_RETRY_AFTER_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
-# A whole fetch (retries, headers, body) may take the provider's timeout plus this.
+# An answer's body must be complete within the provider's timeout plus this.
 DEADLINE_MARGIN_S = 2.0
 USER_AGENT = "gridshift (carbon-aware job scheduler)"
 # Error bodies are quoted in messages up to this length (they help with 401/403 causes).
@@ -78,10 +78,11 @@ class Provider(ABC):
     """One forecast service. Implementations set ``kind`` and implement both fetches.
 
     Contract for both fetches: return points sorted by start, non-overlapping, each with
-    ``end > start``, a finite non-negative value, ``units``, ``signal``, ``basis`` (where
-    known), ``estimated`` and ``vintage`` set where the provider publishes an issue time
-    (else None: the store uses the fetch time). Raise ProviderError for anything unusable;
-    never return a partial parse of a bad payload (a short but valid horizon is fine).
+    ``end > start``, a value within ``MAX_VALUE_BY_UNITS`` of its units, ``units``,
+    ``signal``, ``basis`` (where known), ``estimated`` and ``vintage`` set where the
+    provider publishes an issue time (else None: the store uses the fetch time). Raise
+    ProviderError for anything unusable; never return a partial parse of a bad payload (a
+    short but valid horizon is fine).
     """
 
     kind: str = ""
@@ -203,7 +204,7 @@ class WebProvider(Provider):
         super().__init__(config)
         self.session = session or make_session()
         self.timeout = (CONNECT_TIMEOUT_S, config.timeout.total_seconds())
-        # The whole fetch, body included: requests' read timeout is per received chunk.
+        # For the whole body: requests' read timeout is per received chunk.
         self.deadline_s = config.timeout.total_seconds() + DEADLINE_MARGIN_S
         assert config.base_url is not None  # config validation sets it for web kinds
         self.base_url: str = config.base_url
@@ -221,15 +222,16 @@ class WebProvider(Provider):
     ) -> Any:
         """GET and decode JSON; raise ProviderError with a message safe to log.
 
-        The whole call (retries, headers and body) ends within the provider's ``timeout``
-        plus at most one read timeout: a server trickling its answer cannot hold a refresh.
+        Once the answer's headers are in, its body must arrive within the provider's
+        ``timeout`` plus DEADLINE_MARGIN_S (plus at most one read timeout): a server
+        trickling its answer a byte at a time cannot hold a refresh.
         """
         where = self.where(zone)
         shown = _shown_url(url)
-        deadline = time.monotonic() + self.deadline_s
         try:
             with self.session.get(url, params=params, headers=headers, auth=auth,
                                   timeout=self.timeout, stream=True) as response:
+                deadline = time.monotonic() + self.deadline_s
                 if response.status_code != 200:
                     _read_body(response, deadline, MAX_ERROR_BODY_BYTES, cut=True)
                     raise self._status_error(response, where, shown)
@@ -288,12 +290,14 @@ def _read_body(response: requests.Response, deadline: float, limit: int,
                cut: bool = False) -> bytes:
     """The body, read one network read at a time so the deadline is checked between reads
     (``read(amt)`` would wait for all ``amt`` bytes, however slowly they come). Beyond
-    ``limit`` bytes: _TooLarge, or with ``cut`` the first ``limit`` bytes. The body is
-    kept as ``response.content`` for readers of the error body."""
+    the deadline or ``limit`` bytes: _DeadlinePassed or _TooLarge, or with ``cut`` what
+    came so far. The body is kept as ``response.content`` for readers of the error body."""
     chunks: list[bytes] = []
     size = 0
     while True:
         if time.monotonic() > deadline:
+            if cut:  # an error body: what came in time is enough
+                break
             raise _DeadlinePassed
         chunk = response.raw.read1(65536, decode_content=True)
         if not chunk:
