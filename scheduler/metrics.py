@@ -122,10 +122,10 @@ class DaemonMetrics:
 
         Raise GridshiftError where the address cannot be bound (a port already taken).
         """
-        self.load(store, now)
         listen = self.config.metrics.listen
         if listen is None:
-            return
+            return  # nothing is served: no start-up sums to read
+        self.load(store, now)
         host, port = listen
         try:
             self._server, self._thread = prometheus_client.start_http_server(

@@ -171,7 +171,7 @@ def test_report_job_objects_are_those_of_show_json(workspace: Workspace) -> None
     jobs = workspace.cli("report", "--json").json()["jobs"]
     for job in jobs:
         shown = workspace.cli("show", str(job["id"]), "--json").json()
-        del shown["events"], shown["environment_names"]  # show's own keys, shown["environment_names"]  # show's own keys
+        del shown["events"], shown["environment_names"]  # show's own keys
         assert list(job.items()) == list(shown.items())
 
 
