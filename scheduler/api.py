@@ -46,7 +46,7 @@ from scheduler.errors import (
 from scheduler.models import JobState
 from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.store import Store
-from scheduler.timespec import iso_utc, utc_now
+from scheduler.timespec import check_fits, iso_utc, utc_now
 
 log = logging.getLogger("gridshift.api")
 
@@ -241,7 +241,7 @@ def _plan(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     if body.get("deadline") is None:
         raise BadInput("deadline is required")
     deadline = _time(body["deadline"], "deadline", context.now)
-    jobs.check_fits(not_before, duration, deadline)
+    check_fits(not_before, duration, deadline)
     regions = jobs.preview_regions(context.config, _strings(body.get("regions"), "regions"))
     from scheduler import planning
 

@@ -24,8 +24,7 @@ from scheduler.errors import EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError
 from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.simulate.cli import simulate_app
 from scheduler.timespec import (
-    format_duration,
-    format_local,
+    check_fits,
     parse_duration,
     parse_job_id,
     parse_when,
@@ -181,15 +180,6 @@ def _deadline(deadline: str | None, within: str | None, now: datetime) -> dateti
     return now + parse_duration(within or "24h")
 
 
-def _check_fits(start: datetime, duration: timedelta, deadline: datetime) -> None:
-    if start + duration > deadline:
-        raise BadInput(
-            f"deadline too early: starting at {format_local(start)} a {format_duration(duration)} "
-            f"job finishes at {format_local(start + duration)}, after the deadline "
-            f"{format_local(deadline)}"
-        )
-
-
 def _duration(text: str) -> timedelta:
     if not text:
         raise BadInput("--duration is required, e.g. --duration 2h")
@@ -250,7 +240,7 @@ def submit(
         raise BadInput("no command given: gridshift submit --duration 1h -- COMMAND [ARG]...")
     earliest = parse_when(not_before, now) if not_before else now
     finish_by = _deadline(deadline, within, now)
-    _check_fits(max(now, earliest), length, finish_by)
+    check_fits(max(now, earliest), length, finish_by)
     if power is not None and not 0 < power < float("inf"):
         raise BadInput("--power must be a number of watts above zero")
     request = SubmitRequest(
@@ -405,7 +395,7 @@ def plan(
     length = _duration(duration)
     earliest = parse_when(not_before, now) if not_before else now
     finish_by = _deadline(deadline, within, now)
-    _check_fits(max(now, earliest), length, finish_by)
+    check_fits(max(now, earliest), length, finish_by)
     body = {"duration_s": int(length.total_seconds()), "not_before": earliest.isoformat(),
             "deadline": finish_by.isoformat(),
             "regions": list(dict.fromkeys(region)) if region else None}

@@ -25,7 +25,7 @@ from scheduler.errors import BadInput, PermissionDenied, StateConflict
 from scheduler.models import FINISHED, UNSTARTED, Job, JobEvent, JobState
 from scheduler.records import NewJob, SubmitRequest
 from scheduler.store import Store
-from scheduler.timespec import format_duration, format_local
+from scheduler.timespec import check_fits, format_duration
 
 log = logging.getLogger("gridshift.jobs")
 
@@ -149,16 +149,6 @@ def _new_job(config: Config, caller: Caller, request: SubmitRequest, now: dateti
         environment={k: v for k, v in request.environment.items() if k not in SECRET_NAMES},
         umask=request.umask,
     )
-
-
-def check_fits(start: datetime, duration: timedelta, deadline: datetime) -> None:
-    """BadInput unless a job of ``duration`` starting at ``start`` ends by ``deadline``."""
-    if start + duration > deadline:
-        raise BadInput(
-            f"deadline too early: starting at {format_local(start)} a "
-            f"{format_duration(duration)} job finishes at {format_local(start + duration)}, "
-            f"after the deadline {format_local(deadline)}"
-        )
 
 
 def cancel(store: Store, config: Config, caller: Caller, job_id: int,

@@ -135,3 +135,13 @@ def from_epoch(seconds: float) -> datetime:
 
 def to_epoch(value: datetime) -> float:
     return require_utc(value).timestamp()
+
+
+def check_fits(start: datetime, duration: timedelta, deadline: datetime) -> None:
+    """BadInput unless a job of ``duration`` starting at ``start`` ends by ``deadline``."""
+    if start + duration > deadline:
+        raise BadInput(
+            f"deadline too early: starting at {format_local(start)} a "
+            f"{format_duration(duration)} job finishes at {format_local(start + duration)}, "
+            f"after the deadline {format_local(deadline)}"
+        )
