@@ -440,8 +440,13 @@ def forecast(
 
 @app.command()
 @handle_errors
-def daemon() -> None:
-    """Run the scheduler in the foreground until SIGTERM or Ctrl-C."""
+def daemon(
+    once: Annotated[bool, typer.Option(
+        "--once", help="One iteration (reap, refresh what is due, re-plan, launch what is "
+        "due), then exit: for cron or a systemd timer instead of a long-running daemon.",
+    )] = False,
+) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C (or once, --once)."""
     from scheduler import stopflag
 
     stopflag.install()  # before the slow imports: an early SIGTERM is a clean stop
@@ -450,7 +455,7 @@ def daemon() -> None:
     configure_logging()
     config = _config()
     store = _store(config)
-    raise typer.Exit(run_daemon(config, store))
+    raise typer.Exit(run_daemon(config, store, once=once))
 
 
 @app.command()

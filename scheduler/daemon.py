@@ -115,6 +115,7 @@ class Daemon:
     _work_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
     _last_status: str = ""
+    _counted_at: tuple[int, int, int] | None = None  # change marker of the last job count
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
@@ -133,6 +134,25 @@ class Daemon:
         self.tick(now)
         self.backfill_actuals(now)
 
+    def run_burst(self) -> int:
+        """`daemon --once`: reap, refresh what is due, re-plan, launch what is due, record
+        the emissions reviews that can be, then return the exit code (rq's burst mode).
+        Jobs launched keep running; the next run (or daemon) records how they ended."""
+        if stopflag.requested():
+            return 0
+        now = self.clock()
+        self._started_at = now
+        log.info("daemon --once (pid %d), database %s, %d region(s)", os.getpid(),
+                 self.config.database_url, len(self.config.regions))
+        self.reconcile(now)
+        for step in (self.refresh_due, self.refresh_actuals_due, self.tick,
+                     self.backfill_actuals):
+            self._stopping = self._stopping or stopflag.requested()
+            self._guarded(step)()
+        if not self._exit_code:
+            self.store.mark_stopped(os.getpid(), self.clock())
+        return self._exit_code
+
     def reconcile(self, now: datetime) -> None:
         """At start: record the outcome of jobs that ended while no daemon watched them,
         put back in the queue those whose command never started, re-adopt the rest."""
@@ -141,19 +161,40 @@ class Daemon:
             if self._reap(job, now) and job.id not in self._children:
                 log.info("job %d: re-adopted (pid %s)", job.id, job.pid)
 
-    def refresh(self, now: datetime) -> None:
-        """Fetch forecasts for every configured (provider, zone); failures keep old data."""
+    def refresh(self, now: datetime, only_due: bool = False) -> None:
+        """Fetch forecasts for every configured (provider, zone); failures keep old data.
+
+        ``only_due``: skip the zones refreshed less than ``refresh_every`` ago (`--once`).
+        """
+        recent = self._refreshed_since(now - self.config.daemon.refresh_every, "forecast") \
+            if only_due else set()
         for provider_name, zone in forecasting.zones_of(self.config):
             if self._stopping:
                 return
+            if (provider_name, zone) in recent:
+                continue
             result = forecasting.refresh_zone(self.store, self.providers[provider_name], zone,
                                               now)
             self.metrics.record_refresh(self.store, result, now)
 
-    def refresh_actuals(self, now: datetime) -> None:
+    def refresh_actuals(self, now: datetime, only_due: bool = False) -> None:
         """Fetch recent actual intensity for every (provider, zone), for emissions review."""
+        if only_due and set(forecasting.zones_of(self.config)) <= self._refreshed_since(
+                now - self.config.daemon.actuals_every, "actual"):
+            return
         for result in forecasting.refresh_actuals(self.config, self.store, now, self.providers):
             self.metrics.record_refresh(self.store, result, now)
+
+    def refresh_due(self, now: datetime) -> None:
+        self.refresh(now, only_due=True)
+
+    def refresh_actuals_due(self, now: datetime) -> None:
+        self.refresh_actuals(now, only_due=True)
+
+    def _refreshed_since(self, since: datetime, kind: str) -> set[tuple[str, str]]:
+        """(provider, zone) pairs whose ``kind`` refresh was last tried at ``since`` or later."""
+        return {(r.provider, r.zone) for r in self.store.refreshes()
+                if r.kind == kind and r.at >= since}
 
     def backfill_actuals(self, now: datetime) -> None:
         """Fill actual intensity (emissions review) for finished jobs still awaiting it."""
@@ -183,6 +224,12 @@ class Daemon:
 
     def _report_status(self) -> None:
         """A one-line STATUS= for `systemctl status`, sent when it changes."""
+        # Every state change records an event, so the counts change only with the marker:
+        # an idle tick need not count 100,000 jobs.
+        marker = self.store.change_marker()
+        if marker == self._counted_at:
+            return
+        self._counted_at = marker
         counts = self.store.count_by_state()
         self.metrics.set_job_counts(counts)
         line = ", ".join(f"{counts.get(s.value, 0)} {s.value}"
@@ -221,10 +268,7 @@ class Daemon:
         for job in running:
             region = job.run_region or ""
             in_use[region] = in_use.get(region, 0) + 1
-        due = [j for j in self.store.list_jobs((JobState.PLANNED,))
-               if j.planned_start is not None and j.planned_start <= now]
-        due.sort(key=lambda j: (j.planned_start, j.id))
-        for job in due:
+        for job in self.store.due_jobs(now):
             if self._stopping:
                 return  # SIGTERM: launch nothing more; the next daemon picks these up
             region = job.planned_region or job.regions[0]
@@ -575,12 +619,13 @@ def check_directories(config: Config) -> None:
                                  f"{problem}")
 
 
-def run_daemon(config: Config, store: Store) -> int:
+def run_daemon(config: Config, store: Store, once: bool = False) -> int:
     check_directories(config)
     lock = DaemonLock(config.database_url)
     lock.acquire()
     try:
-        code = Daemon(config, store).serve()
+        daemon = Daemon(config, store)
+        code = daemon.run_burst() if once else daemon.serve()
     finally:
         lock.release()
     # Worker threads may still wait on a slow fetch; nothing is lost by not waiting for them.

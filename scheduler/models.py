@@ -118,6 +118,7 @@ class Job(Base):
         Index("ix_jobs_submitted_at", "submitted_at"),
         Index("ix_jobs_owner_uid", "owner_uid"),
         Index("ix_jobs_array_id", "array_id"),
+        Index("ix_jobs_state_planned_start", "state", "planned_start"),  # due launches
         # Report order, covering what a report filters on first (migration 0003; the store
         # names it in report queries, where SQLite would otherwise pick ix_jobs_state).
         Index(REPORT_ORDER_INDEX, "started_at", "id", "state",
@@ -184,6 +185,9 @@ class Job(Base):
     # Job arrays: array_id is the id of the array's first job (as in Slurm).
     array_id: Mapped[int | None] = mapped_column(Integer, default=None)
     array_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Why the job is placed where it is: planner.PlacementReason flags (migration 0005;
+    # NULL for jobs planned before it, whose plan_note alone says it).
+    plan_reason: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class JobEvent(Base):

@@ -8,15 +8,19 @@ placements back as conditional updates.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
+import numpy.typing as npt
+
 from scheduler import planner
 from scheduler.config import REPLAY_BASIS, Config
-from scheduler.models import Job
-from scheduler.store import NewJob, PlanUpdate, Series, Store
-from scheduler.timespec import from_epoch, to_epoch
+from scheduler.models import Job, JobState
+from scheduler.store import NewJob, PlanUpdate, Series, Store, UnstartedJob
+from scheduler.timespec import from_epoch, iso_utc, to_epoch
 
 log = logging.getLogger("gridshift.planning")
 
@@ -24,6 +28,8 @@ log = logging.getLogger("gridshift.planning")
 OVERRUN_HOLD = timedelta(minutes=5)
 # How far back forecasts are read: a window may start now, a running job started earlier.
 LOOKBACK = timedelta(days=1)
+# A re-plan logs a line for each of the first this many jobs it moves, then a count.
+MOVES_LOGGED = 20
 
 
 @dataclass(frozen=True)
@@ -88,10 +94,29 @@ def _busy(jobs: Sequence[Job], now: datetime) -> list[planner.Busy]:
     return held
 
 
-def _newest_vintage(series: Series, start: datetime, end: datetime) -> datetime | None:
-    used = [v for s, e, v in zip(series.starts, series.ends, series.vintages, strict=True)
-            if s < end and e > start]
-    return max(used) if used else None
+def _newest_vintages(placements: planner.Placements, durations: npt.NDArray[np.float64],
+                     forecasts: Mapping[str, RegionForecast]) -> npt.NDArray[np.float64]:
+    """Per placement row: the newest vintage (epoch seconds) among the forecast slots its
+    window overlaps, NaN where none does. One range maximum per row, in numpy: a loop over
+    every slot for every job was most of a large re-plan's time."""
+    newest = np.full(len(placements), np.nan)
+    for index, region in enumerate(placements.region_names):
+        rows = np.flatnonzero(placements.region_index == index)
+        series = forecasts[region].series
+        if not rows.size or not len(series):
+            continue
+        forecast = forecasts[region].forecast  # sorted, non-overlapping slots
+        begins = placements.starts[rows]
+        first = np.searchsorted(forecast.ends, begins, side="right")  # ends after begin
+        stop = np.searchsorted(forecast.starts, begins + durations[rows], side="left")
+        vintages = np.append([to_epoch(v) for v in series.vintages], -np.inf)
+        bounds = np.empty(2 * rows.size, dtype=np.int64)
+        bounds[0::2], bounds[1::2] = first, stop
+        # reduceat gives max(vintages[first:stop]) at the even positions where first < stop.
+        maxima = np.maximum.reduceat(vintages, bounds)[0::2]
+        overlaps = first < stop
+        newest[rows[overlaps]] = maxima[overlaps]
+    return newest
 
 
 def _replayed_note(series: Series) -> str:
@@ -99,54 +124,96 @@ def _replayed_note(series: Series) -> str:
     return "; intensity replayed from bundled data" if series.basis == REPLAY_BASIS else ""
 
 
-def replan(store: Store, config: Config, now: datetime,
-           jobs: Sequence[Job] | None = None) -> list[PlanUpdate]:
-    """Re-place every job that has not started and store the plans; return them."""
-    pending = list(store.unstarted_jobs() if jobs is None else jobs)
-    if not pending:
-        return []
+def _same_time(stored: float | None, new: float | None) -> bool:
+    """Stored times keep microseconds: a placement within one of the stored is the same."""
+    if stored is None or new is None:
+        return stored is new
+    return abs(stored - new) < 1e-6
+
+
+def replan(store: Store, config: Config, now: datetime) -> int:
+    """Re-place every job that has not started; store the placements that changed, in bulk,
+    with an event for each job that moved. Returns how many jobs moved or were planned."""
+    queued = store.unstarted_for_planning()
+    if not queued:
+        return 0
     # A region removed from the config (and the daemon restarted) is no option any more;
     # a job left with none waits, and says so, instead of failing every re-plan.
-    usable = {job.id: [r for r in job.regions if r in config.regions] for job in pending}
-    for job in pending:
-        if not usable[job.id]:
+    configured: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for job in queued:
+        if job.regions not in configured:
+            configured[job.regions] = tuple(r for r in job.regions if r in config.regions)
+        if not configured[job.regions]:
             log.warning("job %d: none of its regions (%s) is configured; it waits",
-                        job.id, ", ".join(job.regions))
-    pending = [job for job in pending if usable[job.id]]
-    if not pending:
-        return []
-    regions = [r for r in config.regions if any(r in usable[job.id] for job in pending)]
-    until = max(job.deadline for job in pending)
+                        job.job_id, ", ".join(job.regions))
+    queued = [job for job in queued if configured[job.regions]]
+    if not queued:
+        return 0
+    wanted = {r for regions in configured.values() for r in regions}
+    regions = [r for r in config.regions if r in wanted]
+    until = from_epoch(max(job.deadline for job in queued))
     forecasts = load_forecasts(store, config, regions, now, until)
-    dropped: dict[int, list[str]] = {}
-    for job in pending:
-        usable[job.id], dropped[job.id] = split_comparable(usable[job.id], forecasts)
+    # Few distinct region lists in a large queue: split each once.
+    comparable = {key: split_comparable(usable, forecasts)
+                  for key, usable in configured.items() if usable}
     placements = planner.plan(
-        [_request(job, usable[job.id]) for job in pending],
+        [planner.JobRequest(job.job_id, float(job.duration_s), job.not_before, job.deadline,
+                            tuple(comparable[job.regions][0])) for job in queued],
         {r: f.forecast for r, f in forecasts.items()},
         {r: config.regions[r].slots for r in regions},
         to_epoch(now),
         [b for b in _busy(store.running_jobs(), now) if b.region in config.regions],
     )
-    durations = {job.id: job.duration_s for job in pending}
+    by_id = {job.job_id: job for job in queued}
+    placed = [by_id[job_id] for job_id in placements.job_ids.tolist()]
+    vintages = _newest_vintages(
+        placements, np.array([job.duration_s for job in placed], dtype=np.float64), forecasts)
+    notes: dict[tuple[int, tuple[str, ...], str], str] = {}
     updates = []
-    for placement in placements:
-        start = from_epoch(placement.start)
-        duration = durations[placement.job_id]
-        series = forecasts[placement.region].series
-        updates.append(PlanUpdate(
-            job_id=placement.job_id,
-            region=placement.region,
-            start=start,
-            intensity=placement.intensity if placement.covered else None,
-            vintage=_newest_vintage(series, start, start + timedelta(seconds=duration)),
-            note=planner.describe(placement.reason)
-            + planner.left_out_note(dropped[placement.job_id]) + _replayed_note(series),
-        ))
-    store.save_plans(updates, now)
-    for row in placements.has(planner.PlacementReason.NO_COVERAGE).nonzero()[0].tolist():
-        log.info("job %d: %s", updates[row].job_id, updates[row].note)
-    return updates
+    moves: list[tuple[UnstartedJob, PlanUpdate]] = []
+    for job, region_index, start, intensity, reason, vintage in zip(
+            placed, placements.region_index.tolist(), placements.starts.tolist(),
+            placements.intensities.tolist(), placements.reasons.tolist(), vintages.tolist(),
+            strict=True):
+        region = placements.region_names[region_index]
+        key = (reason, job.regions, region)
+        note = notes.get(key)
+        if note is None:
+            note = notes[key] = (planner.describe(planner.PlacementReason(reason))
+                                 + planner.left_out_note(comparable[job.regions][1])
+                                 + _replayed_note(forecasts[region].series))
+        covered_intensity = None if math.isnan(intensity) else intensity
+        newest = None if math.isnan(vintage) else vintage
+        if (job.state == JobState.PLANNED.value and job.planned_region == region
+                and _same_time(job.planned_start, start)
+                and job.planned_intensity == covered_intensity
+                and _same_time(job.planned_vintage, newest) and job.plan_note == note
+                and job.plan_reason == reason):
+            continue
+        update = PlanUpdate(job_id=job.job_id, region=region, start=from_epoch(start),
+                            intensity=covered_intensity,
+                            vintage=None if newest is None else from_epoch(newest), note=note,
+                            reason=reason)
+        updates.append(update)
+        if job.planned_start is not None and not (
+                job.planned_region == region and _same_time(job.planned_start, start)):
+            moves.append((job, update))
+        elif planner.PlacementReason.NO_COVERAGE & reason:
+            log.info("job %d: %s", job.job_id, note)
+    _log_moves(moves)
+    return store.save_plans(updates, now)
+
+
+def _log_moves(moves: Sequence[tuple[UnstartedJob, PlanUpdate]]) -> None:
+    """One line per job a re-plan moved (from where to where, and why), the first
+    ``MOVES_LOGGED`` of them; a forecast change can move thousands at once."""
+    for job, update in moves[:MOVES_LOGGED]:
+        previous = from_epoch(job.planned_start) if job.planned_start is not None else None
+        log.info("job %d: re-planned from %s at %s to %s", job.job_id, job.planned_region,
+                 iso_utc(previous), update.describe())
+    if len(moves) > MOVES_LOGGED:
+        log.info("re-plan moved %d more jobs (see each job's events)",
+                 len(moves) - MOVES_LOGGED)
 
 
 def run_now_intensity(
@@ -229,16 +296,18 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
         {r: config.regions[r].slots for r in regions}, to_epoch(now),
         [b for b in held if b.region in forecasts],
     )
+    vintages = _newest_vintages(placements, np.array(
+        [specs[index].duration_s for index in placements.job_ids.tolist()], dtype=np.float64),
+        forecasts).tolist()
     updates: list[PlanUpdate | None] = [None] * len(specs)
-    for placement in placements:
+    for row, placement in enumerate(placements):
         index = placement.job_id
-        start = from_epoch(placement.start)
         updates[index] = PlanUpdate(
-            job_id=index, region=placement.region, start=start,
+            job_id=index, region=placement.region, start=from_epoch(placement.start),
             intensity=placement.intensity if placement.covered else None,
-            vintage=_newest_vintage(forecasts[placement.region].series, start,
-                                    start + timedelta(seconds=specs[index].duration_s)),
+            vintage=None if math.isnan(vintages[row]) else from_epoch(vintages[row]),
             note=planner.describe(placement.reason) + planner.left_out_note(dropped[index])
             + _replayed_note(forecasts[placement.region].series),
+            reason=int(placement.reason),
         )
     return [update for update in updates if update is not None]

@@ -10,19 +10,19 @@ CLI and the daemon never race.
 from __future__ import annotations
 
 import bisect
+import json
 import os
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import (
     Engine,
     String,
     Table,
-    bindparam,
     cast,
     column,
     create_engine,
@@ -210,7 +210,7 @@ class Store:
             environment=None if new.environment is None else dict(new.environment),
             umask=new.umask, planned_region=plan.region, planned_start=plan.start,
             planned_intensity=plan.intensity, planned_vintage=plan.vintage,
-            plan_note=plan.note,
+            plan_note=plan.note, plan_reason=plan.reason,
         )
 
     def get_job(self, job_id: int) -> Job:
@@ -255,6 +255,43 @@ class Store:
 
     def unstarted_jobs(self) -> list[Job]:
         return self.list_jobs(UNSTARTED)
+
+    def unstarted_for_planning(self) -> list[UnstartedJob]:
+        """What a re-plan reads of every job that has not started, oldest first: the
+        columns it needs, times as epoch seconds. Read as plain text and parsed here, not
+        as ORM objects: a re-plan reads the whole queue (100,000 jobs) every time."""
+        jobs: Table = Job.__table__  # type: ignore[assignment]
+        c = jobs.c
+        query = (select(c.id, c.state, c.duration_s, cast(c.not_before, String),
+                        cast(c.deadline, String), cast(c.regions, String), c.planned_region,
+                        cast(c.planned_start, String), c.planned_intensity,
+                        cast(c.planned_vintage, String), c.plan_note, c.plan_reason)
+                 .where(c.state.in_([s.value for s in UNSTARTED])).order_by(c.id))
+        with self.reading() as session:
+            rows = session.connection().execute(query).all()
+        regions_of: dict[str, tuple[str, ...]] = {}  # few distinct region lists: parse once
+        parsed = []
+        for (job_id, state, duration, not_before, deadline, regions, planned_region,
+             planned_start, planned_intensity, planned_vintage, plan_note, plan_reason) in rows:
+            region_list = regions_of.get(regions)
+            if region_list is None:
+                region_list = regions_of[regions] = tuple(json.loads(regions))
+            parsed.append(UnstartedJob(
+                job_id, state, duration, _stored_epoch(not_before), _stored_epoch(deadline),
+                region_list, planned_region,
+                None if planned_start is None else _stored_epoch(planned_start),
+                planned_intensity,
+                None if planned_vintage is None else _stored_epoch(planned_vintage),
+                plan_note, plan_reason))
+        return parsed
+
+    def due_jobs(self, now: datetime) -> list[Job]:
+        """Planned jobs whose planned start has come, soonest first (what a tick launches)."""
+        query = (select(Job).where(Job.state == JobState.PLANNED.value,
+                                   Job.planned_start <= now)
+                 .order_by(Job.planned_start, Job.id))
+        with self.reading() as session:
+            return list(session.scalars(query))
 
     def running_jobs(self) -> list[Job]:
         return self.list_jobs((JobState.RUNNING,))
@@ -314,53 +351,58 @@ class Store:
         Only jobs whose placement changed are written, in bulk statements; a job moving from
         queued to planned, or whose region or start changed, gets one event. Returns how
         many jobs moved (or were planned for the first time).
+
+        Written through the driver's executemany with parameters converted once: the first
+        plan of a large queue writes every job, and SQLAlchemy's per-row parameter handling
+        cost ten times the database's own work.
         """
         unstarted = [s.value for s in UNSTARTED]
-        jobs: Table = Job.__table__  # type: ignore[assignment]
-        rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
+        c = Job.__table__.c
+        rows: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
         with self.writing() as session:
+            connection = session.connection()
+            stored_time = UTCDateTime().bind_processor(connection.dialect) or (lambda v: v)
             current: dict[int, Any] = {}
             ids = [plan.job_id for plan in plans]
             for first in range(0, len(ids), _IDS_PER_QUERY):
-                query = select(Job.id, Job.state, Job.planned_region, Job.planned_start,
-                               Job.planned_intensity, Job.planned_vintage, Job.plan_note
-                               ).where(Job.id.in_(ids[first:first + _IDS_PER_QUERY]))
-                current.update((row.id, row) for row in session.execute(query))
+                query = select(c.id, c.state, c.planned_region, cast(c.planned_start, String),
+                               c.planned_intensity, cast(c.planned_vintage, String),
+                               c.plan_note, c.plan_reason
+                               ).where(c.id.in_(ids[first:first + _IDS_PER_QUERY]))
+                current.update((row[0], row) for row in connection.execute(query))
+            at = stored_time(now)
             for plan in plans:
                 row = current.get(plan.job_id)
                 if row is None or row.state not in unstarted:
                     continue
-                moved = (row.planned_region, row.planned_start) != (plan.region, plan.start)
+                moved = row.planned_region != plan.region or not _same_stored_time(
+                    row[3], plan.start)
                 if row.state == JobState.PLANNED.value and not moved and (
-                        row.planned_intensity, row.planned_vintage, row.plan_note
-                ) == (plan.intensity, plan.vintage, plan.note):
+                        row.planned_intensity, row.plan_note, row.plan_reason
+                ) == (plan.intensity, plan.note, plan.reason) and _same_stored_time(
+                        row[5], plan.vintage):
                     continue
-                rows.append({"job_id": plan.job_id, "region": plan.region,
-                             "start": plan.start, "intensity": plan.intensity,
-                             "vintage": plan.vintage, "note": plan.note})
+                rows.append((plan.region, stored_time(plan.start), plan.intensity,
+                             stored_time(plan.vintage), plan.note, plan.reason, plan.job_id))
                 if row.state == JobState.PLANNED.value and not moved:
                     continue
                 verb = "planned" if row.state == JobState.QUEUED.value else "re-planned"
-                events.append({"job_id": plan.job_id, "at": now, "old_state": row.state,
-                               "new_state": JobState.PLANNED.value,
-                               "reason": f"{verb}: {plan.describe()}"})
+                events.append((plan.job_id, at, row.state, JobState.PLANNED.value,
+                               f"{verb}: {plan.describe()}"))
+            mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
             if rows:
-                session.connection().execute(
-                    update(jobs)
-                    # No IN list: SQLAlchemy expands those per statement, not per row.
-                    .where(jobs.c.id == bindparam("job_id"),
-                           or_(*(jobs.c.state == state for state in unstarted)))
-                    .values(state=JobState.PLANNED.value,
-                            planned_region=bindparam("region"),
-                            planned_start=bindparam("start", type_=UTCDateTime()),
-                            planned_intensity=bindparam("intensity"),
-                            planned_vintage=bindparam("vintage", type_=UTCDateTime()),
-                            plan_note=bindparam("note")),
-                    rows,
-                )
+                states = ", ".join(f"'{state}'" for state in unstarted)
+                connection.exec_driver_sql(
+                    f"UPDATE jobs SET state = '{JobState.PLANNED.value}', "
+                    f"planned_region = {mark}, planned_start = {mark}, "
+                    f"planned_intensity = {mark}, planned_vintage = {mark}, "
+                    f"plan_note = {mark}, plan_reason = {mark} "
+                    f"WHERE id = {mark} AND state IN ({states})", rows)
             if events:
-                session.connection().execute(insert(JobEvent), events)
+                connection.exec_driver_sql(
+                    "INSERT INTO job_events (job_id, at, old_state, new_state, reason) "
+                    f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})", events)
         return len(events)
 
     def count_by_state(self) -> dict[str, int]:
@@ -712,9 +754,33 @@ def _stored_time_as_iso(name: str) -> Any:
             .concat("+00:00").label(f"{name}_iso"))
 
 
+def _same_stored_time(stored: str | None, value: datetime | None) -> bool:
+    """Whether a time read as text (``cast(column, String)``) is ``value``."""
+    if stored is None or value is None:
+        return stored is None and value is None
+    return abs(_stored_epoch(stored) - value.timestamp()) < 1e-6
+
+
 def _stored_epoch(text: str) -> float:
     """A stored time (naive UTC text, see models.UTCDateTime) as epoch seconds."""
     return datetime.fromisoformat(text + "+00:00").timestamp()
+
+
+class UnstartedJob(NamedTuple):
+    """A job that has not started, as a re-plan reads it (times in epoch seconds)."""
+
+    job_id: int
+    state: str
+    duration_s: int
+    not_before: float
+    deadline: float
+    regions: tuple[str, ...]
+    planned_region: str | None
+    planned_start: float | None
+    planned_intensity: float | None
+    planned_vintage: float | None
+    plan_note: str | None
+    plan_reason: int | None
 
 
 @dataclass(frozen=True)
@@ -727,6 +793,7 @@ class PlanUpdate:
     intensity: float | None
     vintage: datetime | None
     note: str
+    reason: int | None = None  # planner.PlacementReason flags
 
     def describe(self) -> str:
         shown = "no forecast" if self.intensity is None else f"{self.intensity:.0f} g/kWh"
