@@ -44,6 +44,7 @@ from scheduler.errors import (
     UnknownJob,
 )
 from scheduler.models import JobState
+from scheduler.planning import PlanCache
 from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.store import Store
 from scheduler.timespec import check_fits, iso_utc, utc_now
@@ -81,6 +82,8 @@ class ApiContext:
     # A large report may fork a helper process (bulk.py): only in the CLI's own process,
     # never in the daemon's, whose other threads may hold locks a fork would copy.
     may_fork: bool = False
+    # The daemon's forecasts and planned slots in memory (None: read from the store).
+    plan_cache: PlanCache | None = None
 
 
 Route = Callable[[ApiRequest, ApiContext, str], ApiResponse]
@@ -179,7 +182,7 @@ def _submit(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     except ValueError as error:
         raise BadInput(f"bad submit request: {error}") from None
     created = jobs.submit(context.store, context.config, context.caller, submitted,
-                          context.now)
+                          context.now, context.plan_cache)
     if submitted.array is not None:
         return json_response(HTTPStatus.CREATED, {"array_id": created[0].array_id,
                                                   "jobs": [job.id for job in created]})
@@ -466,8 +469,10 @@ class ApiServer:
     def __init__(self, socket_path: Path, store: Store, config: Config, *,
                  clock: Callable[[], datetime] = utc_now, daemon_uid: int | None = None,
                  idle_timeout_s: float = IDLE_TIMEOUT_S,
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES,
+                 plan_cache: PlanCache | None = None) -> None:
         self.socket_path = socket_path
+        self.plan_cache = plan_cache
         self.store = store
         self.config = config
         self.clock = clock
@@ -574,7 +579,8 @@ class ApiServer:
                         request.method, request.path, uid)
             return refused
         caller = jobs.Caller.from_ids(uid, gid, self.config)
-        response = handle(request, ApiContext(self.store, self.config, caller, self.clock()))
+        response = handle(request, ApiContext(self.store, self.config, caller, self.clock(),
+                                              plan_cache=self.plan_cache))
         log.debug("api: uid %d %s %s -> %d", uid, request.method, request.path,
                   response.status)
         return response

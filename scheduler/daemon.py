@@ -44,6 +44,8 @@ STOP_WAIT_S = 3.0
 ACTUALS_FIRST_DELAY = timedelta(minutes=2)
 # How often the main thread looks at the stop flag a signal handler set.
 STOP_POLL_S = 0.2
+# New jobs wait at most this long for the re-plan of the whole queue while more arrive.
+REPLAN_SETTLE = timedelta(seconds=30)
 # How often forecast vintages older than daemon.retention are pruned.
 PRUNE_EVERY = timedelta(hours=1)
 # Tests only: make a launch block at one point (after-claim and before-spec, here;
@@ -116,6 +118,11 @@ class Daemon:
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
     _last_status: str = ""
     _counted_at: tuple[int, int, int] | None = None  # change marker of the last job count
+    # Since when new jobs wait for a re-plan, and the change marker the last tick saw.
+    _submits_since: datetime | None = None
+    _seen_marker: tuple[int, int, int] | None = None
+    # Forecasts and planned slots between re-plans, for the API's submits (planning.py).
+    plan_cache: planning.PlanCache = field(default_factory=planning.PlanCache)
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
@@ -211,16 +218,35 @@ class Daemon:
                 if self._reap(job, now):
                     self._enforce_cancel(job, now)
             marker = self.store.change_marker()
-            if marker != self._last_marker:
+            if marker != self._last_marker and self._replan_due(marker, now):
                 with self.metrics.replan_duration.time():
-                    planning.replan(self.store, self.config, now)
+                    planning.replan(self.store, self.config, now, self.plan_cache)
                 self._last_marker = self.store.change_marker()
+                self._submits_since = None
             if not self._stopping:
                 self._dispatch(now)
             self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
             self._last_tick_done = time.monotonic()
             self._report_status()
             self.metrics.tick_duration.observe(time.perf_counter() - begun)
+
+    def _replan_due(self, marker: tuple[int, int, int], now: datetime) -> bool:
+        """Whether this tick re-plans the queue, given that something changed.
+
+        New forecasts, ends, launches and cancels re-plan at once. New jobs alone wait
+        until submissions pause for a tick (or for REPLAN_SETTLE at most): each was placed
+        around the others when it was submitted, and a sweep of thousands of submissions
+        should cost one re-plan of a large queue, not one per tick while it arrives.
+        """
+        last = self._last_marker
+        if last is None or marker[1] == last[1]:
+            return True  # the first tick, or no new job
+        if self._submits_since is None:
+            self._submits_since, self._seen_marker = now, marker
+            return False
+        settled = marker == self._seen_marker
+        self._seen_marker = marker
+        return settled or now - self._submits_since >= REPLAN_SETTLE
 
     def _report_status(self) -> None:
         """A one-line STATUS= for `systemctl status`, sent when it changes."""
@@ -536,7 +562,7 @@ class Daemon:
         from scheduler.api import ApiServer
 
         api_server = ApiServer(daemon_settings.socket_path(), self.store, self.config,
-                               clock=self.clock)
+                               clock=self.clock, plan_cache=self.plan_cache)
         try:
             api_server.start()
             notify("READY=1\nSTATUS=scheduling")

@@ -87,7 +87,7 @@ MAX_ARRAY_TASKS = 10_000
 
 
 def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
-           now: datetime) -> list[Job]:
+           now: datetime, cache: planning.PlanCache | None = None) -> list[Job]:
     """Validate against the config, store and place the job (or one job per array index)
     in one transaction, and return them as stored. BadInput (nothing written) for a
     region not configured, a deadline that cannot be met, a bad array."""
@@ -103,9 +103,9 @@ def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
     count = 1 if indices is None else len(indices)
     start = max(now, spec.not_before)
     run_now = planning.run_now_intensity(store, config, spec.regions[0], start,
-                                         timedelta(seconds=spec.duration_s))
+                                         timedelta(seconds=spec.duration_s), cache)
     specs = [replace(spec, run_now_intensity=run_now)] * count
-    plans = planning.place_new(store, config, specs, now)
+    plans = planning.place_new(store, config, specs, now, cache)
     return store.add_jobs(specs, plans, now, indices)
 
 

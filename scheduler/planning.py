@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +31,8 @@ OVERRUN_HOLD = timedelta(minutes=5)
 LOOKBACK = timedelta(days=1)
 # A re-plan logs a line for each of the first this many jobs it moves, then a count.
 MOVES_LOGGED = 20
+# How far ahead the daemon's cached forecasts reach: more than any stored forecast does.
+CACHED_AHEAD = timedelta(days=400)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,49 @@ def load_forecasts(
     store: Store, config: Config, regions: Sequence[str], now: datetime, until: datetime
 ) -> dict[str, RegionForecast]:
     return {r: load_forecast(store, config, r, now - LOOKBACK, until) for r in regions}
+
+
+class PlanCache:
+    """What the daemon keeps between re-plans, so that a submit plans in memory whatever
+    the queue's length: each region's stored forecast (until a newer point is stored) and
+    the slots the queue's placements hold (set by each re-plan, added to by each submit).
+    Without a daemon, a submit reads both from the store instead (``PlanCache`` None).
+    Shared by the daemon's tick and its request threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._newest_point: int | None = None
+        self._forecasts: dict[str, RegionForecast] = {}
+        self._planned: planner.Holds | None = None  # None until the first re-plan
+
+    def forecasts(self, store: Store, config: Config, regions: Sequence[str],
+                  now: datetime) -> dict[str, RegionForecast]:
+        newest = store.newest_point_id()
+        with self._lock:
+            if newest != self._newest_point:
+                self._newest_point, self._forecasts = newest, {}
+            known = dict(self._forecasts)
+        # Everything stored from a day back: any deadline a job may have is covered.
+        loaded = {r: load_forecast(store, config, r, now - LOOKBACK, now + CACHED_AHEAD)
+                  for r in regions if r not in known}
+        if loaded:
+            with self._lock:
+                if newest == self._newest_point:
+                    self._forecasts.update(loaded)
+        return {r: known.get(r) or loaded[r] for r in regions}
+
+    def planned_holds(self) -> planner.Holds | None:
+        with self._lock:
+            return self._planned
+
+    def set_planned(self, holds: planner.Holds) -> None:
+        with self._lock:
+            self._planned = holds
+
+    def add_planned(self, holds: planner.Holds) -> None:
+        with self._lock:
+            if self._planned is not None:
+                self._planned = self._planned + holds
 
 
 def check_signals(config: Config, regions: Sequence[str]) -> str:
@@ -131,7 +177,8 @@ def _same_time(stored: float | None, new: float | None) -> bool:
     return abs(stored - new) < 1e-6
 
 
-def replan(store: Store, config: Config, now: datetime) -> int:
+def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None = None
+           ) -> int:
     """Re-place every job that has not started; store the placements that changed, in bulk,
     with an event for each job that moved. Returns how many jobs moved or were planned."""
     queued = store.unstarted_for_planning()
@@ -151,8 +198,9 @@ def replan(store: Store, config: Config, now: datetime) -> int:
         return 0
     wanted = {r for regions in configured.values() for r in regions}
     regions = [r for r in config.regions if r in wanted]
-    until = from_epoch(max(job.deadline for job in queued))
-    forecasts = load_forecasts(store, config, regions, now, until)
+    forecasts = (cache.forecasts(store, config, regions, now) if cache is not None else
+                 load_forecasts(store, config, regions, now,
+                                from_epoch(max(job.deadline for job in queued))))
     # Few distinct region lists in a large queue: split each once.
     comparable = {key: split_comparable(usable, forecasts)
                   for key, usable in configured.items() if usable}
@@ -166,8 +214,10 @@ def replan(store: Store, config: Config, now: datetime) -> int:
     )
     by_id = {job.job_id: job for job in queued}
     placed = [by_id[job_id] for job_id in placements.job_ids.tolist()]
-    vintages = _newest_vintages(
-        placements, np.array([job.duration_s for job in placed], dtype=np.float64), forecasts)
+    durations = np.array([job.duration_s for job in placed], dtype=np.float64)
+    vintages = _newest_vintages(placements, durations, forecasts)
+    if cache is not None:
+        cache.set_planned(planner.Holds.from_placements(placements, durations))
     notes: dict[tuple[int, tuple[str, ...], str], str] = {}
     updates = []
     moves: list[tuple[UnstartedJob, PlanUpdate]] = []
@@ -217,10 +267,12 @@ def _log_moves(moves: Sequence[tuple[UnstartedJob, PlanUpdate]]) -> None:
 
 
 def run_now_intensity(
-    store: Store, config: Config, region: str, now: datetime, duration: timedelta
+    store: Store, config: Config, region: str, now: datetime, duration: timedelta,
+    cache: PlanCache | None = None,
 ) -> float | None:
     """Mean forecast over [now, now + duration) in ``region``; None unless fully covered."""
-    loaded = load_forecast(store, config, region, now - LOOKBACK, now + duration)
+    loaded = (cache.forecasts(store, config, [region], now)[region] if cache is not None
+              else load_forecast(store, config, region, now - LOOKBACK, now + duration))
     mean, covered = planner.window_mean(loaded.forecast, to_epoch(now), duration.total_seconds())
     return mean if covered else None
 
@@ -266,20 +318,26 @@ def preview(
                    left_out)
 
 
-def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: datetime
-              ) -> list[PlanUpdate]:
+def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: datetime,
+              cache: PlanCache | None = None) -> list[PlanUpdate]:
     """Place jobs not yet stored around running jobs and the others' current plans (the
-    daemon re-plans the whole queue on its next tick). ``PlanUpdate.job_id`` is the index
-    of the spec in ``specs``, in order."""
+    daemon re-plans the whole queue on a later tick). ``PlanUpdate.job_id`` is the index
+    of the spec in ``specs``, in order. With the daemon's ``cache``, the others' plans and
+    the forecasts come from memory, and the new jobs' slots are added to it."""
     if not specs:
         return []
     regions = list(dict.fromkeys(r for spec in specs for r in spec.regions))
-    # Only (region, start, duration) of the others: a full row per queued job made every
-    # submit slower as the queue grew.
-    held = _busy(store.running_jobs(), now) + [
-        planner.Busy(region, start, end) for region, start, end in store.planned_holds(regions, now)
-    ]
-    forecasts = load_forecasts(store, config, regions, now, max(s.deadline for s in specs))
+    running = planner.Holds.from_busy(_busy(store.running_jobs(), now))
+    planned = cache.planned_holds() if cache is not None else None
+    if planned is None:
+        # Only (region, start, end) of the others: a full row per queued job made every
+        # submit slower as the queue grew.
+        planned = planner.Holds.from_busy([planner.Busy(*hold) for hold in
+                                           store.planned_holds(regions, now)])
+    held = running + planned.ending_after(to_epoch(now))
+    forecasts = (cache.forecasts(store, config, regions, now) if cache is not None
+                 else load_forecasts(store, config, regions, now,
+                                     max(s.deadline for s in specs)))
     kept: list[list[str]] = []
     dropped: list[list[str]] = []
     for spec in specs:
@@ -293,12 +351,13 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
     ]
     placements = planner.plan(
         requests, {r: forecasts[r].forecast for r in regions},
-        {r: config.regions[r].slots for r in regions}, to_epoch(now),
-        [b for b in held if b.region in forecasts],
+        {r: config.regions[r].slots for r in regions}, to_epoch(now), held,
     )
-    vintages = _newest_vintages(placements, np.array(
-        [specs[index].duration_s for index in placements.job_ids.tolist()], dtype=np.float64),
-        forecasts).tolist()
+    durations = np.array([specs[index].duration_s for index in placements.job_ids.tolist()],
+                         dtype=np.float64)
+    vintages = _newest_vintages(placements, durations, forecasts).tolist()
+    if cache is not None:
+        cache.add_planned(planner.Holds.from_placements(placements, durations))
     updates: list[PlanUpdate | None] = [None] * len(specs)
     for row, placement in enumerate(placements):
         index = placement.job_id

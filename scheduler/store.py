@@ -410,6 +410,10 @@ class Store:
             rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
             return {str(state): int(count) for state, count in rows.tuples()}
 
+    def newest_point_id(self) -> int:
+        with self.reading() as session:
+            return session.scalar(select(func.max(ForecastPoint.id))) or 0
+
     def change_marker(self) -> tuple[int, int, int]:
         """Cheap fingerprint of what the planner depends on: newest point, job and event."""
         with self.reading() as session:

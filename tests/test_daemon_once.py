@@ -1,0 +1,205 @@
+"""`gridshift daemon --once` as cron would run it, and the re-plan of a whole queue: what
+it writes, what it logs, when it runs, and what a submit plans around between re-plans."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler import jobs, planning
+from scheduler.daemon import REPLAN_SETTLE, Daemon
+from scheduler.models import JobState
+from scheduler.records import SubmitRequest
+from scheduler.store import NewJob
+from tests.conftest import Workspace, floor_hour, hourly, write_csv
+from tests.daemon_process import wait_for
+
+HOUR = timedelta(hours=1)
+
+
+def _new_job(workspace: Workspace, not_before: datetime) -> NewJob:
+    return NewJob(name="train", argv=["true"], cwd=str(workspace.root), env={},
+                  duration_s=3600, not_before=not_before, deadline=not_before + 20 * HOUR,
+                  regions=["here"], power_watts=100.0)
+
+
+def test_once_launches_what_is_due_and_the_next_run_records_how_it_ended(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    now = datetime.now(UTC)
+    workspace = csv_workspace({"here": hourly(floor_hour(now) - HOUR, [300.0] * 30)})
+    marker = workspace.root / "ran"
+    submitted = workspace.cli("submit", "--json", "--duration", "1m", "--within", "1h", "--",
+                              "sh", "-c", f"echo ran > {marker}; exit 3")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.json()["id"]
+
+    first = workspace.cli("daemon", "--once")
+    assert first.returncode == 0, first.stderr
+    assert f"job {job_id}: launched" in first.stderr
+    store = workspace.store()
+    assert store.get_job(job_id).state == JobState.RUNNING
+    assert store.heartbeat() is not None and store.heartbeat().stopped_at is not None
+    wait_for(lambda: marker.exists(), timeout=30, what="the job's command to run")
+
+    def ended() -> bool:
+        run = workspace.cli("daemon", "--once")
+        assert run.returncode == 0, run.stderr
+        return store.get_job(job_id).state != JobState.RUNNING
+
+    wait_for(ended, timeout=30, what="a later --once to record the job's end")
+    job = store.get_job(job_id)
+    assert (job.state, job.exit_code) == (JobState.FAILED, 3)
+    assert [e.new_state for e in store.job_events(job_id)].count("running") == 1
+    store.close()
+
+
+def test_once_fetches_only_the_forecasts_that_are_due(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    now = datetime.now(UTC)
+    workspace = csv_workspace({"here": hourly(floor_hour(now) - HOUR, [300.0] * 30)},
+                              daemon='tick = "1s"\nrefresh_every = "1h"')
+    assert workspace.cli("daemon", "--once").returncode == 0
+    store = workspace.store()
+    (fetched,) = [r for r in store.refreshes() if r.kind == "forecast"]
+    assert fetched.ok
+
+    rerun = workspace.cli("daemon", "--once")
+    assert rerun.returncode == 0, rerun.stderr
+    (again,) = [r for r in store.refreshes() if r.kind == "forecast"]
+    assert again.at == fetched.at, "a forecast fetched minutes ago was fetched again"
+    store.close()
+
+
+def test_once_refuses_to_run_beside_a_running_daemon(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    now = datetime.now(UTC)
+    workspace = csv_workspace({"here": hourly(floor_hour(now) - HOUR, [300.0] * 30)})
+    daemon = workspace.popen("daemon", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        store = workspace.store()
+        wait_for(lambda: store.heartbeat() is not None, timeout=60, what="the daemon's tick")
+        once = workspace.cli("daemon", "--once")
+        assert once.returncode == 1
+        assert "already running" in once.stderr
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+
+
+def test_a_replan_writes_only_what_changed_and_logs_each_move(
+    csv_workspace: Callable[..., Workspace], caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime.now(UTC)
+    first_hour = floor_hour(now)
+    dip_at_6 = [100.0 if hour == 6 else 300.0 for hour in range(30)]
+    workspace = csv_workspace({"here": hourly(first_hour, dip_at_6)}, slots=50)
+    store = workspace.store()
+    daemon = Daemon(workspace.config(), store)
+    daemon.refresh(now)
+    ids = [store.add_job(_new_job(workspace, now), now).id for _ in range(30)]
+    config = workspace.config()
+
+    assert planning.replan(store, config, now) == 30  # each planned, with its event
+    assert {store.get_job(i).planned_start for i in ids} == {first_hour + 6 * HOUR}
+    events = sum(len(store.job_events(i)) for i in ids)
+    assert planning.replan(store, config, now + timedelta(seconds=5)) == 0
+    assert sum(len(store.job_events(i)) for i in ids) == events
+
+    csv_path = config.providers["here"].path
+    assert csv_path is not None
+    write_csv(csv_path, hourly(first_hour, [50.0 if hour == 3 else 300.0 for hour in range(30)]))
+    later = now + timedelta(minutes=1)
+    os.utime(csv_path, (later.timestamp(), later.timestamp()))
+    daemon.refresh(later)
+    with caplog.at_level(logging.INFO, logger="gridshift.planning"):
+        assert planning.replan(store, config, later) == 30
+    moves = [r.getMessage() for r in caplog.records if "re-planned from here" in r.getMessage()]
+    assert len(moves) == planning.MOVES_LOGGED
+    assert (first_hour + 6 * HOUR).isoformat() in moves[0]
+    assert (first_hour + 3 * HOUR).isoformat() in moves[0]
+    assert any("moved 10 more jobs" in r.getMessage() for r in caplog.records)
+    assert {store.get_job(i).planned_start for i in ids} == {first_hour + 3 * HOUR}
+    store.close()
+
+
+def test_new_jobs_wait_for_submissions_to_pause_but_other_changes_replan_at_once(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    now = datetime.now(UTC)
+    workspace = csv_workspace({"here": hourly(floor_hour(now) - HOUR, [300.0] * 30)},
+                              slots=100)
+    store = workspace.store()
+    daemon = Daemon(workspace.config(), store)
+    daemon.refresh(now)
+    daemon.tick(now)
+    later = now + 2 * HOUR  # nothing launches during the test
+
+    def queued(job_id: int) -> bool:
+        return store.get_job(job_id).state == JobState.QUEUED
+
+    first = store.add_job(_new_job(workspace, later), now).id
+    daemon.tick(now + timedelta(seconds=1))
+    assert queued(first), "re-planned while submissions may still be arriving"
+    daemon.tick(now + timedelta(seconds=2))  # nothing new since the last tick
+    assert not queued(first)
+
+    # A sweep that keeps arriving is re-planned after REPLAN_SETTLE at the latest.
+    moment = now + timedelta(seconds=3)
+    arriving = []
+    while moment < now + timedelta(seconds=3) + REPLAN_SETTLE:
+        arriving.append(store.add_job(_new_job(workspace, later), now).id)
+        daemon.tick(moment)
+        assert queued(arriving[-1])
+        moment += timedelta(seconds=5)
+    arriving.append(store.add_job(_new_job(workspace, later), now).id)
+    daemon.tick(moment)
+    assert not any(queued(job_id) for job_id in arriving)
+
+    # A cancel (no new job) re-plans on the next tick.
+    store.transition(arriving[0], [JobState.PLANNED], JobState.CANCELLED, moment, "test")
+    unplanned = store.add_job(_new_job(workspace, later), now).id
+    daemon.tick(moment + timedelta(seconds=1))  # new job: waits
+    daemon.tick(moment + timedelta(seconds=2))  # settled
+    assert not queued(unplanned)
+    store.close()
+
+
+def test_a_submit_between_replans_plans_around_the_daemons_slots(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    """With one slot, a job submitted through the daemon (its planned slots in memory)
+    goes after the one planned into the dip, exactly as a submit that reads the store."""
+    now = datetime.now(UTC)
+    first_hour = floor_hour(now)
+    values = [100.0 if hour in (5, 6) else 300.0 for hour in range(30)]
+    workspace = csv_workspace({"here": hourly(first_hour, values)}, slots=1)
+    store = workspace.store()
+    config = workspace.config()
+    daemon = Daemon(config, store)
+    daemon.refresh(now)
+    store.add_job(_new_job(workspace, now), now)
+    daemon.tick(now)
+    caller = jobs.Caller(os.getuid(), os.getgid(), "tester", admin=False)
+
+    def submit(cache: planning.PlanCache | None) -> datetime | None:
+        request = SubmitRequest(["true"], 3600, now, now + 20 * HOUR, str(workspace.root),
+                                0o022, {})
+        (job,) = jobs.submit(store, config, caller, request, now, cache)
+        return job.planned_start
+
+    (planned,) = store.list_jobs()
+    first = planned.planned_start
+    second = submit(daemon.plan_cache)
+    assert {first, second} == {first_hour + 5 * HOUR, first_hour + 6 * HOUR}
+    third = submit(daemon.plan_cache)  # both clean hours are taken, in memory
+    assert third not in (first_hour + 5 * HOUR, first_hour + 6 * HOUR)
+    assert third is not None and not (first_hour + 4 * HOUR < third < first_hour + 7 * HOUR)
+    store.close()
