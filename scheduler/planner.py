@@ -129,6 +129,46 @@ class JobRequest:
 
 
 @dataclass(frozen=True)
+class JobColumns:
+    """Jobs to place as columns (row i is one job), what ``plan`` reads. A re-plan of a
+    large queue builds them from the store's columns, not one ``JobRequest`` per job."""
+
+    job_ids: IntArray
+    durations: FloatArray
+    not_before: FloatArray
+    deadlines: FloatArray
+    regions: Sequence[tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        count = len(self.job_ids)
+        if not (len(self.durations) == len(self.not_before) == len(self.deadlines)
+                == len(self.regions) == count):
+            raise ValueError("every job column must have one value per job")
+        checks = (
+            (~(np.isfinite(self.durations) & (self.durations > 0)),
+             "duration must be a positive number of seconds"),
+            (~(np.isfinite(self.not_before) & np.isfinite(self.deadlines)),
+             "not_before and deadline must be finite"),
+            (np.fromiter(map(len, self.regions), np.int64, count) == 0, "no region to run in"),
+        )
+        for bad, problem in checks:
+            if bad.any():
+                raise ValueError(f"job {int(self.job_ids[np.argmax(bad)])}: {problem}")
+
+    @classmethod
+    def from_requests(cls, jobs: Sequence[JobRequest]) -> JobColumns:
+        count = len(jobs)
+        return cls(np.fromiter(map(attrgetter("job_id"), jobs), np.int64, count),
+                   np.fromiter(map(attrgetter("duration_s"), jobs), np.float64, count),
+                   np.fromiter(map(attrgetter("not_before"), jobs), np.float64, count),
+                   np.fromiter(map(attrgetter("deadline"), jobs), np.float64, count),
+                   [job.regions for job in jobs])
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+
+@dataclass(frozen=True)
 class Busy:
     """A slot already held in a region over [start, end) (a running or pinned job)."""
 
@@ -691,7 +731,7 @@ class _Occupancy:
 
 
 def plan(
-    jobs: Sequence[JobRequest],
+    jobs: Sequence[JobRequest] | JobColumns,
     forecasts: Mapping[str, Forecast],
     slots: Mapping[str, int],
     now: float,
@@ -703,15 +743,14 @@ def plan(
     ``forecasts`` has no data, one missing from ``slots`` has one slot. ``busy`` holds
     slots before any job is placed (it may exceed a region's slots).
     """
-    if not jobs:
+    if not len(jobs):
         return Placements.empty()
-    count = len(jobs)
-    job_ids = np.fromiter(map(attrgetter("job_id"), jobs), np.int64, count)
-    duration = np.fromiter(map(attrgetter("duration_s"), jobs), np.float64, count)
-    not_before = np.fromiter(map(attrgetter("not_before"), jobs), np.float64, count)
-    deadline = np.fromiter(map(attrgetter("deadline"), jobs), np.float64, count)
+    columns = jobs if isinstance(jobs, JobColumns) else JobColumns.from_requests(jobs)
+    count = len(columns)
+    job_ids, duration = columns.job_ids, columns.durations
+    not_before, deadline = columns.not_before, columns.deadlines
     order = np.lexsort((job_ids, deadline - duration - now))
-    names, position = _listed_positions(jobs)
+    names, position = _listed_positions(columns.regions)
     job_ids, duration, position = job_ids[order], duration[order], position[order]
     earliest = np.maximum(not_before[order], now)
     latest = np.maximum(deadline[order] - duration, earliest)
@@ -758,17 +797,17 @@ def plan(
                       reasons.astype(np.int64))
 
 
-def _listed_positions(jobs: Sequence[JobRequest]) -> tuple[list[str], IntArray]:
+def _listed_positions(regions: Sequence[tuple[str, ...]]) -> tuple[list[str], IntArray]:
     """(region names, sorted; position[j, r]: where job j first lists region r, or
     len(names) where it does not), with one pass over the jobs' regions."""
-    listed_names = list(chain.from_iterable(map(attrgetter("regions"), jobs)))
+    listed_names = list(chain.from_iterable(regions))
     names = sorted(set(listed_names))
     column = {name: i for i, name in enumerate(names)}
     listed = np.fromiter(map(column.__getitem__, listed_names), np.int64, len(listed_names))
-    lengths = np.fromiter(map(len, map(attrgetter("regions"), jobs)), np.int64, len(jobs))
-    row = np.repeat(np.arange(len(jobs)), lengths)
+    lengths = np.fromiter(map(len, regions), np.int64, len(regions))
+    row = np.repeat(np.arange(len(regions)), lengths)
     rank = np.arange(len(listed)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    position = np.full((len(jobs), len(names)), len(names), dtype=np.int64)
+    position = np.full((len(regions), len(names)), len(names), dtype=np.int64)
     np.minimum.at(position, (row, listed), rank)
     return names, position
 

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from scheduler import planner
 from scheduler.config import REPLAY_BASIS, Config
 from scheduler.models import Job, JobState
-from scheduler.store import NewJob, PlanUpdate, Series, Store, UnstartedJob
+from scheduler.store import NewJob, PlanUpdate, Series, Store, UnstartedJobs
 from scheduler.timespec import from_epoch, iso_utc, to_epoch
 
 log = logging.getLogger("gridshift.planning")
@@ -31,6 +31,8 @@ OVERRUN_HOLD = timedelta(minutes=5)
 LOOKBACK = timedelta(days=1)
 # A re-plan logs a line for each of the first this many jobs it moves, then a count.
 MOVES_LOGGED = 20
+# Stored times keep microseconds: a placement within one of the stored time is the same.
+SAME_TIME_S = 1e-6
 # How far ahead the daemon's cached forecasts reach: more than any stored forecast does.
 CACHED_AHEAD = timedelta(days=400)
 
@@ -170,97 +172,146 @@ def _replayed_note(series: Series) -> str:
     return "; intensity replayed from bundled data" if series.basis == REPLAY_BASIS else ""
 
 
-def _same_time(stored: float | None, new: float | None) -> bool:
-    """Stored times keep microseconds: a placement within one of the stored is the same."""
-    if stored is None or new is None:
-        return stored is new
-    return abs(stored - new) < 1e-6
+def _same_time(stored: float | None, new: float) -> bool:
+    return stored is not None and abs(stored - new) <= SAME_TIME_S
 
 
 def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None = None
            ) -> int:
     """Re-place every job that has not started; store the placements that changed, in bulk,
-    with an event for each job that moved. Returns how many jobs moved or were planned."""
+    with an event for each job that moved. Returns how many jobs moved or were planned.
+
+    The queue is read, placed and compared with its stored plans as columns: a re-plan of
+    100,000 jobs touches Python objects only for the jobs whose plan changed.
+    """
     queued = store.unstarted_for_planning()
-    if not queued:
+    if not len(queued):
         return 0
     # A region removed from the config (and the daemon restarted) is no option any more;
     # a job left with none waits, and says so, instead of failing every re-plan.
-    configured: dict[tuple[str, ...], tuple[str, ...]] = {}
-    for job in queued:
-        if job.regions not in configured:
-            configured[job.regions] = tuple(r for r in job.regions if r in config.regions)
-        if not configured[job.regions]:
-            log.warning("job %d: none of its regions (%s) is configured; it waits",
-                        job.job_id, ", ".join(job.regions))
-    queued = [job for job in queued if configured[job.regions]]
-    if not queued:
+    configured = {key: tuple(r for r in key if r in config.regions)
+                  for key in set(queued.regions)}
+    for job_id, key in zip(queued.ids, queued.regions, strict=True):
+        if not configured[key]:
+            log.warning("job %d: none of its regions (%s) is configured; it waits", job_id,
+                        ", ".join(key))
+    kept = np.flatnonzero(np.fromiter((bool(configured[key]) for key in queued.regions),
+                                      np.bool_, len(queued)))
+    if not kept.size:
         return 0
     wanted = {r for regions in configured.values() for r in regions}
     regions = [r for r in config.regions if r in wanted]
+    ids = np.array(queued.ids, dtype=np.int64)
+    deadlines = np.array(queued.deadlines, dtype=np.float64)
     forecasts = (cache.forecasts(store, config, regions, now) if cache is not None else
                  load_forecasts(store, config, regions, now,
-                                from_epoch(max(job.deadline for job in queued))))
+                                from_epoch(float(deadlines[kept].max()))))
     # Few distinct region lists in a large queue: split each once.
     comparable = {key: split_comparable(usable, forecasts)
                   for key, usable in configured.items() if usable}
+    durations = np.array(queued.durations, dtype=np.float64)
     placements = planner.plan(
-        [planner.JobRequest(job.job_id, float(job.duration_s), job.not_before, job.deadline,
-                            tuple(comparable[job.regions][0])) for job in queued],
+        planner.JobColumns(ids[kept], durations[kept],
+                           np.array(queued.not_before, dtype=np.float64)[kept], deadlines[kept],
+                           [tuple(comparable[queued.regions[row]][0]) for row in kept.tolist()]),
         {r: f.forecast for r, f in forecasts.items()},
         {r: config.regions[r].slots for r in regions},
         to_epoch(now),
         [b for b in _busy(store.running_jobs(), now) if b.region in config.regions],
     )
-    by_id = {job.job_id: job for job in queued}
-    placed = [by_id[job_id] for job_id in placements.job_ids.tolist()]
-    durations = np.array([job.duration_s for job in placed], dtype=np.float64)
-    vintages = _newest_vintages(placements, durations, forecasts)
+    placed = np.searchsorted(ids, placements.job_ids)  # queued row of each placement
+    vintages = _newest_vintages(placements, durations[placed], forecasts)
     if cache is not None:
-        cache.set_planned(planner.Holds.from_placements(placements, durations))
-    notes: dict[tuple[int, tuple[str, ...], str], str] = {}
+        cache.set_planned(planner.Holds.from_placements(placements, durations[placed]))
+    notes = _notes(queued, placed, placements, comparable, forecasts)
+    changed = np.flatnonzero(~_unchanged(queued, placed, placements, vintages, notes))
     updates = []
-    moves: list[tuple[UnstartedJob, PlanUpdate]] = []
-    for job, region_index, start, intensity, reason, vintage in zip(
-            placed, placements.region_index.tolist(), placements.starts.tolist(),
-            placements.intensities.tolist(), placements.reasons.tolist(), vintages.tolist(),
-            strict=True):
-        region = placements.region_names[region_index]
-        key = (reason, job.regions, region)
-        note = notes.get(key)
-        if note is None:
-            note = notes[key] = (planner.describe(planner.PlacementReason(reason))
-                                 + planner.left_out_note(comparable[job.regions][1])
-                                 + _replayed_note(forecasts[region].series))
-        covered_intensity = None if math.isnan(intensity) else intensity
-        newest = None if math.isnan(vintage) else vintage
-        if (job.state == JobState.PLANNED.value and job.planned_region == region
-                and _same_time(job.planned_start, start)
-                and job.planned_intensity == covered_intensity
-                and _same_time(job.planned_vintage, newest) and job.plan_note == note
-                and job.plan_reason == reason):
-            continue
-        update = PlanUpdate(job_id=job.job_id, region=region, start=from_epoch(start),
-                            intensity=covered_intensity,
-                            vintage=None if newest is None else from_epoch(newest), note=note,
-                            reason=reason)
+    moves: list[tuple[int, PlanUpdate]] = []
+    for row in changed.tolist():
+        job_row = int(placed[row])
+        placement = placements[row]
+        vintage = float(vintages[row])
+        update = PlanUpdate(
+            job_id=placement.job_id, region=placement.region,
+            start=from_epoch(placement.start), intensity=placement.intensity,
+            vintage=None if math.isnan(vintage) else from_epoch(vintage),
+            note=str(notes[row]), reason=int(placement.reason))
         updates.append(update)
-        if job.planned_start is not None and not (
-                job.planned_region == region and _same_time(job.planned_start, start)):
-            moves.append((job, update))
-        elif planner.PlacementReason.NO_COVERAGE & reason:
-            log.info("job %d: %s", job.job_id, note)
-    _log_moves(moves)
+        if queued.planned_start[job_row] is not None and (
+                queued.planned_region[job_row] != placement.region
+                or not _same_time(queued.planned_start[job_row], placement.start)):
+            moves.append((job_row, update))
+        elif planner.PlacementReason.NO_COVERAGE in placement.reason:
+            log.info("job %d: %s", placement.job_id, update.note)
+    _log_moves(queued, moves)
     return store.save_plans(updates, now)
 
 
-def _log_moves(moves: Sequence[tuple[UnstartedJob, PlanUpdate]]) -> None:
+def _notes(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
+           placements: planner.Placements,
+           comparable: Mapping[tuple[str, ...], tuple[list[str], list[str]]],
+           forecasts: Mapping[str, RegionForecast]) -> npt.NDArray[np.object_]:
+    """Per placement row, its note: the reason in words, the regions left out, replayed
+    data. Composed once per distinct (reason, region list, region)."""
+    key_of: dict[tuple[str, ...], int] = {}
+    region_lists = np.array([key_of.setdefault(key, len(key_of)) for key in queued.regions],
+                            dtype=np.int64)[placed]
+    region_count = len(placements.region_names)
+    codes = ((placements.reasons * region_count + placements.region_index) * len(key_of)
+             + region_lists)
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    lists = list(key_of)
+    texts = []
+    for code in distinct.tolist():
+        rest, list_index = divmod(code, len(key_of))
+        reason, region_index = divmod(rest, region_count)
+        region = placements.region_names[region_index]
+        texts.append(planner.describe(planner.PlacementReason(reason))
+                     + planner.left_out_note(comparable[lists[list_index]][1])
+                     + _replayed_note(forecasts[region].series))
+    notes: npt.NDArray[np.object_] = np.array(texts, dtype=object)[inverse]
+    return notes
+
+
+def _unchanged(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
+               placements: planner.Placements, vintages: npt.NDArray[np.float64],
+               notes: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
+    """Per placement row: whether the job is planned exactly so already."""
+    column = {name: i for i, name in enumerate(placements.region_names)}
+    region = np.array([column.get(name, -1) if name is not None else -1
+                       for name in queued.planned_region], dtype=np.int64)[placed]
+    reason = np.array([-1 if value is None else value for value in queued.plan_reason],
+                      dtype=np.int64)[placed]
+
+    def floats(values: list[float | None]) -> npt.NDArray[np.float64]:
+        return np.array(values, dtype=np.float64)[placed]  # None -> NaN
+
+    def same(stored: npt.NDArray[np.float64], new: npt.NDArray[np.float64], tolerance: float
+             ) -> npt.NDArray[np.bool_]:
+        both_missing = np.isnan(stored) & np.isnan(new)
+        with np.errstate(invalid="ignore"):
+            return both_missing | (np.abs(stored - new) <= tolerance)
+
+    unchanged: npt.NDArray[np.bool_] = (
+        (np.array(queued.states, dtype=object)[placed] == JobState.PLANNED.value)
+        & (region == placements.region_index) & (reason == placements.reasons)
+        & same(floats(queued.planned_start), placements.starts, SAME_TIME_S)
+        & same(floats(queued.planned_vintage), vintages, SAME_TIME_S)
+        & same(floats(queued.planned_intensity), placements.intensities, 0.0)
+        & (np.array(queued.plan_note, dtype=object)[placed] == notes)
+    )
+    return unchanged
+
+
+def _log_moves(queued: UnstartedJobs, moves: Sequence[tuple[int, PlanUpdate]]) -> None:
     """One line per job a re-plan moved (from where to where, and why), the first
     ``MOVES_LOGGED`` of them; a forecast change can move thousands at once."""
-    for job, update in moves[:MOVES_LOGGED]:
-        previous = from_epoch(job.planned_start) if job.planned_start is not None else None
-        log.info("job %d: re-planned from %s at %s to %s", job.job_id, job.planned_region,
-                 iso_utc(previous), update.describe())
+    for row, update in moves[:MOVES_LOGGED]:
+        previous = queued.planned_start[row]
+        log.info("job %d: re-planned from %s at %s to %s", update.job_id,
+                 queued.planned_region[row],
+                 iso_utc(from_epoch(previous)) if previous is not None else None,
+                 update.describe())
     if len(moves) > MOVES_LOGGED:
         log.info("re-plan moved %d more jobs (see each job's events)",
                  len(moves) - MOVES_LOGGED)
