@@ -15,7 +15,7 @@ first with an empty queue, then with 10,000 more jobs queued (one array request)
 daemon re-plans the whole queue on its tick, not inside a request; the figures after
 the bulk insert are taken once that re-plan has settled.
 
-    .venv/bin/python benchmarks/submit_daemon.py [RUNS]
+    .venv/bin/python benchmarks/submit_daemon.py [RUNS] [QUEUED]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from scheduler.records import ApiRequest, SubmitRequest
 
 REPO = Path(__file__).resolve().parent.parent
 QUEUED = 10_000
+ARRAY_LIMIT = 10_000  # tasks per array request (jobs.MAX_ARRAY_TASKS)
 ARRAY_TASKS = 1_000
 # The client's request, built and sent the way the CLI sends it.
 CLIENT_SUBMIT = """
@@ -150,6 +151,7 @@ def measure(label: str, base: list[str], env: dict[str, str], root: Path,
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 21
+    queued = int(sys.argv[2]) if len(sys.argv) > 2 else QUEUED
     with tempfile.TemporaryDirectory(prefix="gridshift-bench-") as directory, \
             tempfile.TemporaryDirectory(prefix="gs-") as socket_dir:
         root = Path(directory)
@@ -164,10 +166,12 @@ def main() -> None:
             wait_answering(socket_path, daemon)
             empty = measure("empty queue", base, env, root, socket_path, runs,
                             has_array_flag)
-            took = queue_jobs(socket_path, QUEUED)
-            print(f"queued {QUEUED} more jobs in one request: {took:.2f} s")
-            settle(socket_path, 12.0)
-            full = measure(f"+{QUEUED} queued", base, env, root, socket_path, runs,
+            took = sum(queue_jobs(socket_path, min(ARRAY_LIMIT, queued - first))
+                       for first in range(0, queued, ARRAY_LIMIT))
+            print(f"queued {queued} more jobs in {-(-queued // ARRAY_LIMIT)} request(s): "
+                  f"{took:.2f} s")
+            settle(socket_path, 12.0 + queued / 10_000)
+            full = measure(f"+{queued} queued", base, env, root, socket_path, runs,
                            has_array_flag)
             counts = client.send(socket_path, ApiRequest("GET", "/status"))
             assert counts is not None
@@ -178,7 +182,7 @@ def main() -> None:
             log_file.close()
         for name, before in empty.items():
             after = full[name]
-            print(f"{name}: {before:.3f} s empty, {after:.3f} s with {QUEUED} queued "
+            print(f"{name}: {before:.3f} s empty, {after:.3f} s with {queued} queued "
                   f"({100 * (after - before) / before:+.0f}%)")
         if not has_array_flag:
             print("note: this CLI has no submit --array yet; the array figure is the "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -182,39 +182,51 @@ class Store:
         form an array whose id is the first job's id."""
         if len(plans) != len(specs) or (array is not None and len(array) != len(specs)):
             raise ValueError("one plan (and one array index) per job")
-        jobs = [self._job_row(spec, plan, now) for spec, plan in zip(specs, plans, strict=True)]
+        rows = [self._job_values(spec, plan, now) for spec, plan in zip(specs, plans, strict=True)]
+        table: Table = Job.__table__  # type: ignore[assignment]
+        # Core inserts, ids returned in order: the ORM's flush inserted an array's 1,000
+        # jobs one statement each.
+        returning_ids = insert(table).returning(table.c.id, sort_by_parameter_order=True)
         with self.writing() as session:
+            connection = session.connection()
+            ids: list[int] = []
             if array is not None:
-                session.add(jobs[0])
-                session.flush()
-                for job, index in zip(jobs, array, strict=True):
-                    job.array_id, job.array_index = jobs[0].id, index
-            session.add_all(jobs)
-            session.flush()
+                first = connection.execute(returning_ids, [rows[0]]).scalar_one()
+                connection.execute(update(table).where(table.c.id == first)
+                                   .values(array_id=first, array_index=array[0]))
+                ids.append(first)
+                for row, index in zip(rows, array, strict=True):
+                    row["array_id"], row["array_index"] = first, index
+            if len(rows) > len(ids):
+                ids.extend(connection.execute(returning_ids, rows[len(ids):]).scalars())
             events = []
-            for job, plan in zip(jobs, plans, strict=True):
-                events.append({"job_id": job.id, "at": now, "old_state": None,
+            for job_id, plan in zip(ids, plans, strict=True):
+                events.append({"job_id": job_id, "at": now, "old_state": None,
                                "new_state": JobState.QUEUED.value, "reason": "submitted"})
-                events.append({"job_id": job.id, "at": now,
+                events.append({"job_id": job_id, "at": now,
                                "old_state": JobState.QUEUED.value,
                                "new_state": JobState.PLANNED.value,
                                "reason": f"planned: {plan.describe()}"})
-            session.execute(insert(JobEvent), events)
-        return jobs
+            connection.execute(insert(JobEvent), events)
+        return [Job(id=job_id, **row) for job_id, row in zip(ids, rows, strict=True)]
 
     @staticmethod
-    def _job_row(new: NewJob, plan: PlanUpdate, now: datetime) -> Job:
-        return Job(
-            name=new.name, state=JobState.PLANNED.value, argv=list(new.argv), cwd=new.cwd,
-            env=dict(new.env), duration_s=new.duration_s, not_before=new.not_before,
-            deadline=new.deadline, regions=list(new.regions), power_watts=new.power_watts,
-            submitted_at=now, signal=new.signal, run_now_intensity=new.run_now_intensity,
-            owner_uid=new.owner_uid, owner_gid=new.owner_gid, owner_name=new.owner_name,
-            environment=None if new.environment is None else dict(new.environment),
-            umask=new.umask, planned_region=plan.region, planned_start=plan.start,
-            planned_intensity=plan.intensity, planned_vintage=plan.vintage,
-            plan_note=plan.note, plan_reason=plan.reason,
-        )
+    def _job_values(new: NewJob, plan: PlanUpdate, now: datetime) -> dict[str, Any]:
+        """The columns of a new job, placed by ``plan``."""
+        return {
+            "name": new.name, "state": JobState.PLANNED.value, "argv": list(new.argv),
+            "cwd": new.cwd, "env": dict(new.env), "duration_s": new.duration_s,
+            "not_before": new.not_before, "deadline": new.deadline,
+            "regions": list(new.regions), "power_watts": new.power_watts,
+            "submitted_at": now, "signal": new.signal,
+            "run_now_intensity": new.run_now_intensity, "owner_uid": new.owner_uid,
+            "owner_gid": new.owner_gid, "owner_name": new.owner_name,
+            "environment": None if new.environment is None else dict(new.environment),
+            "umask": new.umask, "planned_region": plan.region, "planned_start": plan.start,
+            "planned_intensity": plan.intensity, "planned_vintage": plan.vintage,
+            "plan_note": plan.note, "plan_reason": plan.reason, "deadline_missed": False,
+            "array_id": None, "array_index": None,
+        }
 
     def get_job(self, job_id: int) -> Job:
         with self.reading() as session:
@@ -357,7 +369,7 @@ class Store:
         events: list[tuple[Any, ...]] = []
         with self.writing() as session:
             connection = session.connection()
-            stored_time = UTCDateTime().bind_processor(connection.dialect) or (lambda v: v)
+            stored_time = _stored_time_binder(connection.dialect)
             current: dict[int, Any] = {}
             ids = [plan.job_id for plan in plans]
             for first in range(0, len(ids), _IDS_PER_QUERY):
@@ -751,6 +763,17 @@ def _stored_time_as_iso(name: str) -> Any:
     # text made here, and SQLite would sort every row instead of reading the index in order.
     return (func.replace(func.replace(stored, " ", "T"), ".000000", "")
             .concat("+00:00").label(f"{name}_iso"))
+
+
+def _stored_time_binder(dialect: Any) -> Callable[[datetime | None], Any]:
+    """What the driver is given for a time, as the ORM would store it (for executemany)."""
+    binder: Callable[[datetime | None], Any] | None = (
+        UTCDateTime().dialect_impl(dialect).bind_processor(dialect))
+    return binder or _unchanged_value
+
+
+def _unchanged_value(value: datetime | None) -> Any:
+    return value
 
 
 def _same_stored_time(stored: str | None, value: datetime | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -127,6 +128,10 @@ def test_a_replan_writes_only_what_changed_and_logs_each_move(
     assert (first_hour + 3 * HOUR).isoformat() in moves[0]
     assert any("moved 10 more jobs" in r.getMessage() for r in caplog.records)
     assert {store.get_job(i).planned_start for i in ids} == {first_hour + 3 * HOUR}
+    # Written in bulk, stored exactly as the ORM stores times (SQL compares them as text).
+    with sqlite3.connect(workspace.db_path) as raw:
+        (stored,) = raw.execute("SELECT DISTINCT planned_start FROM jobs").fetchone()
+    assert stored == (first_hour + 3 * HOUR).strftime("%Y-%m-%d %H:%M:%S.%f")
     store.close()
 
 
