@@ -17,7 +17,8 @@ from typing import Any
 from scheduler import render
 from scheduler.config import Config
 from scheduler.providers import Provider, ProviderError, build_provider
-from scheduler.store import PointRecord, Series, Store
+from scheduler.records import PointRecord, Series
+from scheduler.store import Store
 from scheduler.timespec import iso_utc
 
 log = logging.getLogger("gridshift.forecasting")

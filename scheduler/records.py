@@ -166,3 +166,18 @@ class SubmitRequest:
             power_watts=None if power is None else float(power),
             array=array,
         )
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """One forecast or actual value, as a provider returns it (before storage)."""
+
+    start: datetime
+    end: datetime
+    value: float
+    kind: str = "forecast"  # forecast | actual
+    units: str = "gco2_per_kwh"  # or "percentile" (a relative index, never emissions)
+    signal: str = "average"  # average | marginal
+    basis: str | None = None  # lifecycle | direct, where the provider says
+    estimated: bool = False
+    vintage: datetime | None = None  # provider's issue time; None = fetch time

@@ -57,27 +57,12 @@ from scheduler.models import (
     ProviderRefresh,
     UTCDateTime,
 )
-from scheduler.records import NewJob, Series
+from scheduler.records import NewJob, PointRecord, Series
 
 BUSY_TIMEOUT_S = 60
 # Ids per IN (...) list: well under SQLite's limit on bound variables.
 _IDS_PER_QUERY = 10_000
 __all__ = ["NewJob", "PlanUpdate", "PointRecord", "Series", "Store"]
-
-
-@dataclass(frozen=True)
-class PointRecord:
-    """One forecast or actual value, as a provider returns it (before storage)."""
-
-    start: datetime
-    end: datetime
-    value: float
-    kind: str = "forecast"  # forecast | actual
-    units: str = "gco2_per_kwh"  # or "percentile" (a relative index, never emissions)
-    signal: str = "average"  # average | marginal
-    basis: str | None = None  # lifecycle | direct, where the provider says
-    estimated: bool = False
-    vintage: datetime | None = None  # provider's issue time; None = fetch time
 
 
 def sqlite_path(url: str) -> Path:

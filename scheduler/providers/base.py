@@ -35,7 +35,7 @@ from urllib3.util.retry import Retry
 
 from scheduler.config import ProviderConfig
 from scheduler.errors import GridshiftError
-from scheduler.store import PointRecord
+from scheduler.records import PointRecord
 
 # urllib3 honours Retry-After up to six hours by default; a refresh must not hang that long.
 # A server asking for a longer wait than this gets no retry at all: the next refresh retries.

@@ -31,7 +31,7 @@ from scheduler.providers.base import (
     payload_parser,
     step_of,
 )
-from scheduler.store import PointRecord
+from scheduler.records import PointRecord
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?$")
 

@@ -28,7 +28,7 @@ from scheduler.providers.base import (
     parse_value,
     payload_parser,
 )
-from scheduler.store import PointRecord
+from scheduler.records import PointRecord
 
 SLOT = timedelta(minutes=30)
 

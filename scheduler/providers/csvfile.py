@@ -21,7 +21,7 @@ from scheduler.providers.base import (
     overlapping,
     value_problem,
 )
-from scheduler.store import PointRecord
+from scheduler.records import PointRecord
 
 REQUIRED_COLUMNS = ("start", "end", "gco2_per_kwh")
 

@@ -29,7 +29,7 @@ from scheduler.providers.base import (
     payload_parser,
     step_of,
 )
-from scheduler.store import PointRecord
+from scheduler.records import PointRecord
 
 HOUR = timedelta(hours=1)
 BASES = ("lifecycle", "direct")

@@ -30,7 +30,7 @@ from importlib import resources
 
 from scheduler.config import DEFAULT_REPLAY_HORIZON, ProviderConfig, replay_zones
 from scheduler.providers.base import Provider, ProviderError, check_points
-from scheduler.store import PointRecord
+from scheduler.records import PointRecord
 
 HOUR = timedelta(hours=1)
 TIME_COLUMN = "Datetime (UTC)"

@@ -36,7 +36,7 @@ from scheduler.providers.base import (
     parse_value,
     payload_parser,
 )
-from scheduler.store import PointRecord
+from scheduler.records import PointRecord
 
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
 SIGNAL_TYPE = "co2_moer"
