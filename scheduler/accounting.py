@@ -210,13 +210,31 @@ def backfill_actuals(store: Store, config: Config, now: datetime,
         if any(getattr(job, name) != value for name, value in fields.items()
                if name != "actuals_checked_at"):
             changed += 1
-            log.info("job %d: actuals %s (actual %s g/kWh%s)", job.id, fields["actuals_state"],
-                     _shown(fields.get("actual_intensity")),
-                     ", estimated" if fields.get("intensity_estimated") else "")
+            log.info("job %d: %s", job.id, review_summary(fields))
         store.update_job_fields(job.id, **fields)
         if reviewed is not None:
             reviewed(job, fields)
     return changed
+
+
+def review_summary(fields: Mapping[str, Any]) -> str:
+    """What one review found, in words for the daemon's log: a pending review says what it
+    waits for and whether the figure it has meanwhile is an estimate."""
+    state, value = fields["actuals_state"], fields.get("actual_intensity")
+    if state == NO_INTERVAL:
+        return "no run interval, so no emissions review"
+    if value is None and state == PENDING:
+        return "awaiting actuals; no estimate yet"
+    if state == GAVE_UP or value is None:
+        return "stopped waiting for actuals; its emissions stay unknown"
+    shown = f"{value:.0f} g/kWh"
+    if state == DONE:
+        return f"actual intensity {shown} over its run; review complete"
+    if state == PENDING and fields.get("intensity_estimated"):
+        return f"awaiting actuals; estimated {shown} from forecasts meanwhile"
+    if state == PENDING:
+        return f"actual intensity {shown} over its run; awaiting actuals for the other windows"
+    return f"stopped waiting for actuals; settled on {shown}, partly from forecasts"
 
 
 def review_fields(store: Store, config: Config, job: Any, now: datetime,
@@ -285,7 +303,3 @@ def interval_mean(series: Series, start: datetime, end: datetime) -> float | Non
                                            [to_epoch(e) for e in series.ends], series.values)
     mean, covered = planner.window_mean(forecast, to_epoch(start), (end - start).total_seconds())
     return mean if covered else None
-
-
-def _shown(value: Any) -> str:
-    return "-" if value is None else f"{value:.0f}"

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from scheduler import render
+from scheduler.clihelp import Command, CommandAfterSeparator, Group
 from scheduler.config import Config, find_config_path, load_config
-from scheduler.errors import EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError
+from scheduler.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, BadInput, GridshiftError
 from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.simulate.cli import simulate_app
 from scheduler.timespec import (
@@ -40,11 +41,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, cls=Group)
 app.add_typer(db_app, name="db")
 app.add_typer(simulate_app, name="simulate")
-service_app = typer.Typer(help="Run the daemon as a systemd service.", no_args_is_help=True)
+service_app = typer.Typer(help="Run the daemon as a systemd service.", no_args_is_help=True,
+                          cls=Group)
 app.add_typer(service_app, name="service")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -198,24 +201,27 @@ NotBeforeOpt = Annotated[str | None, typer.Option("--not-before", metavar="WHEN"
 RegionOpt = Annotated[list[str] | None, typer.Option("--region", metavar="NAME",
                       help="Allowed region (repeat; default: all configured).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-JobIdArg = Annotated[str, typer.Argument(metavar="JOB_ID", show_default=False)]
+JobIdArg = Annotated[str, typer.Argument(metavar="JOB_ID", show_default=False,
+                                         help="A job id, as submit printed it.")]
 
 # What `--export NONE` keeps, as a login shell would set them.
 LOGIN_VARIABLES = ("PATH", "HOME", "USER", "LANG")
 LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(cls=CommandAfterSeparator, context_settings={"allow_interspersed_args": False})
 @handle_errors
 def submit(
-    command: Annotated[list[str] | None, typer.Argument(metavar="-- COMMAND [ARG]...",
-                                                        show_default=False)] = None,
+    command: Annotated[list[str] | None, typer.Argument(
+        metavar="COMMAND [ARG]...", show_default=False,
+        help="After --: the job's command and its arguments, as you would run it.")] = None,
     duration: DurationOpt = "",
     deadline: DeadlineOpt = None,
     within: WithinOpt = None,
     not_before: NotBeforeOpt = None,
     region: RegionOpt = None,
-    name: Annotated[str | None, typer.Option("--name", help="A name to show.")] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="TEXT",
+                                             help="A name to show.")] = None,
     power: Annotated[float | None, typer.Option("--power", metavar="WATTS",
                                                 help="Estimated power draw.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", metavar="KEY=VALUE",
@@ -314,7 +320,7 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @handle_errors
 def list_jobs(
     state: Annotated[list[str] | None, typer.Option("--state", metavar="STATE",
@@ -349,7 +355,7 @@ def list_jobs(
         render.print_jobs(documents, expand=expand)
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def show(job_id: JobIdArg, json_output: JsonOpt = False) -> None:
     """Show one job: its plan, its run and its history."""
@@ -360,10 +366,12 @@ def show(job_id: JobIdArg, json_output: JsonOpt = False) -> None:
         render.print_job_detail(document)
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def cancel(
-    job_id: Annotated[str | None, typer.Argument(metavar="JOB_ID", show_default=False)] = None,
+    job_id: Annotated[str | None, typer.Argument(metavar="JOB_ID", show_default=False,
+                                                 help="A job id, as submit printed it.")
+                      ] = None,
     array: Annotated[str | None, typer.Option("--array", metavar="ARRAY_ID",
                      help="Cancel every unfinished task of this array.")] = None,
 ) -> None:
@@ -380,7 +388,7 @@ def cancel(
     sys.stdout.write(f"{document['message']}\n")
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def plan(
     duration: DurationOpt = "",
@@ -406,7 +414,7 @@ def plan(
         render.print_plan(document)
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def forecast(
     region: Annotated[list[str] | None, typer.Option("--region", metavar="NAME",
@@ -438,7 +446,7 @@ def forecast(
         render.print_forecast(document)
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def daemon(
     once: Annotated[bool, typer.Option(
@@ -458,7 +466,7 @@ def daemon(
     raise typer.Exit(run_daemon(config, store, once=once))
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def status(json_output: JsonOpt = False) -> None:
     """Health check: daemon heartbeat, forecast refreshes, queue and next launches.
@@ -474,7 +482,7 @@ def status(json_output: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_FAILURE)
 
 
-@service_app.command("install")
+@service_app.command("install", cls=Command)
 @handle_errors
 def service_install(
     user: Annotated[bool, typer.Option("--user", help="A user unit (systemctl --user) "
@@ -504,7 +512,7 @@ def service_install(
         sys.stdout.write(f"  {step}\n")
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", cls=Command)
 @handle_errors
 def db_upgrade() -> None:
     """Apply pending database migrations."""
@@ -516,7 +524,7 @@ def db_upgrade() -> None:
                      f"{current_revision(store.engine) or HEAD_REVISION}\n")
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def report(
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN",
@@ -577,7 +585,23 @@ def _exit_at_once() -> NoReturn:
     os._exit(EXIT_OK)
 
 
+def _misplaced_config(args: Sequence[str]) -> str | None:
+    """The command a ``--config`` was given after (``gridshift list --config FILE``), where
+    typer would only say it knows no such option; None when every --config is in place."""
+    words = list(args[:args.index("--")] if "--" in args else args)
+    position = 0
+    while position < len(words) and words[position].startswith("-"):
+        position += 2 if words[position] == "--config" else 1
+    if any(word == "--config" or word.startswith("--config=") for word in words[position + 1:]):
+        return words[position]
+    return None
+
+
 def main() -> None:
+    command = _misplaced_config(sys.argv[1:])
+    if command is not None:
+        render.error(f"--config goes before the command: gridshift --config FILE {command} ...")
+        sys.exit(EXIT_BAD_INPUT)
     try:
         app()
     except KeyboardInterrupt:

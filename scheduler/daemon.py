@@ -115,6 +115,8 @@ class Daemon:
     _exit_code: int = 0
     _started_at: datetime | None = None
     _work_lock: threading.Lock = field(default_factory=threading.Lock)
+    # One emissions review at a time: a settling job must add its emissions to the metrics once.
+    _review_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
     _last_status: str = ""
     _counted_at: tuple[int, int, int] | None = None  # change marker of the last job count
@@ -183,6 +185,7 @@ class Daemon:
             result = forecasting.refresh_zone(self.store, self.providers[provider_name], zone,
                                               now)
             self.metrics.record_refresh(self.store, result, now)
+        self.backfill_actuals(now)  # a provider such as csv stores actuals with its forecast
 
     def refresh_actuals(self, now: datetime, only_due: bool = False) -> None:
         """Fetch recent actual intensity for every (provider, zone), for emissions review."""
@@ -191,6 +194,7 @@ class Daemon:
             return
         for result in forecasting.refresh_actuals(self.config, self.store, now, self.providers):
             self.metrics.record_refresh(self.store, result, now)
+        self.backfill_actuals(now)
 
     def refresh_due(self, now: datetime) -> None:
         self.refresh(now, only_due=True)
@@ -204,12 +208,17 @@ class Daemon:
                 if r.kind == kind and r.at >= since}
 
     def backfill_actuals(self, now: datetime) -> None:
-        """Fill actual intensity (emissions review) for finished jobs still awaiting it."""
-        accounting.backfill_actuals(self.store, self.config, now, self.providers,
-                                    self.metrics.record_review)
+        """Fill actual intensity (emissions review) for finished jobs still awaiting it.
+
+        Run after every refresh and whenever a job ends, so a job whose actuals are
+        already stored gets them at once; the periodic run covers the rest."""
+        with self._review_lock:
+            accounting.backfill_actuals(self.store, self.config, now, self.providers,
+                                        self.metrics.record_review)
 
     def tick(self, now: datetime) -> None:
         """Reap finished jobs, enforce kill grace, re-plan on change, launch due jobs."""
+        ended = False
         with self._work_lock:
             begun = time.perf_counter()
             # Before reaping: a job that just ended still has its CPU times readable.
@@ -217,6 +226,8 @@ class Daemon:
             for job in self.store.running_jobs():
                 if self._reap(job, now):
                     self._enforce_cancel(job, now)
+                else:
+                    ended = True
             marker = self.store.change_marker()
             if marker != self._last_marker and self._replan_due(marker, now):
                 with self.metrics.replan_duration.time():
@@ -229,6 +240,8 @@ class Daemon:
             self._last_tick_done = time.monotonic()
             self._report_status()
             self.metrics.tick_duration.observe(time.perf_counter() - begun)
+        if ended:
+            self.backfill_actuals(now)
 
     def _replan_due(self, marker: tuple[int, int, int], now: datetime) -> bool:
         """Whether this tick re-plans the queue, given that something changed.

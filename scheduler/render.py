@@ -152,12 +152,17 @@ def show_json(job: Job, events: Iterable[JobEvent], config: Config | None = None
     return document
 
 
+# The one JSON format of every --json output: one compact line, ASCII, as `report --json`
+# writes its documents of 100,000 jobs (indenting those would cost more than encoding them).
+JSON_SEPARATORS = (",", ":")
+
+
 def print_json(document: Any) -> None:
-    """The one JSON format of every ``--json`` output."""
+    """One document in the one JSON format of every ``--json`` output."""
     try:
-        text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+        text = json.dumps(document, separators=JSON_SEPARATORS, allow_nan=False)
     except ValueError:  # NaN or Infinity, which JSON has not: null (unknown) instead
-        text = json.dumps(_finite(document), indent=2, sort_keys=False, allow_nan=False)
+        text = json.dumps(_finite(document), separators=JSON_SEPARATORS, allow_nan=False)
     sys.stdout.write(text + "\n")
 
 
@@ -272,7 +277,8 @@ def print_submitted(document: Mapping[str, Any]) -> None:
     ``{"array_id": N, "jobs": [...]}`` (ids or job documents) one summary line."""
     if "jobs" in document:
         ids = [job if isinstance(job, int) else job["id"] for job in document["jobs"]]
-        sys.stdout.write(f"array {document['array_id']}: {len(ids)} jobs queued "
+        jobs = "1 job" if len(ids) == 1 else f"{len(ids)} jobs"
+        sys.stdout.write(f"array {document['array_id']}: {jobs} queued "
                          f"(ids {index_ranges(ids, limit=None)})\n")
         return
     where = (f"{inert(document['planned_region'])} at {_local(document['planned_start'])}"

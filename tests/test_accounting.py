@@ -3,6 +3,7 @@ no actuals, and the per-job emissions a user sees in ``show --json``."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -92,7 +93,7 @@ def test_backfill_waits_for_actuals_then_fills_every_window(workspace: Workspace
 
 
 def test_estimate_uses_newest_forecast_issued_before_each_slot_ended(
-    workspace: Workspace,
+    workspace: Workspace, caplog: pytest.LogCaptureFixture
 ) -> None:
     store, config = workspace.store(), workspace.config()
     start, end = T10 + timedelta(hours=2, minutes=30), T10 + timedelta(hours=3, minutes=30)
@@ -108,7 +109,11 @@ def test_estimate_uses_newest_forecast_issued_before_each_slot_ended(
     forecast(T10 + timedelta(hours=3, minutes=15), T10 + 3 * HOUR, [160])  # 13:15
     forecast(T10 + 5 * HOUR, T10, [1, 1, 1, 1, 1])  # issued after both slots ended: ignored
 
-    accounting.backfill_actuals(store, config, end + HOUR)
+    with caplog.at_level(logging.INFO, logger="gridshift.accounting"):
+        accounting.backfill_actuals(store, config, end + HOUR)
+    # The daemon's log line says the figure is an estimate, not an actual.
+    assert caplog.messages == [
+        f"job {job_id}: awaiting actuals; estimated 200 g/kWh from forecasts meanwhile"]
     job = store.get_job(job_id)
     # 12:00-13:00 from the 12:45 vintage (240), 13:00-14:00 from the 13:15 one (160).
     assert job.actual_intensity == pytest.approx((240 + 160) / 2)
@@ -196,14 +201,15 @@ def test_real_job_through_the_daemon_gets_energy_then_emissions(
     assert job.state == JobState.SUCCEEDED
     assert job.energy_method == "rapl"
     assert job.energy_kwh == pytest.approx(36.0 / JOULES_PER_KWH)
-    assert job.actuals_state is None
+    # Reviewed as it ended: no actuals yet, so an estimate from the forecast meanwhile.
+    assert (job.actuals_state, job.intensity_estimated) == (accounting.PENDING, True)
+    assert job.actual_intensity == pytest.approx(50.0)
 
-    # The provider now publishes actuals for these hours; the daemon fetches and reviews.
+    # The provider now publishes actuals for these hours: the fetch alone fills them in.
     assert config.providers["north"].path is not None
     _csv_with_actuals(config.providers["north"].path, rows,
                       hourly(hour - HOUR, [70, 70, 70, 300]))
     daemon.refresh_actuals(utc_now())
-    daemon.run_once(utc_now())
     shown = workspace.cli("show", str(job_id), "--json")
     assert shown.returncode == 0, shown.stderr
     document = shown.json()
@@ -214,6 +220,36 @@ def test_real_job_through_the_daemon_gets_energy_then_emissions(
     assert document["actual_emissions_g"] == pytest.approx(energy * 70)
     assert document["run_now_emissions_g"] == pytest.approx(energy * 70)
     assert document["scheduled_emissions_g"] == pytest.approx(50 * 90 * 60 / JOULES_PER_KWH)
+
+
+def test_a_job_whose_actuals_are_already_stored_gets_them_as_it_ends(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    """No wait for the next periodic review (daemon.actuals_every, an hour here): the tick
+    that records the job's end also fills its actual intensity."""
+    hour = floor_hour(utc_now())
+    rows = hourly(hour - HOUR, [50, 50, 50, 400, 400])
+    workspace = csv_workspace({"north": rows}, daemon='tick = "1s"\nactuals_every = "1h"')
+    path = workspace.config().providers["north"].path
+    assert path is not None
+    _csv_with_actuals(path, rows, hourly(hour - HOUR, [70, 70, 70]))
+    submitted = workspace.cli("submit", "--duration", "1m", "--within", "3h", "--power", "90",
+                              "--json", "--", "true")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.json()["id"]
+    store = workspace.store()
+    daemon = Daemon(workspace.config(), store)
+    daemon.refresh_actuals(utc_now())
+    daemon.tick(utc_now())
+    deadline = time.monotonic() + 30
+    while store.get_job(job_id).state == JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        daemon.tick(utc_now())
+    shown = workspace.cli("show", str(job_id), "--json").json()
+    assert shown["state"] == "succeeded"
+    assert (shown["actual_intensity"], shown["intensity_estimated"]) == (70.0, False)
+    assert shown["actual_emissions_g"] == pytest.approx(shown["energy_kwh"] * 70)
+    store.close()
 
 
 @pytest.mark.slow

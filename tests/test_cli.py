@@ -6,7 +6,11 @@ g/kWh except a clear 50 g/kWh dip from +5h to +7h; region ``b`` is a flat 200.
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,3 +302,59 @@ def test_an_unusable_database_is_one_message_and_exit_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "gridshift: database error: unable to open database file"]
+
+
+def test_a_config_option_after_the_command_says_where_it_goes(shared: Workspace) -> None:
+    before = row_counts(shared)
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler", "submit", "--config", str(shared.config_path),
+         "--duration", "1h", "--", "true"],
+        env=shared.env, cwd=shared.root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "gridshift: --config goes before the command: gridshift --config FILE submit ..."]
+    assert row_counts(shared) == before
+    # After `--` it belongs to the job's command.
+    job = submit_json(shared, "--duration", "1h", "--", "echo", "--config", "x")
+    assert job["argv"] == ["echo", "--config", "x"]
+
+
+# output form ----------------------------------------------------------------------------
+
+
+HELP_PAGES = [(), ("submit",), ("list",), ("show",), ("cancel",), ("plan",), ("forecast",),
+              ("report",), ("status",), ("daemon",), ("db", "upgrade"), ("service", "install"),
+              ("simulate",), ("simulate", "convert", "uk-fw48h"),
+              ("simulate", "convert", "watttime")]
+
+
+@pytest.mark.parametrize("command", HELP_PAGES, ids=lambda c: " ".join(c) or "gridshift")
+def test_help_pages_name_values_not_python_types(shared: Workspace,
+                                                 command: tuple[str, ...]) -> None:
+    result = shared.cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r"<[a-z][a-z\[\], ]*>", result.stdout) == []
+
+
+def test_help_names_job_ids_and_the_command_after_the_separator(shared: Workspace) -> None:
+    usage = shared.cli("submit", "--help").stdout
+    assert re.search(r"submit --duration DUR \[OPTIONS\] -- COMMAND \[ARG\]\.\.\. *\n", usage)
+    for command in ("show", "cancel"):
+        assert "JOB_ID" in shared.cli(command, "--help").stdout
+
+
+def test_every_json_output_is_one_compact_line(shared: Workspace) -> None:
+    commands = [("list",), ("show", "1"), ("plan", "--duration", "1h"), ("forecast",),
+                ("report",), ("submit", "--duration", "1h", "--array", "0", "--", "true")]
+    for command in commands:
+        result = shared.cli(command[0], "--json", *command[1:])
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("\n") == 1 and ", " not in result.stdout, command
+        json.loads(result.stdout)
+
+
+def test_an_array_of_one_is_one_job(shared: Workspace) -> None:
+    result = shared.cli("submit", "--duration", "1h", "--array", "7", "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"array \d+: 1 job queued \(ids \d+\)\n", result.stdout)

@@ -3,6 +3,7 @@ loads no ORM or numerics, and the answers are the ones the in-process path gives
 
 from __future__ import annotations
 
+import getpass
 import json
 import subprocess
 import sys
@@ -99,3 +100,13 @@ def test_the_daemon_and_the_in_process_path_answer_alike(workspace: Workspace) -
     for ours, theirs in zip(with_daemon, without_daemon, strict=True):
         assert {k: (ours[k], theirs.get(k)) for k in ours if ours[k] != theirs.get(k)} == {}
     assert [d["array_index"] for d in with_daemon] == [2, 2, 1, 0]
+
+
+def test_the_daemon_logs_a_cancel_of_a_planned_job(workspace: Workspace,
+                                                   daemon: DaemonProcess) -> None:
+    submitted = workspace.cli("submit", "--json", "--duration", "1h", "--", "true")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["id"]
+    assert workspace.cli("cancel", str(job_id)).returncode == 0
+    line = f"job {job_id}: cancelled by {getpass.getuser()} before it started"
+    wait_for(lambda: line in daemon.output(), what="the cancel in the daemon's log")

@@ -446,9 +446,9 @@ def test_importing_render_loads_no_heavy_library() -> None:
     assert json.loads(result.stdout.replace("'", '"')) == []
 
 
-def test_json_is_indented_two_spaces(capsys: pytest.CaptureFixture[str]) -> None:
-    render.print_json({"a": [1]})
-    assert capsys.readouterr().out == '{\n  "a": [\n    1\n  ]\n}\n'
+def test_json_is_one_compact_ascii_line(capsys: pytest.CaptureFixture[str]) -> None:
+    render.print_json({"a": [1, "é"]})
+    assert capsys.readouterr().out == '{"a":[1,"\\u00e9"]}\n'
 
 
 

@@ -65,6 +65,7 @@ def test_demo_table_and_plot(workspace: Workspace, tmp_path: Path) -> None:
     assert sum(line.startswith("gridshift") for line in lines) == 4
     assert not any(line.startswith("once") for line in lines)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {plot}\n" in result.stderr  # as report says it of its files
 
 
 def test_demo_shows_what_replanning_on_forecast_revisions_adds(workspace: Workspace) -> None:

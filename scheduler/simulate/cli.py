@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from scheduler.clihelp import Command, Group
 from scheduler.errors import BadInput, GridshiftError
 
 if TYPE_CHECKING:
@@ -44,9 +45,10 @@ simulate_app = typer.Typer(
     invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 convert_app = typer.Typer(help="Convert real forecast archives to simulator CSV files.",
-                          no_args_is_help=True)
+                          no_args_is_help=True, cls=Group)
 simulate_app.add_typer(convert_app, name="convert")
 
 
@@ -86,7 +88,8 @@ def simulate(
     forecast_error: Annotated[float | None, typer.Option(
         "--forecast-error", metavar="FRACTION", help="Synthetic forecasts: actuals + Gaussian "
         "noise, sigma = FRACTION x the region's mean (default: perfect forecasts).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the workload and the noise.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", metavar="N",
+                                      help="Seeds the workload and the noise.")] = 1,
     repeats: Annotated[int, typer.Option("--repeats", metavar="K",
                                          help="Average K noise seeds.")] = 1,
     jobs: Annotated[Path | None, typer.Option(
@@ -109,8 +112,9 @@ def simulate(
     power: Annotated[float, typer.Option("--power", metavar="WATTS",
                                          help="Workload jobs' power draw.")] = 300.0,
     scope: Annotated[str, typer.Option(
-        "--scope", help="Workload jobs confined to each region (region), free to move "
-        "between all regions (all), or both as separate runs (both).")] = "both",
+        "--scope", metavar="region|all|both", help="Workload jobs confined to each region "
+        "(region), free to move between all regions (all), or both as separate runs (both).")
+        ] = "both",
     slots: Annotated[int | None, typer.Option(
         "--slots", metavar="N", help="Jobs each region runs at once (default: unlimited).")
     ] = None,
@@ -280,13 +284,14 @@ def _report(converted: Any) -> None:
         sys.stderr.write(f"note: {note}\n")
 
 
-@convert_app.command("uk-fw48h")
+@convert_app.command("uk-fw48h", cls=Command)
 @_handle_errors
 def convert_uk(
     source: Annotated[Path, typer.Argument(metavar="SUMMARY_CSV",
                                            help="summary_national_fw48h.csv")],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR")],
-    region: Annotated[str, typer.Option("--region", help="Region name to write.")] = "GB",
+    region: Annotated[str, typer.Option("--region", metavar="NAME",
+                                                        help="Region name to write.")] = "GB",
 ) -> None:
     """UK national 48-hour forecasts at every lead time -> actuals (zero lead) + vintages."""
     from scheduler.simulate.convert import convert_uk_fw48h
@@ -294,13 +299,14 @@ def convert_uk(
     _report(convert_uk_fw48h(source, out_dir, region))
 
 
-@convert_app.command("watttime")
+@convert_app.command("watttime", cls=Command)
 @_handle_errors
 def convert_watttime(
     actual: Annotated[Path, typer.Argument(metavar="ACTUAL_CSV")],
     forecast: Annotated[Path, typer.Argument(metavar="FORECAST_CSV")],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR")],
-    region: Annotated[str, typer.Option("--region", help="Region name to write.")
+    region: Annotated[str, typer.Option("--region", metavar="NAME",
+                                                        help="Region name to write.")
                       ] = "CAISO_NORTH",
 ) -> None:
     """WattTime actual.csv + forecast.csv (5-minute MOER) -> actuals + vintages."""

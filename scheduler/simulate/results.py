@@ -198,4 +198,4 @@ def plot(result: Sequence[Row], path: Path, title: str) -> None:
         raise BadInput(f"--plot {path}: cannot write ({error.strerror or error})") from None
     finally:
         plt.close(figure)
-    sys.stderr.write(f"plot written to {path}\n")
+    sys.stderr.write(f"wrote {path}\n")
