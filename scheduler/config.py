@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from scheduler.errors import BadInput, ConfigError
 from scheduler.timespec import parse_duration
 
 BUILTIN = "<built-in defaults>"
+# SQLAlchemy's name for PostgreSQL through psycopg 3 (the ``postgres`` extra).
+POSTGRESQL_SCHEME = "postgresql+psycopg"
 
 PROVIDER_KINDS = ("carbonintensity_uk", "csv", "electricitymaps", "watttime", "carbon_aware_sdk",
                   "replay")
@@ -343,11 +346,18 @@ def _refuse_nul_bytes(value: Any, source: str, key: str) -> None:
 
 
 def _database_url(url: Any, source: str) -> str:
-    """An ``sqlite:///`` URL to a file. A relative path is relative to the config file's
-    directory (not to each command's working directory); an in-memory database is refused,
-    since every command would see its own empty one."""
+    """An ``sqlite:///`` URL to a file, or a ``postgresql+psycopg://`` URL naming a
+    database. A relative SQLite path is relative to the config file's directory (not to
+    each command's working directory); an in-memory database is refused, since every
+    command would see its own empty one."""
+    if isinstance(url, str) and url.startswith(POSTGRESQL_SCHEME + "://"):
+        if not urlsplit(url).path.strip("/"):
+            raise ConfigError(source, "database.url",
+                              f"must name a database: {POSTGRESQL_SCHEME}://USER@HOST/NAME")
+        return url
     if not isinstance(url, str) or not url.startswith("sqlite:///"):
-        raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
+        raise ConfigError(source, "database.url", f"must be an sqlite:/// URL to a file or "
+                                                  f"a {POSTGRESQL_SCHEME}:// URL")
     location = url.removeprefix("sqlite:///")
     database, _separator, _query = location.partition("?")
     if not database or database == ":memory:" or database.startswith("file:") \
