@@ -430,7 +430,7 @@ class Store:
             }
             for p in points
         ]
-        statement = self._insert(ForecastPoint).on_conflict_do_nothing()
+        statement: Any = self._insert(ForecastPoint).on_conflict_do_nothing()
         if not self._sqlite:
             # psycopg reports no row count for an executemany: count the ids it returns.
             statement = statement.returning(ForecastPoint.id)
