@@ -133,10 +133,12 @@ def create_csv_workspace(root: Path, series: dict[str, list[tuple[datetime, date
 
 @pytest.fixture
 def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
-    """Build a workspace whose config has the given provider and region tables (TOML text)."""
+    """Build a workspace whose config has the given provider and region tables (TOML text),
+    on a SQLite file unless a ``database_url`` is given."""
 
-    def build(body: str, daemon: str = DEFAULT_DAEMON) -> Workspace:
-        return create_workspace(tmp_path, body, daemon)
+    def build(body: str, daemon: str = DEFAULT_DAEMON,
+              database_url: str | None = None) -> Workspace:
+        return create_workspace(tmp_path, body, daemon, database_url)
 
     return build
 

@@ -127,7 +127,14 @@ GOOD_REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovid
          "providers.f.kind", "must be one of"),
         (GOOD_REGION + "slots = 0\n", "regions.gb.slots", "whole number"),
         (GOOD_REGION + "launcher = \"ssh box\"\n", "regions.gb.launcher", "list"),
-        ("[database]\nurl = \"postgresql://x\"\n" + GOOD_REGION, "database.url", "sqlite"),
+        ("[database]\nurl = \"postgresql://x/db\"\n" + GOOD_REGION, "database.url",
+         "postgresql+psycopg://"),
+        ("[database]\nurl = \"mysql://u@h/db\"\n" + GOOD_REGION, "database.url",
+         "sqlite:/// URL to a file or a postgresql+psycopg:// URL"),
+        ("[database]\nurl = \"postgresql+psycopg://u@h\"\n" + GOOD_REGION, "database.url",
+         "must name a database"),
+        ("[database]\nurl = \"postgresql+psycopg://u@h/\"\n" + GOOD_REGION, "database.url",
+         "must name a database"),
         ("[regions\n", "-", "not valid TOML"),
         ("[daemon]\ndefault_power_watts = inf\n" + GOOD_REGION, "daemon.default_power_watts",
          "above zero"),
@@ -269,3 +276,9 @@ def test_a_relative_database_path_is_relative_to_the_config_file(
     assert (tmp_path / "data" / "gs.db").is_file()
     assert not (elsewhere / "data").exists()
     assert workspace.config().database_url == f"sqlite:///{tmp_path / 'data' / 'gs.db'}"
+
+
+def test_a_postgresql_url_is_taken_as_it_is(environ: dict[str, str], tmp_path: Path) -> None:
+    url = "postgresql+psycopg://gridshift@db.example.org:5433/gridshift?sslmode=require"
+    path = write(tmp_path / "pg.toml", f'[database]\nurl = "{url}"\n' + GOOD_REGION)
+    assert load_config(str(path), environ).database_url == url
