@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import (
     Connection,
@@ -42,7 +43,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -98,7 +98,12 @@ def sqlite_path(url: str) -> Path:
 
 def shown_url(url: str) -> str:
     """The URL as printed and logged: a password in it becomes ``***``."""
-    return url if is_sqlite(url) else make_url(url).render_as_string(hide_password=True)
+    parts = urlsplit(url)
+    if is_sqlite(url) or parts.password is None:
+        return url
+    user_and_password, _at, host = parts.netloc.rpartition("@")
+    user = user_and_password.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def make_engine(url: str) -> Engine:

@@ -1,0 +1,114 @@
+"""What only PostgreSQL does: the daemon's advisory lock, migrations taking turns on a
+shared server, and a password in the URL never printed. Everything SQLite also does runs on
+both backends in the store, migration, report and daemon end-to-end tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scheduler.migrate import HEAD_REVISION
+from tests.conftest import Workspace, create_workspace
+from tests.daemon_process import DaemonProcess, reap_daemons  # noqa: F401 (autouse)
+from tests.postgres_server import PostgresServer
+
+REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "uk"\n'
+# The test server trusts every local connection, so any password is accepted: the point
+# is that gridshift never prints it.
+PASSWORD = "not-for-the-logs"
+
+
+@pytest.fixture
+def pg_workspace(postgresql_server: PostgresServer, tmp_path: Path
+                 ) -> Callable[[str], Workspace]:
+    """A workspace in ``tmp_path/<name>`` on a fresh database of the session's server,
+    its URL carrying a password."""
+
+    def build(name: str) -> Workspace:
+        url = postgresql_server.create_database().replace("postgres@", f"postgres:{PASSWORD}@")
+        root = tmp_path / name
+        root.mkdir()
+        # The daemon tick of a minute: these tests need no work done, only daemons alive.
+        return create_workspace(root, REGION, 'tick = "1m"\nkill_grace = "2s"', url)
+
+    return build
+
+
+def test_a_second_daemon_on_one_postgresql_database_is_refused_until_the_first_dies(
+    pg_workspace: Callable[[str], Workspace]
+) -> None:
+    workspace = pg_workspace("team")
+    first = DaemonProcess(workspace)
+    first.wait_started()
+
+    second = DaemonProcess(workspace)
+    assert second.process.wait(60) == 1
+    refused = second.output()
+    assert (f"another gridshift daemon (pid {first.pid} on {socket.gethostname()}) is "
+            f"already running for postgresql+psycopg://postgres:***@/") in refused
+    assert PASSWORD not in refused + first.output()
+
+    # The lock is the database's, not the server's: another team's daemon starts.
+    other_team = DaemonProcess(pg_workspace("other-team"))
+    other_team.wait_started()
+    assert other_team.stop() == 0
+
+    # A crash leaves no stale lock: the server drops it with the dead daemon's connection.
+    first.kill()
+    third = DaemonProcess(workspace)
+    third.wait_started()
+    assert third.stop() == 0
+
+
+def test_processes_starting_together_on_a_fresh_postgresql_database_all_succeed(
+    pg_workspace: Callable[[str], Workspace]
+) -> None:
+    """Migrations take turns under an advisory lock: the later ones find the work done
+    (without it they fail on catalog rows the first is creating)."""
+    workspace = pg_workspace("fresh")
+    processes = [workspace.popen("db", "upgrade", stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE) for _ in range(4)]
+    outcomes = [(p.wait(120), *(stream.read() if stream else "" for stream in
+                                (p.stdout, p.stderr))) for p in processes]
+    for process in processes:
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    for code, stdout, stderr in outcomes:
+        assert (code, stderr) == (0, "")
+        assert stdout == (f"database {workspace.database_url.replace(PASSWORD, '***')} "
+                          f"at revision {HEAD_REVISION}\n")
+
+
+def test_commands_without_a_daemon_work_on_postgresql(
+    pg_workspace: Callable[[str], Workspace]
+) -> None:
+    """The CLI's in-process path: a PostgreSQL database has no file to look for."""
+    workspace = pg_workspace("solo")
+    status = workspace.cli("status", "--json")  # no daemon: unhealthy, exit 1, no error
+    assert (status.returncode, status.stderr, status.json()["healthy"]) == (1, "", False)
+    submitted = workspace.cli("submit", "--json", "--duration", "1h", "--within", "1d",
+                              "--region", "gb", "--", "true")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.json()["id"]
+    listed = workspace.cli("list", "--json")
+    assert [job["id"] for job in listed.json()] == [job_id]
+    cancelled = workspace.cli("cancel", str(job_id))
+    assert cancelled.returncode == 0, cancelled.stderr
+    shown = workspace.cli("show", str(job_id), "--json").json()
+    assert shown["state"] == "cancelled"
+    assert [event["new_state"] for event in shown["events"]][-1] == "cancelled"
+
+
+def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    workspace = create_workspace(tmp_path, REGION, database_url=(
+        f"postgresql+psycopg://postgres:{PASSWORD}@/gridshift?host={tmp_path}/nowhere"))
+    result = workspace.cli("list")
+    assert result.returncode == 1
+    assert result.stderr.startswith("gridshift: database error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert PASSWORD not in result.stderr
