@@ -269,15 +269,19 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
 
 
 def _refuse_shared_secrets(path: Path, raw: Mapping[str, Any]) -> None:
-    """A config holding a credential must be the owner's alone (group access included)."""
+    """A config holding a credential must be the owner's alone (group access included):
+    a provider's token or password, or a password in the database URL."""
     providers = raw.get("providers", {})
     holds_secret = any(
         isinstance(p, dict) and ({"token", "password"} & p.keys()) for p in providers.values()
     )
+    # Called after parse_config: a URL here is a valid one.
+    url = raw.get("database", {}).get("url")
+    key = "database.url" if isinstance(url, str) and urlsplit(url).password else "providers"
     others = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
-    if holds_secret and path.stat().st_mode & others:
+    if (holds_secret or key == "database.url") and path.stat().st_mode & others:
         raise ConfigError(
-            str(path), "providers", f"holds a token or password but other users can read "
+            str(path), key, f"holds a token or password but other users can read "
             f"it (mode {stat.S_IMODE(path.stat().st_mode):04o}); run: chmod 600 {path}"
         )
 
@@ -351,7 +355,11 @@ def _database_url(url: Any, source: str) -> str:
     each command's working directory); an in-memory database is refused, since every
     command would see its own empty one."""
     if isinstance(url, str) and url.startswith(POSTGRESQL_SCHEME + "://"):
-        if not urlsplit(url).path.strip("/"):
+        try:
+            database = urlsplit(url).path.strip("/")
+        except ValueError as error:  # a malformed host, such as an unclosed "[" (IPv6)
+            raise ConfigError(source, "database.url", f"not a valid URL: {error}") from None
+        if not database:
             raise ConfigError(source, "database.url",
                               f"must name a database: {POSTGRESQL_SCHEME}://USER@HOST/NAME")
         return url
