@@ -105,6 +105,8 @@ class Base(DeclarativeBase):
 
 
 REPORT_ORDER_INDEX = "ix_jobs_report_order"
+# Longest job name the column holds (PostgreSQL enforces it; SQLite would not).
+MAX_NAME_CHARS = 200
 _STATES = ", ".join(f"'{s.value}'" for s in JobState)
 
 
@@ -126,7 +128,7 @@ class Job(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(MAX_NAME_CHARS))
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     argv: Mapped[list[Any]] = mapped_column(JSONList)
     cwd: Mapped[str] = mapped_column(Text)

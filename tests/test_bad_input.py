@@ -162,6 +162,7 @@ BAD_SUBMITS = [
     ["--duration", "1h", "--not-before", "+\u0661h", "--", "true"],
     ["--duration", "1h", "--"],
     ["--duration", "1h", "--", ""],
+    ["--duration", "1h", "--name", "n" * 201, "--", "true"],
 ]
 
 

@@ -112,3 +112,24 @@ def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.stderr.startswith("gridshift: database error: ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert PASSWORD not in result.stderr
+
+
+def test_names_fit_the_column_postgresql_enforces(
+    pg_workspace: Callable[[str], Workspace]
+) -> None:
+    """SQLite ignores a column's length; PostgreSQL refuses a longer value. Submit keeps
+    names within it: a long --name is bad input, a long command name is shortened."""
+    workspace = pg_workspace("names")
+    longest = workspace.cli("submit", "--json", "--duration", "1h", "--name", "n" * 200,
+                            "--", "true")
+    assert longest.returncode == 0, longest.stderr
+    assert longest.json()["name"] == "n" * 200
+    too_long = workspace.cli("submit", "--duration", "1h", "--name", "n" * 201, "--", "true")
+    assert (too_long.returncode, too_long.stderr) == (
+        2, "gridshift: --name must be at most 200 characters\n")
+    command = workspace.root / ("c" * 250)
+    command.write_text("#!/bin/sh\n", encoding="utf-8")
+    derived = workspace.cli("submit", "--json", "--duration", "1h", "--", str(command))
+    assert derived.returncode == 0, derived.stderr
+    assert derived.json()["name"] == "c" * 200
+    assert len(workspace.cli("list", "--json").json()) == 2
