@@ -15,6 +15,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 SERVER_USER = "postgres"
 # Tests must never wait on fsync: a crash of the test machine loses nothing worth keeping.
@@ -99,12 +103,16 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.root}"
 
-    def create_database(self) -> str:
-        """A new empty database; returns its gridshift URL."""
+    def admin(self) -> psycopg.Connection[Any]:
+        """A superuser connection to the server's own ``postgres`` database."""
         import psycopg
 
+        return psycopg.connect(host=str(self.root), user="postgres", dbname="postgres",
+                               autocommit=True)
+
+    def create_database(self) -> str:
+        """A new empty database; returns its gridshift URL."""
         name = f"test_{next(self._names)}"
-        with psycopg.connect(host=str(self.root), user="postgres", dbname="postgres",
-                             autocommit=True) as connection:
+        with self.admin() as connection:
             connection.execute(f"CREATE DATABASE {name} TEMPLATE template0")
         return self.url(name)

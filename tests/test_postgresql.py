@@ -8,6 +8,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -133,3 +134,21 @@ def test_names_fit_the_column_postgresql_enforces(
     assert derived.returncode == 0, derived.stderr
     assert derived.json()["name"] == "c" * 200
     assert len(workspace.cli("list", "--json").json()) == 2
+
+
+def test_a_read_only_postgresql_database_stops_the_daemon_with_one_line(
+    pg_workspace: Callable[[str], Workspace], postgresql_server: PostgresServer
+) -> None:
+    """A hot standby, or a database set read-only: no write can ever succeed."""
+    workspace = pg_workspace("standby")
+    assert workspace.cli("db", "upgrade").returncode == 0
+    database = urlsplit(workspace.database_url).path.strip("/")
+    with postgresql_server.admin() as connection:
+        connection.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = on")
+    daemon = DaemonProcess(workspace)
+    code = daemon.process.wait(60)
+    output = daemon.output()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "read-only" in errors[0], output
+    assert "Traceback" not in output and PASSWORD not in output
