@@ -108,13 +108,26 @@ class DaemonLock:
 
     def _acquire_advisory(self) -> None:
         lock = AdvisoryLock(self.database_url, DAEMON_LOCK_KEY)
-        if not lock.try_acquire(f"gridshift daemon pid {os.getpid()} on "
-                                f"{socket.gethostname()}"):
+        if not lock.try_acquire(self._holder()):
             holder = (lock.holder() or "unknown").removeprefix("gridshift daemon ")
             lock.release()
             raise AlreadyRunning(f"another gridshift daemon ({holder}) is already running "
                                  f"for {shown_url(self.database_url)}")
         self._advisory = lock
+
+    @staticmethod
+    def _holder() -> str:
+        return f"gridshift daemon pid {os.getpid()} on {socket.gethostname()}"
+
+    def still_held(self) -> bool:
+        """Whether this daemon still holds the lock. A flock lasts as long as the process;
+        an advisory lock ends with its connection, and is then taken again on a new one
+        unless another daemon took it meanwhile (False)."""
+        if self._advisory is None or self._advisory.connection_alive():
+            return True
+        log.warning("the database connection holding the daemon lock ended; taking the "
+                    "lock again")
+        return self._advisory.try_acquire(self._holder())
 
     def release(self) -> None:
         if self._advisory is not None:
@@ -147,6 +160,8 @@ class Daemon:
     _work_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
     _last_status: str = ""
+    # The single-daemon lock run_daemon holds, checked every tick (None in tests).
+    lock: DaemonLock | None = None
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
@@ -515,6 +530,8 @@ class Daemon:
                           next_run_time=now, id="backfill_actuals")
         scheduler.add_job(self._guarded(self.prune), "interval",
                           seconds=PRUNE_EVERY.total_seconds(), next_run_time=now, id="prune")
+        scheduler.add_job(self._guarded(self.check_lock), "interval",
+                          seconds=daemon_settings.tick.total_seconds(), id="lock")
         watchdog_every = watchdog_interval()
         if watchdog_every is not None:
             scheduler.add_job(self.watchdog, "interval", args=[watchdog_every],
@@ -546,6 +563,12 @@ class Daemon:
             log.warning("daemon stopping while work is in flight; the database stays "
                         "consistent (every change is one transaction)")
         return self._exit_code
+
+    def check_lock(self, _now: datetime) -> None:
+        """Stop (exit 1) once another daemon holds the database lock."""
+        if self.lock is not None and not self.lock.still_held():
+            log.error("another daemon took the database lock; stopping")
+            self._exit_code, self._stopping = 1, True
 
     def _guarded(self, work: Callable[[datetime], object]) -> Callable[[], None]:
         def run() -> None:
@@ -613,7 +636,7 @@ def run_daemon(config: Config, store: Store) -> int:
     lock = DaemonLock(config.database_url)
     lock.acquire()
     try:
-        code = Daemon(config, store).serve()
+        code = Daemon(config, store, lock=lock).serve()
     finally:
         lock.release()
     # Worker threads may still wait on a slow fetch; nothing is lost by not waiting for them.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -804,6 +806,8 @@ class AdvisoryLock:
         self._engine = create_engine(url, poolclass=NullPool)
         self._key = key
         self._connection: Connection | None = None
+        # The daemon checks the lock from a worker thread and releases it from the main one.
+        self._mutex = threading.Lock()
 
     def try_acquire(self, holder: str) -> bool:
         """Take the lock unless another session holds it; ``holder`` names this process
@@ -821,8 +825,24 @@ class AdvisoryLock:
         if not taken:
             connection.close()
             return False
-        self._connection = connection
+        with self._mutex:
+            self._connection = connection
         return True
+
+    def connection_alive(self) -> bool:
+        """Whether the connection holding the lock still answers. A server restart, or an
+        administrator's pg_terminate_backend, ends it, and the lock with it."""
+        with self._mutex:
+            if self._connection is None:
+                return False
+            try:
+                self._connection.execute(text("SELECT 1"))
+                self._connection.commit()
+                return True
+            except DBAPIError:
+                self._connection.close()
+                self._connection = None
+                return False
 
     def holder(self) -> str | None:
         """The application_name of the session holding the lock, where visible."""
@@ -840,14 +860,15 @@ class AdvisoryLock:
         return str(name) if name else None
 
     def release(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.execute(text("SELECT pg_advisory_unlock(:key)"),
-                                         {"key": self._key})
-                self._connection.commit()
-            finally:
-                self._connection.close()
-                self._connection = None
+        with self._mutex:
+            if self._connection is not None:
+                try:
+                    self._connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                                             {"key": self._key})
+                    self._connection.commit()
+                finally:
+                    self._connection.close()
+                    self._connection = None
         self._engine.dispose()
 
 

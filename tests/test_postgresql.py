@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from scheduler.migrate import HEAD_REVISION
+from scheduler.store import DAEMON_LOCK_KEY
 from tests.conftest import Workspace, create_workspace
-from tests.daemon_process import DaemonProcess, reap_daemons  # noqa: F401 (autouse)
+from tests.daemon_process import DaemonProcess, reap_daemons, wait_for  # noqa: F401
 from tests.postgres_server import PostgresServer
 
 REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "uk"\n'
@@ -25,22 +26,22 @@ PASSWORD = "not-for-the-logs"
 
 @pytest.fixture
 def pg_workspace(postgresql_server: PostgresServer, tmp_path: Path
-                 ) -> Callable[[str], Workspace]:
+                 ) -> Callable[..., Workspace]:
     """A workspace in ``tmp_path/<name>`` on a fresh database of the session's server,
     its URL carrying a password."""
 
-    def build(name: str) -> Workspace:
+    def build(name: str, tick: str = "1m") -> Workspace:
         url = postgresql_server.create_database().replace("postgres@", f"postgres:{PASSWORD}@")
         root = tmp_path / name
         root.mkdir()
-        # The daemon tick of a minute: these tests need no work done, only daemons alive.
-        return create_workspace(root, REGION, 'tick = "1m"\nkill_grace = "2s"', url)
+        # A tick of a minute by default: most of these tests need daemons alive, not working.
+        return create_workspace(root, REGION, f'tick = "{tick}"\nkill_grace = "2s"', url)
 
     return build
 
 
 def test_a_second_daemon_on_one_postgresql_database_is_refused_until_the_first_dies(
-    pg_workspace: Callable[[str], Workspace]
+    pg_workspace: Callable[..., Workspace]
 ) -> None:
     workspace = pg_workspace("team")
     first = DaemonProcess(workspace)
@@ -65,8 +66,44 @@ def test_a_second_daemon_on_one_postgresql_database_is_refused_until_the_first_d
     assert third.stop() == 0
 
 
+def test_a_daemon_whose_lock_connection_ends_takes_the_lock_again_or_stops(
+    pg_workspace: Callable[..., Workspace], postgresql_server: PostgresServer
+) -> None:
+    """A server restart (here: an administrator ending the session) drops the advisory lock
+    with its connection. The daemon takes it again on a new connection; where another
+    session took it first, the daemon stops with one line and exit 1."""
+    import psycopg
+
+    workspace = pg_workspace("restart", tick="1s")
+    daemon = DaemonProcess(workspace)
+    daemon.wait_started()
+    database = urlsplit(workspace.database_url).path.strip("/")
+    holder = f"gridshift daemon pid {daemon.pid} on {socket.gethostname()}"
+    end_the_lock_session = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = %s")
+    lock_holders = ("SELECT activity.application_name FROM pg_locks AS locks "
+                    "JOIN pg_stat_activity AS activity USING (pid) "
+                    "WHERE locks.locktype = 'advisory' AND locks.granted")
+    with psycopg.connect(host=str(postgresql_server.root), user="postgres", dbname=database,
+                         autocommit=True) as connection:
+        connection.execute(end_the_lock_session, (holder,))
+        wait_for(lambda: "taking the lock again" in daemon.output(), timeout=60,
+                 what="the daemon to notice its lock connection ended")
+        wait_for(lambda: connection.execute(lock_holders).fetchall() == [(holder,)],
+                 timeout=60, what="the daemon to hold the lock again")
+        assert daemon.process.poll() is None
+
+        # This time another session waits for the lock and gets it first.
+        connection.execute(end_the_lock_session, (holder,))
+        connection.execute("SELECT pg_advisory_lock(%s)", (DAEMON_LOCK_KEY,))
+        assert daemon.process.wait(60) == 1
+    errors = [line for line in daemon.output().splitlines() if " ERROR " in line]
+    assert errors and errors[-1].endswith("another daemon took the database lock; stopping")
+
+
 def test_processes_starting_together_on_a_fresh_postgresql_database_all_succeed(
-    pg_workspace: Callable[[str], Workspace]
+    pg_workspace: Callable[..., Workspace]
 ) -> None:
     """Migrations take turns under an advisory lock: the later ones find the work done
     (without it they fail on catalog rows the first is creating)."""
@@ -86,7 +123,7 @@ def test_processes_starting_together_on_a_fresh_postgresql_database_all_succeed(
 
 
 def test_commands_without_a_daemon_work_on_postgresql(
-    pg_workspace: Callable[[str], Workspace]
+    pg_workspace: Callable[..., Workspace]
 ) -> None:
     """The CLI's in-process path: a PostgreSQL database has no file to look for."""
     workspace = pg_workspace("solo")
@@ -116,7 +153,7 @@ def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 
 def test_names_fit_the_column_postgresql_enforces(
-    pg_workspace: Callable[[str], Workspace]
+    pg_workspace: Callable[..., Workspace]
 ) -> None:
     """SQLite ignores a column's length; PostgreSQL refuses a longer value. Submit keeps
     names within it: a long --name is bad input, a long command name is shortened."""
@@ -137,7 +174,7 @@ def test_names_fit_the_column_postgresql_enforces(
 
 
 def test_a_read_only_postgresql_database_stops_the_daemon_with_one_line(
-    pg_workspace: Callable[[str], Workspace], postgresql_server: PostgresServer
+    pg_workspace: Callable[..., Workspace], postgresql_server: PostgresServer
 ) -> None:
     """A hot standby, or a database set read-only: no write can ever succeed."""
     workspace = pg_workspace("standby")
