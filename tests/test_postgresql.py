@@ -1,12 +1,14 @@
-"""What only PostgreSQL does: the daemon's advisory lock, migrations taking turns on a
-shared server, and a password in the URL never printed. Everything SQLite also does runs on
-both backends in the store, migration, report and daemon end-to-end tests."""
+"""What only PostgreSQL does: the daemon's advisory lock (refused, taken again, lost),
+migrations taking turns, column lengths enforced, a read-only database, and a password in
+the URL never printed. Everything SQLite also does runs on both backends in the store,
+migration, report and daemon end-to-end tests."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,11 +16,13 @@ import pytest
 
 from scheduler.migrate import HEAD_REVISION
 from scheduler.store import DAEMON_LOCK_KEY
-from tests.conftest import Workspace, create_workspace
+from tests.conftest import Workspace, create_workspace, floor_hour, hourly, write_csv
 from tests.daemon_process import DaemonProcess, reap_daemons, wait_for  # noqa: F401
 from tests.postgres_server import PostgresServer
 
-REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "uk"\n'
+# One region whose forecast is a local file: no test here reaches the network.
+REGION = ('[providers.file]\nkind = "csv"\npath = "intensity.csv"\n'
+          '[regions.gb]\nprovider = "file"\nzone = "gb"\n')
 # The test server trusts every local connection, so any password is accepted: the point
 # is that gridshift never prints it.
 PASSWORD = "not-for-the-logs"
@@ -34,6 +38,7 @@ def pg_workspace(postgresql_server: PostgresServer, tmp_path: Path
         url = postgresql_server.create_database().replace("postgres@", f"postgres:{PASSWORD}@")
         root = tmp_path / name
         root.mkdir()
+        write_csv(root / "intensity.csv", hourly(floor_hour(datetime.now(UTC)), [200.0] * 48))
         # A tick of a minute by default: most of these tests need daemons alive, not working.
         return create_workspace(root, REGION, f'tick = "{tick}"\nkill_grace = "2s"', url)
 
@@ -143,6 +148,7 @@ def test_commands_without_a_daemon_work_on_postgresql(
 
 
 def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    write_csv(tmp_path / "intensity.csv", hourly(floor_hour(datetime.now(UTC)), [200.0]))
     workspace = create_workspace(tmp_path, REGION, database_url=(
         f"postgresql+psycopg://postgres:{PASSWORD}@/gridshift?host={tmp_path}/nowhere"))
     result = workspace.cli("list")
