@@ -69,9 +69,9 @@ class PostgresServer:
         bindir = find_bindir()
         assert bindir is not None
         self.bindir = bindir
-        # Under /tmp, not pytest's tmp_path: the server user must reach it and a socket's
-        # path must stay under about 100 bytes.
-        self.root = Path(tempfile.mkdtemp(prefix="gs-pg-"))
+        # Under /tmp, not pytest's tmp_path (nor $TMPDIR): the server user must reach it
+        # and a socket's path must stay under about 100 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="gs-pg-", dir="/tmp"))
         self.data = self.root / "data"
         self._user = SERVER_USER if os.geteuid() == 0 else None
         if self._user is not None:
