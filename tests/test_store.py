@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -114,6 +114,16 @@ def test_add_job_stores_every_field_and_a_first_event(store: Store) -> None:
     assert [(e.old_state, e.new_state, e.reason, e.at) for e in events] == [
         (None, "queued", "submitted", NOW)
     ]
+
+
+def test_times_come_back_aware_utc_to_the_microsecond(store: Store) -> None:
+    """Whatever the zone given, and whatever the backend's own type for a time."""
+    paris = timezone(timedelta(hours=1))
+    deadline = datetime(2026, 11, 27, 11, 30, 15, 123456, tzinfo=paris)
+    job = store.add_job(NewJob(**{**new_job().__dict__, "deadline": deadline}), NOW)
+    stored = store.get_job(job.id).deadline
+    assert stored == deadline and stored.tzinfo == UTC
+    assert stored.isoformat() == "2026-11-27T10:30:15.123456+00:00"
 
 
 def test_naive_datetimes_never_reach_the_database(store: Store) -> None:
