@@ -372,3 +372,27 @@ def test_series_matches_a_brute_force_newest_vintage_reference(
     assert list(zip(series.starts, series.ends, series.values, series.vintages,
                     strict=True)) == expected
 
+
+
+# Upserts ----------------------------------------------------------------------------------
+
+
+def test_refresh_outcomes_and_the_heartbeat_keep_one_row_each(store: Store) -> None:
+    store.record_refresh("uk", "national", "forecast", NOW, True, "ok", points=96,
+                         horizon_end=NOW + 48 * HOUR)
+    store.record_refresh("uk", "national", "forecast", NOW + HOUR, False, "timed out")
+    store.record_refresh("uk", "national", "actual", NOW, True, "ok", points=4)
+    forecast, actual = (next(r for r in store.refreshes() if r.kind == kind)
+                        for kind in ("forecast", "actual"))
+    assert len(store.refreshes()) == 2
+    assert (forecast.at, forecast.ok, forecast.message, forecast.last_success_at) == (
+        NOW + HOUR, False, "timed out", NOW)  # the last success is kept
+    assert (actual.ok, actual.points) == (True, 4)
+
+    store.beat(100, "host-a", NOW, NOW)
+    store.mark_stopped(100, NOW + HOUR)
+    store.beat(200, "host-b", NOW + 2 * HOUR, NOW + 2 * HOUR)
+    beat = store.heartbeat()
+    assert beat is not None
+    assert (beat.pid, beat.hostname, beat.started_at, beat.stopped_at) == (
+        200, "host-b", NOW + 2 * HOUR, None)
