@@ -866,6 +866,8 @@ class AdvisoryLock:
                     self._connection.execute(text("SELECT pg_advisory_unlock(:key)"),
                                              {"key": self._key})
                     self._connection.commit()
+                except DBAPIError:
+                    pass  # the connection is gone, and the lock went with it
                 finally:
                     self._connection.close()
                     self._connection = None
