@@ -116,7 +116,9 @@ def _fault(error: Exception) -> str:
     cause: object = getattr(error, "orig", None)
     if isinstance(error, sqlite3.Error) or cause is None:
         cause = error
-    if isinstance(cause, sqlite3.Error):
+    psycopg = sys.modules.get("psycopg")  # loaded only where PostgreSQL is in use
+    if isinstance(cause, sqlite3.Error) or (psycopg is not None
+                                            and isinstance(cause, psycopg.Error)):
         return f"database error: {_first_line(cause)}"
     return f"internal error: {type(error).__name__}: {_first_line(error)}"
 

@@ -146,11 +146,12 @@ def _call(request: ApiRequest, existing_database: bool = False, check: bool = Tr
     response = client.send_first(client.candidate_sockets(State.config_path), request)
     if response is None:
         from scheduler import api
-        from scheduler.store import sqlite_path
+        from scheduler.store import is_sqlite, sqlite_path
 
         config = config or _config()
         database = sqlite_path(config.database_url)
-        if existing_database and not database.exists():
+        # A PostgreSQL database exists before gridshift does: only a file can be missing.
+        if existing_database and is_sqlite(config.database_url) and not database.exists():
             raise GridshiftError(f"no database at {database}: no daemon has run with this "
                                  f"config")
         # What the use cases log reaches the daemon's log when a daemon runs them; here,
@@ -517,10 +518,11 @@ def service_install(
 def db_upgrade() -> None:
     """Apply pending database migrations."""
     from scheduler.migrate import HEAD_REVISION, current_revision
+    from scheduler.store import shown_url
 
     config = _config()
     store = _store(config)
-    sys.stdout.write(f"database {config.database_url} at revision "
+    sys.stdout.write(f"database {shown_url(config.database_url)} at revision "
                      f"{current_revision(store.engine) or HEAD_REVISION}\n")
 
 

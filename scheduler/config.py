@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from scheduler.errors import BadInput, ConfigError
 from scheduler.timespec import parse_duration
 
 BUILTIN = "<built-in defaults>"
+# SQLAlchemy's name for PostgreSQL through psycopg 3 (the ``postgres`` extra).
+POSTGRESQL_SCHEME = "postgresql+psycopg"
 
 PROVIDER_KINDS = ("carbonintensity_uk", "csv", "electricitymaps", "watttime", "carbon_aware_sdk",
                   "replay")
@@ -266,15 +269,19 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
 
 
 def _refuse_shared_secrets(path: Path, raw: Mapping[str, Any]) -> None:
-    """A config holding a credential must be the owner's alone (group access included)."""
+    """A config holding a credential must be the owner's alone (group access included):
+    a provider's token or password, or a password in the database URL."""
     providers = raw.get("providers", {})
     holds_secret = any(
         isinstance(p, dict) and ({"token", "password"} & p.keys()) for p in providers.values()
     )
+    # Called after parse_config: a URL here is a valid one.
+    url = raw.get("database", {}).get("url")
+    key = "database.url" if isinstance(url, str) and urlsplit(url).password else "providers"
     others = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
-    if holds_secret and path.stat().st_mode & others:
+    if (holds_secret or key == "database.url") and path.stat().st_mode & others:
         raise ConfigError(
-            str(path), "providers", f"holds a token or password but other users can read "
+            str(path), key, f"holds a token or password but other users can read "
             f"it (mode {stat.S_IMODE(path.stat().st_mode):04o}); run: chmod 600 {path}"
         )
 
@@ -343,11 +350,22 @@ def _refuse_nul_bytes(value: Any, source: str, key: str) -> None:
 
 
 def _database_url(url: Any, source: str) -> str:
-    """An ``sqlite:///`` URL to a file. A relative path is relative to the config file's
-    directory (not to each command's working directory); an in-memory database is refused,
-    since every command would see its own empty one."""
+    """An ``sqlite:///`` URL to a file, or a ``postgresql+psycopg://`` URL naming a
+    database. A relative SQLite path is relative to the config file's directory (not to
+    each command's working directory); an in-memory database is refused, since every
+    command would see its own empty one."""
+    if isinstance(url, str) and url.startswith(POSTGRESQL_SCHEME + "://"):
+        try:
+            database = urlsplit(url).path.strip("/")
+        except ValueError as error:  # a malformed host, such as an unclosed "[" (IPv6)
+            raise ConfigError(source, "database.url", f"not a valid URL: {error}") from None
+        if not database:
+            raise ConfigError(source, "database.url",
+                              f"must name a database: {POSTGRESQL_SCHEME}://USER@HOST/NAME")
+        return url
     if not isinstance(url, str) or not url.startswith("sqlite:///"):
-        raise ConfigError(source, "database.url", "must be an sqlite:/// URL to a file")
+        raise ConfigError(source, "database.url", f"must be an sqlite:/// URL to a file or "
+                                                  f"a {POSTGRESQL_SCHEME}:// URL")
     location = url.removeprefix("sqlite:///")
     database, _separator, _query = location.partition("?")
     if not database or database == ":memory:" or database.startswith("file:") \

@@ -33,7 +33,14 @@ from scheduler.metrics import DaemonMetrics
 from scheduler.models import Job, JobState
 from scheduler.providers import Provider, build_provider
 from scheduler.service import notify, watchdog_interval
-from scheduler.store import Store, sqlite_path
+from scheduler.store import (
+    DAEMON_LOCK_KEY,
+    AdvisoryLock,
+    Store,
+    is_sqlite,
+    shown_url,
+    sqlite_path,
+)
 from scheduler.timespec import utc_now
 
 log = logging.getLogger("gridshift.daemon")
@@ -53,6 +60,8 @@ PRUNE_EVERY = timedelta(hours=1)
 # PAUSE_DIR/<point>-job-<id>.release exists.
 PAUSE_AT_ENV = "GRIDSHIFT_TEST_PAUSE_AT"
 PAUSE_DIR_ENV = "GRIDSHIFT_TEST_PAUSE_DIR"
+# PostgreSQL's read_only_sql_transaction: a hot standby, or default_transaction_read_only.
+READ_ONLY_SQLSTATE = "25006"
 RETURNED_TO_QUEUE = "returned to the queue: the daemon stopped before its command started"
 
 
@@ -61,15 +70,25 @@ class AlreadyRunning(GridshiftError):
 
 
 class DaemonLock:
-    """One daemon per database: an exclusive flock on ``<db>.daemon.lock``."""
+    """One daemon per database: on SQLite an exclusive flock on ``<db>.daemon.lock``; on
+    PostgreSQL an advisory lock (``pg_try_advisory_lock``) on a connection of its own held
+    for the daemon's life, so daemons on different machines sharing one database exclude
+    each other too."""
 
     def __init__(self, database_url: str) -> None:
-        self.path = Path(f"{sqlite_path(database_url)}.daemon.lock")
+        self.database_url = database_url
         self._handle: IO[str] | None = None
+        self._advisory: AdvisoryLock | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        if is_sqlite(self.database_url):
+            self._acquire_file(Path(f"{sqlite_path(self.database_url)}.daemon.lock"))
+        else:
+            self._acquire_advisory()
+
+    def _acquire_file(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                              0o600)
         os.fchmod(descriptor, 0o600)
         handle = os.fdopen(descriptor, "a+", encoding="utf-8")
@@ -81,7 +100,7 @@ class DaemonLock:
             handle.close()
             raise AlreadyRunning(
                 f"another gridshift daemon (pid {holder}) is already running for "
-                f"{self.path.name.removesuffix('.daemon.lock')}"
+                f"{path.name.removesuffix('.daemon.lock')}"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -89,7 +108,33 @@ class DaemonLock:
         handle.flush()
         self._handle = handle
 
+    def _acquire_advisory(self) -> None:
+        lock = AdvisoryLock(self.database_url, DAEMON_LOCK_KEY)
+        if not lock.try_acquire(self._holder()):
+            holder = (lock.holder() or "unknown").removeprefix("gridshift daemon ")
+            lock.release()
+            raise AlreadyRunning(f"another gridshift daemon ({holder}) is already running "
+                                 f"for {shown_url(self.database_url)}")
+        self._advisory = lock
+
+    @staticmethod
+    def _holder() -> str:
+        return f"gridshift daemon pid {os.getpid()} on {socket.gethostname()}"
+
+    def still_held(self) -> bool:
+        """Whether this daemon still holds the lock. A flock lasts as long as the process;
+        an advisory lock ends with its connection, and is then taken again on a new one
+        unless another daemon took it meanwhile (False)."""
+        if self._advisory is None or self._advisory.connection_alive():
+            return True
+        log.warning("the database connection holding the daemon lock ended; taking the "
+                    "lock again")
+        return self._advisory.try_acquire(self._holder())
+
     def release(self) -> None:
+        if self._advisory is not None:
+            self._advisory.release()
+            self._advisory = None
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
@@ -125,6 +170,8 @@ class Daemon:
     _seen_marker: tuple[int, int, int] | None = None
     # Forecasts and planned slots between re-plans, for the API's submits (planning.py).
     plan_cache: planning.PlanCache = field(default_factory=planning.PlanCache)
+    # The single-daemon lock run_daemon holds, checked every tick (None in tests).
+    lock: DaemonLock | None = None
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
@@ -538,7 +585,7 @@ class Daemon:
         if os.geteuid() == 0:
             log.info("running as root: each job runs as the user who submitted it")
         log.info("daemon started (pid %d), database %s, %d region(s)", os.getpid(),
-                 self.config.database_url, len(self.config.regions))
+                 shown_url(self.config.database_url), len(self.config.regions))
         self.reconcile(now)
         # One thread per periodic job (each runs at most once at a time): a hung fetch
         # never starves the tick or the watchdog.
@@ -566,6 +613,8 @@ class Daemon:
                           next_run_time=now, id="backfill_actuals")
         scheduler.add_job(self._guarded(self.prune), "interval",
                           seconds=PRUNE_EVERY.total_seconds(), next_run_time=now, id="prune")
+        scheduler.add_job(self._guarded(self.check_lock), "interval",
+                          seconds=daemon_settings.tick.total_seconds(), id="lock")
         watchdog_every = watchdog_interval()
         if watchdog_every is not None:
             scheduler.add_job(self.watchdog, "interval", args=[watchdog_every],
@@ -598,6 +647,12 @@ class Daemon:
                         "consistent (every change is one transaction)")
         return self._exit_code
 
+    def check_lock(self, _now: datetime) -> None:
+        """Stop (exit 1) once another daemon holds the database lock."""
+        if self.lock is not None and not self.lock.still_held():
+            log.error("another daemon took the database lock; stopping")
+            self._exit_code, self._stopping = 1, True
+
     def _guarded(self, work: Callable[[datetime], object]) -> Callable[[], None]:
         def run() -> None:
             if self._stopping:
@@ -606,11 +661,12 @@ class Daemon:
                 work(self.clock())
             except Exception as error:  # a failing iteration must never stop the daemon...
                 cause = getattr(error, "orig", None) or error
-                if getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+                if (getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY
+                        or getattr(cause, "sqlstate", None) == READ_ONLY_SQLSTATE):
                     # ...unless it can never succeed: stop with one line and exit 1.
                     if not self._exit_code:
                         log.error("database %s is read-only; stopping",
-                                  self.config.database_url)
+                                  shown_url(self.config.database_url))
                     self._exit_code, self._stopping = 1, True
                     return
                 summary = " ".join(f"{type(cause).__name__}: {cause}".split())
@@ -663,7 +719,7 @@ def run_daemon(config: Config, store: Store, once: bool = False) -> int:
     lock = DaemonLock(config.database_url)
     lock.acquire()
     try:
-        daemon = Daemon(config, store)
+        daemon = Daemon(config, store, lock=lock)
         code = daemon.run_burst() if once else daemon.serve()
     finally:
         lock.release()

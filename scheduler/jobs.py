@@ -22,7 +22,7 @@ from pathlib import Path
 from scheduler import launcher, planning
 from scheduler.config import MAX_POWER_WATTS, SECRET_ENV, Config
 from scheduler.errors import BadInput, PermissionDenied, StateConflict
-from scheduler.models import FINISHED, UNSTARTED, Job, JobEvent, JobState
+from scheduler.models import FINISHED, MAX_NAME_CHARS, UNSTARTED, Job, JobEvent, JobState
 from scheduler.records import NewJob, SubmitRequest
 from scheduler.store import Store
 from scheduler.timespec import check_fits, format_duration
@@ -119,6 +119,8 @@ def _new_job(config: Config, caller: Caller, request: SubmitRequest, now: dateti
         raise BadInput("a NUL byte in the command, its name, directory or environment")
     if any(not key or "=" in key for key in (*request.env, *request.environment)):
         raise BadInput("an environment variable name is empty or holds '='")
+    if len(request.name or "") > MAX_NAME_CHARS:
+        raise BadInput(f"--name must be at most {MAX_NAME_CHARS} characters")
     if request.duration_s <= 0:
         raise BadInput("--duration must be above zero")
     if not 0 <= request.umask <= 0o777:
@@ -132,7 +134,7 @@ def _new_job(config: Config, caller: Caller, request: SubmitRequest, now: dateti
     if power is not None and not (0 < power <= MAX_POWER_WATTS and math.isfinite(power)):
         raise BadInput(f"--power must be above 0 and at most {MAX_POWER_WATTS:.0f} W")
     return NewJob(
-        name=request.name or Path(argv[0]).name,
+        name=request.name or Path(argv[0]).name[:MAX_NAME_CHARS],
         argv=list(argv),
         cwd=request.cwd,
         env=dict(request.env),

@@ -15,6 +15,8 @@ log = logging.getLogger("gridshift.migrate")
 
 # The newest revision in migrations/versions; tests check it matches Alembic's head.
 HEAD_REVISION = "0005"
+# The PostgreSQL advisory lock that makes migrations take turns (see ``upgrade``).
+MIGRATION_LOCK_KEY = 0x6772_6964_7368_02
 
 
 def _migrations_dir() -> Path:
@@ -62,10 +64,16 @@ def upgrade(engine: Engine) -> None:
                              f"was installed without them; reinstall it from a wheel")
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # Take the write lock first (BEGIN IMMEDIATE, see store.make_engine): processes starting
-    # together on a fresh database migrate one after the other, and the later ones find
-    # the work done.
+    # Take the write lock first (BEGIN IMMEDIATE, see store.make_engine; on PostgreSQL an
+    # advisory lock held to the end of the transaction, which holds the DDL too):
+    # processes starting together on a fresh database migrate one after the other, and
+    # the later ones find the work done.
     with engine.execution_options(gridshift_begin="IMMEDIATE").begin() as connection:
+        if connection.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
         before = _revision(connection)
         if before == HEAD_REVISION:
             return

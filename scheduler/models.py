@@ -105,6 +105,8 @@ class Base(DeclarativeBase):
 
 
 REPORT_ORDER_INDEX = "ix_jobs_report_order"
+# Longest job name the column holds (PostgreSQL enforces it; SQLite would not).
+MAX_NAME_CHARS = 200
 _STATES = ", ".join(f"'{s.value}'" for s in JobState)
 
 
@@ -122,11 +124,12 @@ class Job(Base):
         # Report order, covering what a report filters on first (migration 0003; the store
         # names it in report queries, where SQLite would otherwise pick ix_jobs_state).
         Index(REPORT_ORDER_INDEX, "started_at", "id", "state",
-              sqlite_where=text("started_at IS NOT NULL")),
+              sqlite_where=text("started_at IS NOT NULL"),
+              postgresql_where=text("started_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(MAX_NAME_CHARS))
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     argv: Mapped[list[Any]] = mapped_column(JSONList)
     cwd: Mapped[str] = mapped_column(Text)
@@ -205,14 +208,26 @@ class JobEvent(Base):
 
 
 # The database itself refuses to change or delete a job event (migration 0002 adds the
-# same triggers to existing databases; tests/test_migrations.py compares them).
-JOB_EVENTS_APPEND_ONLY = tuple(
-    f"CREATE TRIGGER job_events_no_{verb.lower()} BEFORE {verb} ON job_events "
-    f"BEGIN SELECT RAISE(ABORT, 'job_events is append-only'); END"
-    for verb in ("UPDATE", "DELETE")
-)
-for _trigger in JOB_EVENTS_APPEND_ONLY:
-    event.listen(JobEvent.__table__, "after_create", DDL(_trigger))  # type: ignore[no-untyped-call]
+# same triggers to existing databases; tests/test_migrations.py compares them). The
+# statements per dialect: PostgreSQL's triggers call a function.
+JOB_EVENTS_APPEND_ONLY: dict[str, tuple[str, ...]] = {
+    "sqlite": tuple(
+        f"CREATE TRIGGER job_events_no_{verb.lower()} BEFORE {verb} ON job_events "
+        f"BEGIN SELECT RAISE(ABORT, 'job_events is append-only'); END"
+        for verb in ("UPDATE", "DELETE")
+    ),
+    "postgresql": (
+        "CREATE FUNCTION job_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'job_events is append-only'; END $$",
+        *(f"CREATE TRIGGER job_events_no_{verb.lower()} BEFORE {verb} ON job_events "
+          f"FOR EACH ROW EXECUTE FUNCTION job_events_append_only()"
+          for verb in ("UPDATE", "DELETE")),
+    ),
+}
+for _dialect, _statements in JOB_EVENTS_APPEND_ONLY.items():
+    for _statement in _statements:
+        event.listen(JobEvent.__table__, "after_create",
+                     DDL(_statement).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
 
 
 class ForecastPoint(Base):

@@ -1,10 +1,13 @@
 """The one module that writes SQL: jobs, their conditional transitions, forecast points.
 
-SQLite runs in WAL mode with a busy timeout. Every write transaction starts with
-``BEGIN IMMEDIATE``: a deferred transaction that later upgrades to a write fails with
-"database is locked" under concurrency even with a busy timeout. Every job state change
-is ``UPDATE ... WHERE id = :id AND state IN (:expected)`` checked by row count, so the
-CLI and the daemon never race.
+The database is SQLite (the embedded default) or PostgreSQL (``postgresql+psycopg://``,
+for a team); everything else in gridshift is the same on both. SQLite runs in WAL mode
+with a busy timeout. Every write transaction on SQLite starts with ``BEGIN IMMEDIATE``: a
+deferred transaction that later upgrades to a write fails with "database is locked" under
+concurrency even with a busy timeout. PostgreSQL locks rows, not the database: a
+transition reads the job's state ``FOR UPDATE``. Every job state change is ``UPDATE ...
+WHERE id = :id AND state IN (:expected)`` checked by row count, so the CLI and the daemon
+never race.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Float,
     String,
@@ -38,9 +44,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.functions import FunctionElement
 
 from scheduler.errors import GridshiftError, StateConflict, UnknownJob
@@ -65,11 +73,39 @@ _IDS_PER_QUERY = 10_000
 __all__ = ["NewJob", "PlanUpdate", "PointRecord", "Series", "Store"]
 
 
+# The PostgreSQL advisory lock that keeps one daemon per database (any bigint: the server
+# scopes advisory locks to the database).
+DAEMON_LOCK_KEY = 0x6772_6964_7368_01
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
 def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+def shown_url(url: str) -> str:
+    """The URL as printed and logged: a password in it becomes ``***``."""
+    parts = urlsplit(url)
+    if is_sqlite(url) or parts.password is None:
+        return url
+    user_and_password, _at, host = parts.netloc.rpartition("@")
+    user = user_and_password.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def make_engine(url: str) -> Engine:
+    """An engine for ``url``: SQLite (see below) or PostgreSQL as it is."""
+    if not is_sqlite(url):
+        # pre_ping: a pooled connection the server closed (a restart) is replaced, not
+        # handed to the next request.
+        return create_engine(url, pool_pre_ping=True)
+    return _make_sqlite_engine(url)
+
+
+def _make_sqlite_engine(url: str) -> Engine:
     """An engine with WAL, a busy timeout and owner-only files; writes use BEGIN IMMEDIATE."""
     path = sqlite_path(url)
     if not path.exists():
@@ -102,6 +138,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._write_engine = engine.execution_options(gridshift_begin="IMMEDIATE")
+        self._sqlite = engine.dialect.name == "sqlite"
+        # INSERT ... ON CONFLICT: the same statement in both dialects' own constructs.
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
 
     @classmethod
     def open(cls, url: str, migrate: bool = True) -> Store:
@@ -122,7 +161,8 @@ class Store:
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        """A write transaction that holds SQLite's write lock from its first statement."""
+        """A write transaction that holds SQLite's write lock from its first statement
+        (PostgreSQL locks the rows it writes)."""
         with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
             yield session
 
@@ -311,7 +351,10 @@ class Store:
             if new_state not in TRANSITIONS[state]:
                 raise ValueError(f"illegal transition {state.value} -> {new_state.value}")
         with self.writing() as session:
-            old_state = session.scalar(select(Job.state).where(Job.id == job_id))
+            # FOR UPDATE (PostgreSQL; SQLite's write lock is already held): the event's
+            # old state is the one the update below replaces.
+            old_state = session.scalar(select(Job.state).where(Job.id == job_id)
+                                       .with_for_update())
             if old_state is None:
                 raise UnknownJob(job_id)
             result = session.execute(
@@ -432,14 +475,18 @@ class Store:
             }
             for p in points
         ]
-        statement = sqlite_insert(ForecastPoint).on_conflict_do_nothing()
+        statement: Any = self._insert(ForecastPoint).on_conflict_do_nothing()
+        if not self._sqlite:
+            # psycopg reports no row count for an executemany: count the ids it returns.
+            statement = statement.returning(ForecastPoint.id)
         inserted, batch = 0, 2000
         # One short transaction per batch: a submit never waits behind a whole refresh.
         for first in range(0, len(rows), batch):
             with self.writing() as session:
                 # Core executemany: SQLite reports the rows it really inserted.
                 result = session.connection().execute(statement, rows[first:first + batch])
-                inserted += max(int(result.rowcount), 0)
+                inserted += (max(int(result.rowcount), 0) if self._sqlite
+                             else len(result.all()))
         return inserted
 
     def series(
@@ -457,16 +504,24 @@ class Store:
         then). Where slots of different vintages overlap, the newer vintage wins.
         """
         # Every refresh stores a vintage of the same slots: keep one row per slot in SQL.
-        # With a single max() SQLite takes the other (bare) columns from that newest row.
+        # With a single max() SQLite takes the other (bare) columns from that newest row;
+        # PostgreSQL says the same with DISTINCT ON, newest vintage first.
+        newest = (func.max(ForecastPoint.vintage).label("vintage") if self._sqlite
+                  else ForecastPoint.vintage)
         query = (
-            select(ForecastPoint.start, ForecastPoint.end, ForecastPoint.value,
-                   func.max(ForecastPoint.vintage).label("vintage"), ForecastPoint.estimated,
-                   ForecastPoint.signal, ForecastPoint.basis, ForecastPoint.units)
+            select(ForecastPoint.start, ForecastPoint.end, ForecastPoint.value, newest,
+                   ForecastPoint.estimated, ForecastPoint.signal, ForecastPoint.basis,
+                   ForecastPoint.units)
             .where(ForecastPoint.provider == provider, ForecastPoint.zone == zone,
                    ForecastPoint.kind == kind, ForecastPoint.start < end,
                    ForecastPoint.end > start)
-            .group_by(ForecastPoint.start, ForecastPoint.end)
         )
+        if self._sqlite:
+            query = query.group_by(ForecastPoint.start, ForecastPoint.end)
+        else:
+            query = (query.distinct(ForecastPoint.start, ForecastPoint.end)
+                     .order_by(ForecastPoint.start, ForecastPoint.end,
+                               ForecastPoint.vintage.desc()))
         if issued_before is not None:
             query = query.where(ForecastPoint.vintage < issued_before)
         with self.reading() as session:
@@ -512,7 +567,7 @@ class Store:
                   "horizon_end": horizon_end}
         if ok:
             values["last_success_at"] = now
-        statement = sqlite_insert(ProviderRefresh).values(
+        statement = self._insert(ProviderRefresh).values(
             provider=provider, zone=zone, kind=kind, **values
         ).on_conflict_do_update(index_elements=["provider", "zone", "kind"], set_=values)
         with self.writing() as session:
@@ -581,7 +636,7 @@ class Store:
     def beat(self, pid: int, hostname: str, started_at: datetime, now: datetime) -> None:
         values = {"pid": pid, "hostname": hostname, "started_at": started_at,
                   "heartbeat_at": now, "stopped_at": None}
-        statement = sqlite_insert(DaemonHeartbeat).values(id=1, **values)
+        statement = self._insert(DaemonHeartbeat).values(id=1, **values)
         statement = statement.on_conflict_do_update(index_elements=["id"], set_=values)
         with self.writing() as session:
             session.execute(statement)
@@ -658,10 +713,10 @@ class Store:
         seconds: values come unconverted, except that SQLite itself turns times into the
         ISO-8601 text of ``timespec.iso_utc``. Lists stay JSON text, booleans 0/1.
         """
-        selected = [_stored_time_as_iso(name) if isinstance(Job.__table__.columns[name].type,
-                                                             UTCDateTime)
+        selected = [_stored_time_as_iso(name, self._sqlite)
+                    if isinstance(Job.__table__.columns[name].type, UTCDateTime)
                     else column(name) for name in columns]  # untyped: no result processing
-        query = (select(*selected).select_from(_JOBS_IN_REPORT_ORDER)
+        query = (select(*selected).select_from(_jobs_in_report_order(self._sqlite))
                  .where(*_report_filter(started_since, started_until, regions))
                  .order_by(_job_column("started_at"), _job_column("id")))
         if part is not None:
@@ -683,7 +738,10 @@ class Store:
     ) -> ReportKey | None:
         """The key of the middle job in ``report_rows``' order, where the report holds at
         least ``min_jobs`` jobs (else None): the jobs before it and those from it are
-        its two halves."""
+        its two halves. Always None on PostgreSQL, which stores times as timestamps, not
+        the text the key holds."""
+        if not self._sqlite:
+            return None
         where = _report_filter(started_since, started_until, regions)
         with self.reading() as session:
             count = session.execute(select(func.count()).select_from(_JOBS_IN_REPORT_ORDER)
@@ -714,8 +772,12 @@ ReportPart = tuple[Literal["before", "from"], ReportKey] | None
 # Reports read jobs in the order of this partial index. SQLite would otherwise pick
 # ix_jobs_state and sort every row (a fifth of a 100,000-job report's read time); its
 # dialect in SQLAlchemy renders no index hints, so the FROM is text and the columns are
-# unbound ones of the same types.
+# unbound ones of the same types. PostgreSQL's planner needs no hint.
 _JOBS_IN_REPORT_ORDER = text(f"jobs INDEXED BY {REPORT_ORDER_INDEX}")
+
+
+def _jobs_in_report_order(sqlite: bool) -> Any:
+    return _JOBS_IN_REPORT_ORDER if sqlite else text("jobs")
 
 
 def _job_column(name: str) -> Any:
@@ -738,10 +800,12 @@ def _report_filter(started_since: datetime | None, started_until: datetime | Non
     return terms
 
 
-def _stored_time_as_iso(name: str) -> Any:
+def _stored_time_as_iso(name: str, sqlite: bool) -> Any:
     """SQL turning a stored time ('YYYY-MM-DD HH:MM:SS.ffffff', naive UTC) into iso_utc's
-    text: 'YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00', microseconds only when not zero."""
-    stored = column(name, String)
+    text: 'YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00', microseconds only when not zero.
+    PostgreSQL stores a timestamp: to_char writes that text with every microsecond."""
+    stored = (column(name, String) if sqlite
+              else func.to_char(column(name), 'YYYY-MM-DD HH24:MI:SS.US'))
     # Two replace() calls cost less than substr and case over 100,000 rows; '.' and '.000000'
     # occur only in the fraction, and NULL stays NULL through replace and concatenation.
     # Labelled apart from the column: ORDER BY started_at would sort by the label, the
@@ -831,6 +895,83 @@ class PlanUpdate:
     def describe(self) -> str:
         shown = "no forecast" if self.intensity is None else f"{self.intensity:.0f} g/kWh"
         return f"{self.region} at {self.start.isoformat()} ({shown}); {self.note}"
+
+
+class AdvisoryLock:
+    """A PostgreSQL session-level advisory lock on a connection of its own, held until
+    ``release`` or until that connection ends: the server releases it when the holding
+    process dies, however it dies."""
+
+    def __init__(self, url: str, key: int) -> None:
+        self._engine = create_engine(url, poolclass=NullPool)
+        self._key = key
+        self._connection: Connection | None = None
+        # The daemon checks the lock from a worker thread and releases it from the main one.
+        self._mutex = threading.Lock()
+
+    def try_acquire(self, holder: str) -> bool:
+        """Take the lock unless another session holds it; ``holder`` names this process
+        to the server (its application_name), so ``holder`` can be told to others."""
+        connection = self._engine.connect()
+        try:
+            connection.execute(text("SELECT set_config('application_name', :name, false)"),
+                               {"name": holder[:63]})
+            taken = bool(connection.scalar(text("SELECT pg_try_advisory_lock(:key)"),
+                                           {"key": self._key}))
+            connection.commit()  # session-level: the lock outlives the transaction
+        except BaseException:
+            connection.close()
+            raise
+        if not taken:
+            connection.close()
+            return False
+        with self._mutex:
+            self._connection = connection
+        return True
+
+    def connection_alive(self) -> bool:
+        """Whether the connection holding the lock still answers. A server restart, or an
+        administrator's pg_terminate_backend, ends it, and the lock with it."""
+        with self._mutex:
+            if self._connection is None:
+                return False
+            try:
+                self._connection.execute(text("SELECT 1"))
+                self._connection.commit()
+                return True
+            except DBAPIError:
+                self._connection.close()
+                self._connection = None
+                return False
+
+    def holder(self) -> str | None:
+        """The application_name of the session holding the lock, where visible."""
+        query = text(
+            "SELECT activity.application_name FROM pg_locks AS locks "
+            "JOIN pg_stat_activity AS activity ON activity.pid = locks.pid "
+            "WHERE locks.locktype = 'advisory' AND locks.granted "
+            "AND locks.database = (SELECT oid FROM pg_database "
+            "                      WHERE datname = current_database()) "
+            "AND locks.classid::bigint = :high AND locks.objid::bigint = :low "
+            "AND locks.objsubid = 1")
+        with self._engine.connect() as connection:
+            name = connection.scalar(query, {"high": self._key >> 32,
+                                             "low": self._key & 0xFFFF_FFFF})
+        return str(name) if name else None
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._connection is not None:
+                try:
+                    self._connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                                             {"key": self._key})
+                    self._connection.commit()
+                except DBAPIError:
+                    pass  # the connection is gone, and the lock went with it
+                finally:
+                    self._connection.close()
+                    self._connection = None
+        self._engine.dispose()
 
 
 class StoreError(GridshiftError):

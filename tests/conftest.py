@@ -1,4 +1,5 @@
-"""Shared fixtures: a real config file, a real SQLite file and the real CLI as a subprocess."""
+"""Shared fixtures: a real config file, a real database (a SQLite file, or a database on a
+PostgreSQL server this session starts) and the real CLI as a subprocess."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from scheduler.config import Config, load_config
 from scheduler.store import Store
+from tests.postgres_server import PostgresServer, unavailable_reason
 
 
 @dataclass
@@ -36,9 +38,11 @@ class Workspace:
     root: Path
     config_path: Path
     env: dict[str, str]
+    database_url: str
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file (where the workspace's database is SQLite)."""
         return self.root / "gridshift.db"
 
     @property
@@ -88,14 +92,17 @@ def floor_hour(value: datetime) -> datetime:
 DEFAULT_DAEMON = 'tick = "1s"\nkill_grace = "2s"'
 
 
-def create_workspace(root: Path, body: str, daemon: str = DEFAULT_DAEMON) -> Workspace:
-    """A workspace in ``root`` whose config has the given provider and region tables."""
+def create_workspace(root: Path, body: str, daemon: str = DEFAULT_DAEMON,
+                     database_url: str | None = None) -> Workspace:
+    """A workspace in ``root`` whose config has the given provider and region tables, on
+    ``database_url`` (default: a SQLite file in ``root``)."""
     (root / "logs").mkdir(exist_ok=True)
     config_path = root / "gridshift.toml"
+    database_url = database_url or f"sqlite:///{root / 'gridshift.db'}"
     # A Unix socket's path must stay under about 100 bytes: pytest's tmp_path may not.
     socket_dir = Path(tempfile.mkdtemp(prefix="gs-"))
     config_path.write_text(
-        f'[database]\nurl = "sqlite:///{root / "gridshift.db"}"\n\n'
+        f'[database]\nurl = "{database_url}"\n\n'
         f'[daemon]\nlog_dir = "{root / "logs"}"\nsocket = "{socket_dir / "gs.sock"}"\n'
         f'{daemon}\n\n{body}\n',
         encoding="utf-8",
@@ -109,7 +116,7 @@ def create_workspace(root: Path, body: str, daemon: str = DEFAULT_DAEMON) -> Wor
         "PYTHONUNBUFFERED": "1",
         "TZ": "UTC",
     })
-    return Workspace(root, config_path, env)
+    return Workspace(root, config_path, env, database_url)
 
 
 def create_csv_workspace(root: Path, series: dict[str, list[tuple[datetime, datetime, float]]],
@@ -126,10 +133,12 @@ def create_csv_workspace(root: Path, series: dict[str, list[tuple[datetime, date
 
 @pytest.fixture
 def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
-    """Build a workspace whose config has the given provider and region tables (TOML text)."""
+    """Build a workspace whose config has the given provider and region tables (TOML text),
+    on a SQLite file unless a ``database_url`` is given."""
 
-    def build(body: str, daemon: str = DEFAULT_DAEMON) -> Workspace:
-        return create_workspace(tmp_path, body, daemon)
+    def build(body: str, daemon: str = DEFAULT_DAEMON,
+              database_url: str | None = None) -> Workspace:
+        return create_workspace(tmp_path, body, daemon, database_url)
 
     return build
 
@@ -144,6 +153,30 @@ def csv_workspace(make_workspace: Callable[..., Workspace], tmp_path: Path
         return create_csv_workspace(tmp_path, series, slots, daemon)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (about a second to start)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn: a SQLite file in tmp_path, or a fresh database on the
+    session's PostgreSQL server (tests on it skip, with the reason, where it cannot run)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gridshift.db'}"
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    return server.create_database()
 
 
 def utc(*args: int) -> datetime:

@@ -162,6 +162,7 @@ BAD_SUBMITS = [
     ["--duration", "1h", "--not-before", "+\u0661h", "--", "true"],
     ["--duration", "1h", "--"],
     ["--duration", "1h", "--", ""],
+    ["--duration", "1h", "--name", "n" * 201, "--", "true"],
 ]
 
 
@@ -188,6 +189,7 @@ def test_bad_submissions_exit_2_with_one_line_and_write_nothing(
     b"# caf\xe9\n",  # not UTF-8
     b"[daemon]\ndefault_power_watts = inf\n",
     b'[database]\nurl = "sqlite:///:memory:"\n',
+    b'[database]\nurl = "mysql://gridshift@localhost/gridshift"\n',
     b'[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovider = "uk"\n'
     b'launcher = ["env", "A=\\u0000"]\n',
 ])

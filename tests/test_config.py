@@ -127,7 +127,16 @@ GOOD_REGION = '[providers.uk]\nkind = "carbonintensity_uk"\n[regions.gb]\nprovid
          "providers.f.kind", "must be one of"),
         (GOOD_REGION + "slots = 0\n", "regions.gb.slots", "whole number"),
         (GOOD_REGION + "launcher = \"ssh box\"\n", "regions.gb.launcher", "list"),
-        ("[database]\nurl = \"postgresql://x\"\n" + GOOD_REGION, "database.url", "sqlite"),
+        ("[database]\nurl = \"postgresql://x/db\"\n" + GOOD_REGION, "database.url",
+         "postgresql+psycopg://"),
+        ("[database]\nurl = \"mysql://u@h/db\"\n" + GOOD_REGION, "database.url",
+         "sqlite:/// URL to a file or a postgresql+psycopg:// URL"),
+        ("[database]\nurl = \"postgresql+psycopg://u@h\"\n" + GOOD_REGION, "database.url",
+         "must name a database"),
+        ("[database]\nurl = \"postgresql+psycopg://u@h/\"\n" + GOOD_REGION, "database.url",
+         "must name a database"),
+        ("[database]\nurl = \"postgresql+psycopg://u@[h/db\"\n" + GOOD_REGION,
+         "database.url", "not a valid URL"),
         ("[regions\n", "-", "not valid TOML"),
         ("[daemon]\ndefault_power_watts = inf\n" + GOOD_REGION, "daemon.default_power_watts",
          "above zero"),
@@ -250,6 +259,22 @@ def test_a_config_holding_a_secret_must_be_owner_only(
     assert f"chmod 600 {path}" in str(caught.value) and "em-token" not in str(caught.value)
 
 
+def test_a_database_password_makes_the_config_owner_only(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    without = write(tmp_path / "open.toml", '[database]\nurl = "postgresql+psycopg://'
+                    'gridshift@db/gridshift"\n' + GOOD_REGION)
+    without.chmod(0o644)  # no password: libpq finds it in ~/.pgpass or PGPASSWORD
+    assert load_config(str(without), environ).database_url.endswith("@db/gridshift")
+    path = write(tmp_path / "c.toml", '[database]\nurl = "postgresql+psycopg://gridshift:'
+                 'pg-secret@db/gridshift"\n' + GOOD_REGION)
+    path.chmod(0o640)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ)
+    assert str(caught.value).startswith(f"{path}: database.url: ")
+    assert f"chmod 600 {path}" in str(caught.value) and "pg-secret" not in str(caught.value)
+
+
 def test_a_relative_database_path_is_relative_to_the_config_file(
     make_workspace: Callable[..., Workspace], tmp_path: Path
 ) -> None:
@@ -269,3 +294,9 @@ def test_a_relative_database_path_is_relative_to_the_config_file(
     assert (tmp_path / "data" / "gs.db").is_file()
     assert not (elsewhere / "data").exists()
     assert workspace.config().database_url == f"sqlite:///{tmp_path / 'data' / 'gs.db'}"
+
+
+def test_a_postgresql_url_is_taken_as_it_is(environ: dict[str, str], tmp_path: Path) -> None:
+    url = "postgresql+psycopg://gridshift@db.example.org:5433/gridshift?sslmode=require"
+    path = write(tmp_path / "pg.toml", f'[database]\nurl = "{url}"\n' + GOOD_REGION)
+    assert load_config(str(path), environ).database_url == url

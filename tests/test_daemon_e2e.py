@@ -1,4 +1,5 @@
-"""End to end: the real `gridshift daemon` process, the real CLI and real job processes.
+"""End to end: the real `gridshift daemon` process, the real CLI and real job processes,
+on each backend (a SQLite file, a database on the session's PostgreSQL server).
 
 Timing-robust on a slow shared machine: every wait polls the database with short sleeps
 and a generous deadline, and jobs that must outlive a daemon wait for a file the test
@@ -96,7 +97,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+def harness(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def build(forecast: list[tuple[datetime, datetime, float]], slots: int = 1,
@@ -107,6 +108,7 @@ def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
             f'[providers.file]\nkind = "csv"\npath = "{csv_path}"\n\n'
             f'[regions.here]\nprovider = "file"\nzone = "local"\nslots = {slots}\n'
             f"launcher = {launcher_prefix}\n",
+            database_url=database_url,
         )
         made.append(Harness(workspace))
         return made[-1]

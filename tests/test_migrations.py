@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -24,17 +25,32 @@ from scheduler.migrate import (
 from scheduler.models import Base
 from scheduler.store import make_engine
 from tests.conftest import Workspace
+from tests.postgres_server import PostgresServer
 
 
 def migrated(path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{path}")
+    return migrated_url(f"sqlite:///{path}")
+
+
+def migrated_url(url: str) -> Engine:
+    engine = make_engine(url)
     upgrade(engine)
     return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """Two empty databases on one backend (each backend in turn)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'migrated.db'}", f"sqlite:///{tmp_path / 'created.db'}"
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    return server.create_database(), server.create_database()
 
 
 def schema_of(engine: Engine) -> dict[str, Any]:
     """Everything about each table that the schema can enforce, in comparable form."""
     inspector = inspect(engine)
+    where = f"{engine.dialect.name}_where"  # a partial index's condition
     tables: dict[str, Any] = {}
     for table in sorted(inspector.get_table_names()):
         if table == "alembic_version":
@@ -46,22 +62,38 @@ def schema_of(engine: Engine) -> dict[str, Any]:
             "foreign_keys": sorted((tuple(fk["constrained_columns"]), fk["referred_table"],
                                     tuple(fk["referred_columns"]))
                                    for fk in inspector.get_foreign_keys(table)),
-            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]),
+                               str(i.get("dialect_options", {}).get(where)))
                               for i in inspector.get_indexes(table)),
             "unique": sorted((u["name"], tuple(u["column_names"]))
                              for u in inspector.get_unique_constraints(table)),
             "checks": sorted((c["name"], " ".join(c["sqltext"].split()))
                              for c in inspector.get_check_constraints(table)),
         }
-    with engine.connect() as connection:  # the reflection API knows no triggers
-        tables["(triggers)"] = sorted(connection.exec_driver_sql(
-            "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger'").all())
+    tables["(triggers)"] = triggers_of(engine)
     return tables
 
 
-def test_upgrade_head_equals_the_models_metadata(tmp_path: Path) -> None:
-    from_migrations = migrated(tmp_path / "migrated.db")
-    from_models = create_engine(f"sqlite:///{tmp_path / 'created.db'}")
+def triggers_of(engine: Engine) -> list[Any]:
+    """Each trigger's table, name and definition (the reflection API knows no triggers),
+    and on PostgreSQL each function they call."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            return sorted(connection.exec_driver_sql(
+                "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger'").all())
+        triggers = connection.exec_driver_sql(
+            "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+            "WHERE NOT tgisinternal").all()
+        functions = connection.exec_driver_sql(
+            "SELECT '(function)', proname, prosrc FROM pg_proc "
+            "WHERE pronamespace = 'public'::regnamespace").all()
+        return sorted([*triggers, *functions])
+
+
+def test_upgrade_head_equals_the_models_metadata(two_databases: tuple[str, str]) -> None:
+    migrated_at, created_at = two_databases
+    from_migrations = migrated_url(migrated_at)
+    from_models = create_engine(created_at)
     Base.metadata.create_all(from_models)
     try:
         with from_migrations.connect() as connection:
@@ -69,7 +101,8 @@ def test_upgrade_head_equals_the_models_metadata(tmp_path: Path) -> None:
                                            Base.metadata)
         assert differences == []
         assert schema_of(from_migrations) == schema_of(from_models)
-        assert len(schema_of(from_models)["(triggers)"]) == 2
+        triggers = [row[1] for row in schema_of(from_models)["(triggers)"]]
+        assert {"job_events_no_update", "job_events_no_delete"} <= set(triggers)
     finally:
         from_migrations.dispose()
         from_models.dispose()

@@ -21,15 +21,17 @@ from tests.test_accounting import HOUR, T10, finished_job
 
 
 @pytest.fixture
-def workspace(make_workspace: Callable[..., Workspace], tmp_path: Path) -> Workspace:
-    """Region north (average signal, lifecycle basis) and south (marginal), four jobs."""
+def workspace(make_workspace: Callable[..., Workspace], tmp_path: Path, database_url: str
+              ) -> Workspace:
+    """Region north (average signal, lifecycle basis) and south (marginal), four jobs; on
+    each backend."""
     north = write_csv(tmp_path / "north.csv", hourly(T10 - HOUR, [300, 280, 290, 100, 120]))
     south = write_csv(tmp_path / "south.csv", hourly(T10 - HOUR, [700, 600, 650, 500, 550]))
     workspace = make_workspace(
         f'[providers.north]\nkind = "csv"\npath = "{north}"\nbasis = "lifecycle"\n'
         f'[providers.south]\nkind = "csv"\npath = "{south}"\nsignal = "marginal"\n'
         '[regions.north]\nprovider = "north"\nzone = "north"\n'
-        '[regions.south]\nprovider = "south"\nzone = "south"\n')
+        '[regions.south]\nprovider = "south"\nzone = "south"\n', database_url=database_url)
     store = workspace.store()
     reviewed = {"actuals_state": "done", "intensity_estimated": False}
     a = finished_job(store, planned_start=T10 + HOUR, planned_intensity=280.0,

@@ -1,17 +1,18 @@
-"""The store on a real SQLite file: WAL, write locks, conditional transitions, history,
-and forecast vintages."""
+"""The store on both backends (a real SQLite file, a real PostgreSQL database):
+conditional transitions, history, forecast vintages; and SQLite's WAL and write locks."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from scheduler.errors import StateConflict, UnknownJob
 from scheduler.models import TRANSITIONS, ForecastPoint, JobState
@@ -27,7 +28,15 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def store(database_url: str) -> Iterator[Store]:
+    """The store on each backend in turn."""
+    opened = Store.open(database_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[Store]:
     opened = Store.open(f"sqlite:///{db_path}")
     yield opened
     opened.close()
@@ -43,18 +52,19 @@ def raw_connection(db_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(db_path, timeout=0, isolation_level=None)
 
 
-def test_database_file_is_in_wal_mode_and_private(store: Store, db_path: Path) -> None:
-    store.add_job(new_job(), NOW)
+def test_database_file_is_in_wal_mode_and_private(sqlite_store: Store, db_path: Path) -> None:
+    sqlite_store.add_job(new_job(), NOW)
     with raw_connection(db_path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db_path.stat().st_mode & 0o077 == 0
 
 
 def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(
-    store: Store, db_path: Path
+    sqlite_store: Store, db_path: Path
 ) -> None:
     """BEGIN IMMEDIATE: even a write transaction that starts by reading blocks other
     writers, so a read-then-write never fails half-way with "database is locked"."""
+    store = sqlite_store
     other = raw_connection(db_path)
     try:
         with store.writing() as session:
@@ -71,7 +81,8 @@ def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(
         other.close()
 
 
-def test_every_store_write_begins_immediate(store: Store) -> None:
+def test_every_store_write_begins_immediate(sqlite_store: Store) -> None:
+    store = sqlite_store
     statements: list[str] = []
 
     def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -103,6 +114,16 @@ def test_add_job_stores_every_field_and_a_first_event(store: Store) -> None:
     assert [(e.old_state, e.new_state, e.reason, e.at) for e in events] == [
         (None, "queued", "submitted", NOW)
     ]
+
+
+def test_times_come_back_aware_utc_to_the_microsecond(store: Store) -> None:
+    """Whatever the zone given, and whatever the backend's own type for a time."""
+    paris = timezone(timedelta(hours=1))
+    deadline = datetime(2026, 11, 27, 11, 30, 15, 123456, tzinfo=paris)
+    job = store.add_job(NewJob(**{**new_job().__dict__, "deadline": deadline}), NOW)
+    stored = store.get_job(job.id).deadline
+    assert stored == deadline and stored.tzinfo == UTC
+    assert stored.isoformat() == "2026-11-27T10:30:15.123456+00:00"
 
 
 def test_naive_datetimes_never_reach_the_database(store: Store) -> None:
@@ -145,11 +166,11 @@ def test_transition_from_the_wrong_state_changes_nothing(store: Store) -> None:
     assert [e.new_state for e in store.job_events(job.id)] == ["queued", "cancelled"]
 
 
-def test_two_racing_claims_on_one_job_only_one_wins(store: Store, db_path: Path) -> None:
+def test_two_racing_claims_on_one_job_only_one_wins(store: Store, database_url: str) -> None:
     """The CLI's cancel and the daemon's launch both hold a stale copy of a planned job."""
     job = store.add_job(new_job(), NOW)
     store.transition(job.id, (JobState.QUEUED,), JobState.PLANNED, NOW, "planned")
-    other_process = Store.open(f"sqlite:///{db_path}")
+    other_process = Store.open(database_url)
     try:
         other_process.transition(job.id, (JobState.QUEUED, JobState.PLANNED),
                                  JobState.CANCELLED, NOW, "cancelled by user")
@@ -219,13 +240,11 @@ def test_save_plans_records_changes_only_and_skips_started_jobs(store: Store) ->
     assert store.get_job(started.id).planned_start is None
 
 
-def test_the_database_refuses_to_rewrite_history(store: Store, db_path: Path) -> None:
+def test_the_database_refuses_to_rewrite_history(store: Store) -> None:
     job = store.add_job(new_job(), NOW)
-    with raw_connection(db_path) as connection:
-        for statement in ("UPDATE job_events SET reason = 'edited'",
-                          "DELETE FROM job_events"):
-            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-                connection.execute(statement)
+    for statement in ("UPDATE job_events SET reason = 'edited'", "DELETE FROM job_events"):
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as connection:
+            connection.execute(text(statement))
     assert [e.reason for e in store.job_events(job.id)] == ["submitted"]
 
 
@@ -353,3 +372,27 @@ def test_series_matches_a_brute_force_newest_vintage_reference(
     assert list(zip(series.starts, series.ends, series.values, series.vintages,
                     strict=True)) == expected
 
+
+
+# Upserts ----------------------------------------------------------------------------------
+
+
+def test_refresh_outcomes_and_the_heartbeat_keep_one_row_each(store: Store) -> None:
+    store.record_refresh("uk", "national", "forecast", NOW, True, "ok", points=96,
+                         horizon_end=NOW + 48 * HOUR)
+    store.record_refresh("uk", "national", "forecast", NOW + HOUR, False, "timed out")
+    store.record_refresh("uk", "national", "actual", NOW, True, "ok", points=4)
+    forecast, actual = (next(r for r in store.refreshes() if r.kind == kind)
+                        for kind in ("forecast", "actual"))
+    assert len(store.refreshes()) == 2
+    assert (forecast.at, forecast.ok, forecast.message, forecast.last_success_at) == (
+        NOW + HOUR, False, "timed out", NOW)  # the last success is kept
+    assert (actual.ok, actual.points) == (True, 4)
+
+    store.beat(100, "host-a", NOW, NOW)
+    store.mark_stopped(100, NOW + HOUR)
+    store.beat(200, "host-b", NOW + 2 * HOUR, NOW + 2 * HOUR)
+    beat = store.heartbeat()
+    assert beat is not None
+    assert (beat.pid, beat.hostname, beat.started_at, beat.stopped_at) == (
+        200, "host-b", NOW + 2 * HOUR, None)

@@ -20,7 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_index("ix_jobs_report_order", "jobs", ["started_at", "id", "state"],
-                    sqlite_where=sa.text("started_at IS NOT NULL"))
+                    sqlite_where=sa.text("started_at IS NOT NULL"),
+                    postgresql_where=sa.text("started_at IS NOT NULL"))
 
 
 def downgrade() -> None:
