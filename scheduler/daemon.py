@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from scheduler import accounting, forecasting, launcher, planning, stopflag
+from scheduler import accounting, forecasting, launcher, planning, slurm, stopflag
 from scheduler.config import Config
 from scheduler.energy import EnergyMonitor
 from scheduler.errors import GridshiftError, StateConflict
@@ -115,10 +115,12 @@ class Daemon:
     _work_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
     _last_status: str = ""
+    _slurm: slurm.SlurmExecutor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
         self.metrics = DaemonMetrics(self.config, self.clock)
+        self._slurm = slurm.SlurmExecutor(self.config, self.store, self.metrics)
         if not self.providers:
             self.providers = {name: build_provider(p) for name, p in self.config.providers.items()}
         self._pause_at = os.environ.get(PAUSE_AT_ENV) or None
@@ -174,6 +176,7 @@ class Daemon:
                 with self.metrics.replan_duration.time():
                     planning.replan(self.store, self.config, now)
                 self._last_marker = self.store.change_marker()
+            self._slurm.sync(now, submit=not self._stopping)
             if not self._stopping:
                 self._dispatch(now)
             self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
@@ -230,6 +233,8 @@ class Daemon:
             region = job.planned_region or job.regions[0]
             if region not in self.config.regions:
                 continue  # its region left the config; planning logs it and moves it
+            if self._slurm.handles(region):
+                continue  # submitted to Slurm when planned; Slurm starts it
             latest_start = job.deadline - timedelta(seconds=job.duration_s)
             free = self.config.regions[region].slots - in_use.get(region, 0)
             if free <= 0 and now < latest_start:
@@ -326,6 +331,8 @@ class Daemon:
         while a leftover background process keeps its wrapper alive. A wrapper this
         process started is kept until the job's end is committed: a failed commit (a full
         disk) is retried on the next tick with nothing forgotten."""
+        if job.slurm_job_id is not None:
+            return True  # a Slurm job: the Slurm executor follows it
         log_dir = self.config.daemon.log_dir
         process = self._children.get(job.id)
         wrapper_exit = None if process is None else process.poll()

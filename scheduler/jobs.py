@@ -170,6 +170,12 @@ def cancel(store: Store, config: Config, caller: Caller, job_id: int,
         raise BadInput(f"job {job_id} already ended ({job.state}); nothing to cancel")
     if job.cancel_requested_at is None:
         store.update_job_fields(job_id, cancel_requested_at=now)
+    if job.slurm_job_id is not None:
+        log.info("job %d: cancel requested by %s: the daemon cancels Slurm job %s", job_id,
+                 caller.name, job.slurm_job_id)
+        return Cancelled(job_id, JobState.RUNNING.value,
+                         f"job {job_id} is being cancelled: the daemon cancels its Slurm job "
+                         f"{job.slurm_job_id} (scancel)")
     if job.pid is not None:
         launcher.signal_job(job.pid, job.pid_started_at, signal.SIGTERM)
     log.info("job %d: cancel requested by %s: sent SIGTERM", job_id, caller.name)

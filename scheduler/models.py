@@ -184,6 +184,12 @@ class Job(Base):
     # Job arrays: array_id is the id of the array's first job (as in Slurm).
     array_id: Mapped[int | None] = mapped_column(Integer, default=None)
     array_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Slurm regions (migration 0005): the Slurm job that runs this job, kept once it ended;
+    # slurm_region is where a Slurm job is held for it (NULL once gridshift is done with
+    # that Slurm job), slurm_begin the begin time last given to Slurm.
+    slurm_job_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    slurm_region: Mapped[str | None] = mapped_column(String(100), default=None)
+    slurm_begin: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class JobEvent(Base):

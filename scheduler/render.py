@@ -128,6 +128,7 @@ def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
     # Owner (null for jobs stored before owners were recorded) and array position.
     for key, column in OWNER_FIELDS:
         document[key] = getattr(job, column, None)
+    document["slurm_job_id"] = getattr(job, "slurm_job_id", None)  # slurm regions only
     return document
 
 
@@ -446,6 +447,8 @@ def print_job_detail(document: Mapping[str, Any]) -> None:
         ("exit code", "-" if document.get("exit_code") is None else str(document["exit_code"])),
         ("end reason", inert(document.get("end_reason") or "-")),
         ("log", inert(document.get("log_path") or "-")),
+        *([("slurm job", inert(str(document["slurm_job_id"])))]
+          if document.get("slurm_job_id") else []),
         ("energy", inert(energy_text(document))),
         ("emissions", emissions_text(document)),
     ]
