@@ -141,7 +141,8 @@ class Daemon:
         self._meters.sample(now)
         for job in self.store.running_jobs():
             if self._reap(job, now) and job.id not in self._children:
-                log.info("job %d: re-adopted (pid %s)", job.id, job.pid)
+                log.info("job %d: re-adopted (%s)", job.id,
+                         f"Slurm job {job.slurm_job_id}" if job.slurm_job_id else f"pid {job.pid}")
 
     def refresh(self, now: datetime) -> None:
         """Fetch forecasts for every configured (provider, zone); failures keep old data."""

@@ -391,7 +391,7 @@ class SlurmExecutor:
             except SlurmError as error:
                 log.warning("job %d: Slurm job %s in %s: %s; will try again", job.id,
                             job.slurm_job_id or "(being submitted)", job.slurm_region, error)
-        if not submit:
+        if not submit or not any(self.handles(region) for region in self.config.regions):
             return
         for job in self.store.list_jobs((JobState.PLANNED,)):
             if job.slurm_region is None and self.handles(job.planned_region):

@@ -168,22 +168,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.
     slurm_cluster.stop(started)
 
 
-SlurmWorkspace = Callable[[list[tuple[datetime, datetime, float]]], Workspace]
+Forecast = list[tuple[datetime, datetime, float]]
+SlurmWorkspace = Callable[..., Workspace]
 
 
 @pytest.fixture
 def slurm_workspace(cluster: slurm_cluster.Cluster, tmp_path: Path) -> SlurmWorkspace:
-    """A workspace whose one region, `cluster`, is the test Slurm, with the forecast given
-    (re-read every 2 s, so a test can re-plan by rewriting it)."""
+    """A workspace whose regions are the test Slurm: `cluster` with the forecast given, or
+    one region per name in ``regions`` (forecast in NAME.csv), each with ``region_keys``.
+    Forecasts are re-read every 2 s, so a test re-plans by rewriting a file."""
 
-    def build(forecast: list[tuple[datetime, datetime, float]]) -> Workspace:
-        csv_path = write_csv(tmp_path / "intensity.csv", forecast)
-        return create_workspace(
-            tmp_path,
-            f'[providers.file]\nkind = "csv"\npath = "{csv_path}"\n\n'
-            f'[regions.cluster]\nprovider = "file"\nzone = "z"\nslots = 4\n'
-            f'executor = "slurm"\nslurm_conf = "{cluster.conf}"\n',
-            daemon='tick = "1s"\nkill_grace = "2s"\nrefresh_every = "2s"')
+    def build(forecast: Forecast | None = None, regions: dict[str, Forecast] | None = None,
+              region_keys: str = "") -> Workspace:
+        body = []
+        for name, rows in (regions or {"cluster": forecast or []}).items():
+            csv_path = write_csv(tmp_path / f"{name}.csv", rows)
+            body.append(f'[providers.{name}]\nkind = "csv"\npath = "{csv_path}"\n\n'
+                        f'[regions.{name}]\nprovider = "{name}"\nzone = "z"\nslots = 4\n'
+                        f'executor = "slurm"\nslurm_conf = "{cluster.conf}"\n{region_keys}\n')
+        return create_workspace(tmp_path, "\n".join(body),
+                                daemon='tick = "1s"\nkill_grace = "2s"\nrefresh_every = "2s"')
 
     return build
 
@@ -281,11 +285,12 @@ def test_a_replan_moves_the_begin_time_and_cancel_removes_the_job_from_squeue(
     assert queued_in_slurm(cluster)[slurm_id][2] == slurm.slurm_time(first_window)
 
     later_window = now + timedelta(minutes=70)
-    write_csv(tmp_path / "intensity.csv",
+    write_csv(tmp_path / "cluster.csv",
               dip(now, later_window, later_window + timedelta(minutes=30)))
-    wait_for(lambda: queued_in_slurm(cluster)[slurm_id][2] == slurm.slurm_time(later_window),
+    # Slurm shows reason None until its next scheduling pass looks at the job again.
+    wait_for(lambda: queued_in_slurm(cluster)[slurm_id][:3] == (
+        "PENDING", "BeginTime", slurm.slurm_time(later_window)),
              WAIT_S, 0.2, "Slurm's begin time to follow the new plan")
-    assert queued_in_slurm(cluster)[slurm_id][:2] == ("PENDING", "BeginTime")
     assert show(workspace, job_id)["slurm_job_id"] == slurm_id  # moved, not submitted again
 
     cancelled = workspace.cli("cancel", str(job_id))
@@ -327,3 +332,84 @@ def test_a_restarted_daemon_keeps_following_a_running_slurm_job(
     assert [line.split("|")[0].strip() for line in named.stdout.splitlines()
             if line.split("|")[1].strip() == comment] == [slurm_id]
     assert second.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_move_to_another_region_cancels_the_slurm_job_and_submits_it_there(
+    slurm_workspace: SlurmWorkspace, cluster: slurm_cluster.Cluster, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    window = now + timedelta(minutes=30)
+    dirty: Forecast = [(now - timedelta(hours=1), now + timedelta(hours=3), 400.0)]
+    workspace = slurm_workspace(regions={
+        "north": dip(now, window, window + timedelta(minutes=30)), "south": dirty})
+    daemon = DaemonProcess(workspace)
+    daemon.wait_started()
+    job_id = submit(workspace, "--duration", "10m", "--within", "2h", "--region", "north",
+                    "--region", "south", "--", "true")
+    first = slurm_id_of(workspace, job_id)
+    assert show(workspace, job_id)["planned_region"] == "north"
+
+    cleaner = now + timedelta(minutes=50)
+    write_csv(tmp_path / "south.csv", [(now - timedelta(hours=1), cleaner, 400.0),
+                                        (cleaner, cleaner + timedelta(minutes=30), 10.0),
+                                        (cleaner + timedelta(minutes=30),
+                                         now + timedelta(hours=3), 400.0)])
+    second = wait_for(lambda: (str(show(workspace, job_id).get("slurm_job_id"))
+                               not in ("None", first)
+                               and str(show(workspace, job_id)["slurm_job_id"])),
+                      WAIT_S, 0.2, "the job to be submitted in the new region")
+    queue = queued_in_slurm(cluster)
+    assert first not in queue
+    assert queue[second][0] == "PENDING" and queue[second][2] == slurm.slurm_time(cleaner)
+    assert show(workspace, job_id)["planned_region"] == "south"
+    assert workspace.cli("cancel", str(job_id)).returncode == 0
+    wait_for(lambda: second not in queued_in_slurm(cluster), WAIT_S, 0.2,
+             "the Slurm job to leave squeue")
+    assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_failing_sbatch_is_retried_and_fails_the_job_only_at_its_latest_start(
+    slurm_workspace: SlurmWorkspace
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    workspace = slurm_workspace(dip(now, now - timedelta(minutes=5), now + timedelta(hours=1)),
+                                region_keys='partition = "nosuch"\n')
+    daemon = DaemonProcess(workspace)
+    daemon.wait_started()
+    job_id = submit(workspace, "--duration", "1m", "--within", "80s", "--", "true")
+    wait_for(lambda: daemon.output().count(f"job {job_id}: could not submit to Slurm") >= 2,
+             WAIT_S, 0.2, "sbatch to be tried twice")
+    retrying = show(workspace, job_id)
+    if datetime.fromisoformat(str(retrying["deadline"])) - timedelta(minutes=1) > datetime.now(
+            UTC) + timedelta(seconds=1):
+        assert retrying["state"] == JobState.PLANNED  # its latest start has not come yet
+    assert "invalid partition specified: nosuch" in daemon.output()
+
+    failed = wait_job(workspace, job_id, JobState.FAILED, JobState.SUCCEEDED)
+    assert failed["state"] == JobState.FAILED
+    assert str(failed["end_reason"]).startswith("could not submit to Slurm: sbatch:")
+    assert "invalid partition specified: nosuch" in str(failed["end_reason"])
+    assert failed["slurm_job_id"] is None
+    assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_cancelling_a_running_slurm_job_scancels_it(
+    slurm_workspace: SlurmWorkspace, cluster: slurm_cluster.Cluster, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    workspace = slurm_workspace(dip(now, now - timedelta(minutes=5), now + timedelta(hours=1)))
+    daemon = DaemonProcess(workspace)
+    daemon.wait_started()
+    job_id = submit(workspace, "--duration", "5m", "--within", "2h", "--",
+                    "sh", "-c", f'while [ ! -e "{tmp_path / "never"}" ]; do sleep 0.2; done')
+    slurm_id = str(wait_job(workspace, job_id, JobState.RUNNING)["slurm_job_id"])
+    cancelled = workspace.cli("cancel", str(job_id))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"Slurm job {slurm_id}" in cancelled.stdout + cancelled.stderr
+    done = wait_job(workspace, job_id, JobState.CANCELLED, JobState.FAILED, JobState.LOST)
+    assert done["state"] == JobState.CANCELLED
+    assert slurm_id not in queued_in_slurm(cluster)
+    assert daemon.stop() == 0

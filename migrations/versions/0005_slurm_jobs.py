@@ -23,9 +23,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("slurm_job_id", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("slurm_region", sa.String(length=100), nullable=True))
         batch.add_column(sa.Column("slurm_begin", sa.DateTime(), nullable=True))
+    op.create_index("ix_jobs_slurm_region", "jobs", ["slurm_region"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_slurm_region", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         for name in ("slurm_begin", "slurm_region", "slurm_job_id"):
             batch.drop_column(name)
