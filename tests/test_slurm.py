@@ -4,9 +4,12 @@ session starts (tests/slurm_cluster.py) with the real daemon process."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +24,11 @@ from scheduler.models import Job, JobState
 from tests import slurm_cluster
 from tests.conftest import Workspace, create_workspace, write_csv
 from tests.daemon_process import DaemonProcess, reap_daemons, wait_for
+from tests.test_shared_machine import User, as_user, shared_root, users
 
-__all__ = ["reap_daemons"]  # the autouse fixture that kills daemons a failed test left
+# Fixtures used here by name: the daemons a failed test left are killed (autouse); real
+# Unix users in a directory they can reach.
+__all__ = ["reap_daemons", "shared_root", "users"]
 
 WAIT_S = 60.0
 
@@ -159,13 +165,16 @@ def test_daemon_exits_2_with_one_line_when_slurms_commands_are_missing(tmp_path:
 # End to end against a real Slurm ----------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cluster]:
+def cluster() -> Iterator[slurm_cluster.Cluster]:
     reason = slurm_cluster.missing()
     if reason is not None:
         pytest.skip(reason)
-    started = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    # Under /tmp, not pytest's root-only directory: jobs of other users run from its spool.
+    root = Path(tempfile.mkdtemp(prefix="gs-slurm-", dir="/tmp"))
+    started = slurm_cluster.start(root)
     yield started
     slurm_cluster.stop(started)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 Forecast = list[tuple[datetime, datetime, float]]
@@ -179,14 +188,15 @@ def slurm_workspace(cluster: slurm_cluster.Cluster, tmp_path: Path) -> SlurmWork
     Forecasts are re-read every 2 s, so a test re-plans by rewriting a file."""
 
     def build(forecast: Forecast | None = None, regions: dict[str, Forecast] | None = None,
-              region_keys: str = "") -> Workspace:
+              region_keys: str = "", root: Path = tmp_path) -> Workspace:
+        root.mkdir(exist_ok=True)
         body = []
         for name, rows in (regions or {"cluster": forecast or []}).items():
-            csv_path = write_csv(tmp_path / f"{name}.csv", rows)
+            csv_path = write_csv(root / f"{name}.csv", rows)
             body.append(f'[providers.{name}]\nkind = "csv"\npath = "{csv_path}"\n\n'
                         f'[regions.{name}]\nprovider = "{name}"\nzone = "z"\nslots = 4\n'
                         f'executor = "slurm"\nslurm_conf = "{cluster.conf}"\n{region_keys}\n')
-        return create_workspace(tmp_path, "\n".join(body),
+        return create_workspace(root, "\n".join(body),
                                 daemon='tick = "1s"\nkill_grace = "2s"\nrefresh_every = "2s"')
 
     return build
@@ -412,4 +422,40 @@ def test_cancelling_a_running_slurm_job_scancels_it(
     done = wait_job(workspace, job_id, JobState.CANCELLED, JobState.FAILED, JobState.LOST)
     assert done["state"] == JobState.CANCELLED
     assert slurm_id not in queued_in_slurm(cluster)
+    assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("useradd") is None or shutil.which("runuser") is None,
+                    reason="useradd and runuser are needed to act as another user")
+def test_a_root_daemon_submits_a_users_job_to_slurm_as_that_user(
+    slurm_workspace: SlurmWorkspace, cluster: slurm_cluster.Cluster, shared_root: Path,
+    users: dict[str, User]
+) -> None:
+    alice = users["alice"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    workspace = slurm_workspace(dip(now, now + timedelta(seconds=15), now + timedelta(hours=1)),
+                                root=shared_root / "ws")
+    workspace.config_path.chmod(0o644)  # no secrets in it; every user reads the socket path
+    workspace.config().daemon.socket_path().parent.chmod(0o755)
+    daemon = DaemonProcess(workspace)
+    daemon.wait_started()
+    script = 'id -u > facts; echo "$ALICE_ONLY" >> facts; pwd >> facts; umask >> facts; echo out'
+    submitted = as_user(alice, workspace, "submit", "--json", "--duration", "1m", "--within",
+                        "1h", "--", "sh", "-c", script, env={"ALICE_ONLY": "hers"})
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["id"]
+    slurm_id = slurm_id_of(workspace, job_id)
+    owner = cluster.run("squeue", "-h", "-j", slurm_id, "-O", "UserName:|,Reason:")
+    assert owner.stdout.strip().split("|")[:2] == [alice.name, "BeginTime"]  # whose it is
+
+    done = wait_job(workspace, job_id, JobState.SUCCEEDED, JobState.FAILED)
+    assert done["state"] == JobState.SUCCEEDED, done["end_reason"]
+    facts = (alice.work / "facts").read_text(encoding="utf-8").splitlines()
+    assert facts[:3] == [str(alice.uid), "hers", str(alice.work)]
+    assert facts[3].endswith("22") or facts[3].endswith("02")  # alice's umask, not root's
+    assert (alice.work / "facts").stat().st_uid == alice.uid
+    log_path = Path(str(done["log_path"]))
+    assert log_path.parent.name == alice.name and log_path.stat().st_uid == alice.uid
+    assert log_path.read_text(encoding="utf-8") == "out\n"
     assert daemon.stop() == 0
