@@ -176,7 +176,9 @@ class Daemon:
             if marker != self._last_marker:
                 with self.metrics.replan_duration.time():
                     planning.replan(self.store, self.config, now)
-                self._last_marker = self.store.change_marker()
+                # The forecast part as read before re-planning: points a refresh stored
+                # while it ran trigger the next one (its own writes are jobs and events).
+                self._last_marker = (marker[0], *self.store.change_marker()[1:])
             self._slurm.sync(now, submit=not self._stopping)
             if not self._stopping:
                 self._dispatch(now)

@@ -29,14 +29,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scheduler import launcher
 from scheduler.config import Config, RegionConfig
 from scheduler.energy import JOULES_PER_KWH, Measurement, declared_energy
 from scheduler.errors import ConfigError, StateConflict
-from scheduler.metrics import DaemonMetrics
 from scheduler.models import FINISHED, Job, JobState
 from scheduler.store import Store
+
+if TYPE_CHECKING:  # the cancel use case (jobs.py) imports this module; only daemons meter
+    from scheduler.metrics import DaemonMetrics
 
 log = logging.getLogger("gridshift.slurm")
 
@@ -363,6 +366,24 @@ class SlurmCommands:
             return None
         done = self._run(["sacct", "-n", "-P", f"--format={SACCT_FORMAT}", "-j", slurm_id])
         return parse_sacct(done.stdout, slurm_id) if done.returncode == 0 else None
+
+
+def cancel_now(store: Store, config: Config, job: Job, release: bool) -> None:
+    """Cancel the job's Slurm job at once, from the cancel request itself (a user with no
+    daemon running may do it too); ``release``: gridshift is done with it. A failure is
+    logged: the daemon's next tick cancels it (a held job's region stays set until then)."""
+    if job.slurm_job_id is None or job.slurm_region is None:
+        return  # not submitted yet (or being submitted): the daemon cancels what it finds
+    settings = config.regions.get(job.slurm_region)
+    try:
+        SlurmCommands(None if settings is None else settings.slurm_conf).cancel(
+            job.slurm_job_id)
+    except SlurmError as error:
+        log.warning("job %d: could not cancel Slurm job %s now: %s; the daemon will",
+                    job.id, job.slurm_job_id, error)
+        return
+    if release:
+        store.update_job_fields(job.id, slurm_region=None)
 
 
 # Following the jobs -----------------------------------------------------------------------------

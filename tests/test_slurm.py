@@ -231,6 +231,18 @@ def queued_in_slurm(cluster: slurm_cluster.Cluster) -> dict[str, tuple[str, str,
             for row in rows}
 
 
+def slurm_jobs_of(cluster: slurm_cluster.Cluster, workspace: Workspace, job_id: int
+                  ) -> list[str]:
+    """Every Slurm job, in any state, submitted for this job of this workspace (gridshift
+    ids restart in each workspace: the comment, with the submission time, tells apart)."""
+    named = cluster.run("squeue", "-h", "-t", "all", f"--name=gridshift-{job_id}", "-O",
+                        "JobID:|,Comment:")
+    submitted_at = str(show(workspace, job_id)["submitted_at"])[:19]
+    comment = f"gridshift job {job_id} submitted {submitted_at}Z"
+    return [line.split("|")[0].strip() for line in named.stdout.splitlines()
+            if line.split("|")[1].strip() == comment]
+
+
 def slurm_id_of(workspace: Workspace, job_id: int) -> str:
     def submitted() -> str | None:
         return str(show(workspace, job_id).get("slurm_job_id") or "") or None
@@ -335,12 +347,7 @@ def test_a_restarted_daemon_keeps_following_a_running_slurm_job(
                                                                         slurm_id)
     log_path = Path(str(done["log_path"]))
     assert log_path.read_text(encoding="utf-8") == "done\n"
-    # Submitted once (ids restart in each workspace: the comment tells them apart).
-    named = cluster.run("squeue", "-h", "-t", "all", f"--name=gridshift-{job_id}", "-O",
-                        "JobID:|,Comment:")
-    comment = f"gridshift job {job_id} submitted {str(done['submitted_at'])[:19]}Z"
-    assert [line.split("|")[0].strip() for line in named.stdout.splitlines()
-            if line.split("|")[1].strip() == comment] == [slurm_id]
+    assert slurm_jobs_of(cluster, workspace, job_id) == [slurm_id]  # submitted once
     assert second.stop() == 0
 
 
@@ -459,3 +466,32 @@ def test_a_root_daemon_submits_a_users_job_to_slurm_as_that_user(
     assert log_path.parent.name == alice.name and log_path.stat().st_uid == alice.uid
     assert log_path.read_text(encoding="utf-8") == "out\n"
     assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_daemon_stopped_before_storing_the_slurm_id_finds_the_job_instead_of_resubmitting(
+    slurm_workspace: SlurmWorkspace, cluster: slurm_cluster.Cluster
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    window = now + timedelta(minutes=30)
+    workspace = slurm_workspace(dip(now, window, window + timedelta(minutes=30)))
+    first = DaemonProcess(workspace)
+    first.wait_started()
+    job_id = submit(workspace, "--duration", "10m", "--within", "2h", "--", "true")
+    slurm_id = slurm_id_of(workspace, job_id)
+    assert first.stop() == 0
+    # What a crash between sbatch and storing its answer leaves: the region, no id.
+    store = workspace.store()
+    try:
+        store.update_job_fields(job_id, slurm_job_id=None)
+    finally:
+        store.close()
+
+    second = DaemonProcess(workspace)
+    second.wait_started()
+    wait_for(lambda: show(workspace, job_id)["slurm_job_id"] == slurm_id, WAIT_S, 0.2,
+             "the daemon to find the Slurm job")
+    assert f"job {job_id}: found its Slurm job {slurm_id}" in second.output()
+    assert slurm_jobs_of(cluster, workspace, job_id) == [slurm_id]  # not submitted again
+    assert workspace.cli("cancel", str(job_id)).returncode == 0
+    assert second.stop() == 0
