@@ -269,8 +269,8 @@ def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity 
     """Phase one: start the job's wrapper, which waits for its spec (``send_spec``).
 
     Raise LaunchRefused or OSError when it cannot be started: then nothing ran."""
-    clear_records(log_dir, job_id)
     log_path = prepare_log_dir(log_dir, job_id, user_dir, identity)
+    clear_records(log_dir, job_id)
     descriptor = open_log(log_path, identity)
     try:
         process = subprocess.Popen(

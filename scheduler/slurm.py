@@ -442,7 +442,7 @@ class SlurmExecutor:
             os.close(launcher.open_log(log_path, identity))
         except (OSError, launcher.LaunchRefused) as error:
             detail = error.strerror if isinstance(error, OSError) and error.strerror else error
-            self._fail_unsubmitted(job, region, now, f"could not submit to Slurm: {detail}")
+            self._fail_unstarted(job, region, now, f"could not submit to Slurm: {detail}")
             return
         # Phase one: where it is being submitted, so that a crash before its id is stored
         # leads the next daemon to look for it (find) instead of submitting it again.
@@ -458,7 +458,7 @@ class SlurmExecutor:
         except SlurmError as error:
             self.store.update_job_fields(job.id, slurm_region=None)
             if now >= latest_start:
-                self._fail_unsubmitted(job, region, now, f"could not submit to Slurm: {error}")
+                self._fail_unstarted(job, region, now, f"could not submit to Slurm: {error}")
             else:
                 log.error("job %d: could not submit to Slurm in %s: %s; will try again",
                           job.id, region, error)
@@ -475,8 +475,8 @@ class SlurmExecutor:
             return
         log.info("job %d: %s", job.id, reason)
 
-    def _fail_unsubmitted(self, job: Job, region: str, now: datetime, reason: str) -> None:
-        """A job that cannot be submitted in time fails, through running as a local job
+    def _fail_unstarted(self, job: Job, region: str, now: datetime, reason: str) -> None:
+        """A job that can no longer start in time fails, through running as a local job
         that could not start does (planned -> running -> failed)."""
         log.error("job %d: %s", job.id, reason)
         try:
@@ -522,6 +522,10 @@ class SlurmExecutor:
                 return
             if not seen.started:
                 self._keep_plan(job, region, slurm_id, commands, now)
+                return
+            if seen.state == "DEADLINE":  # removed while it waited: it never ran
+                self._fail_unstarted(job, region, now,
+                                     f"{_END_REASONS['DEADLINE']} (Slurm job {slurm_id})")
                 return
             job = self._record_start(job, region, seen, now)
             if job.state != JobState.RUNNING.value:
