@@ -263,7 +263,7 @@ def test_jobs_wait_in_squeue_until_their_window_run_there_and_report_their_exit_
     slurm_workspace: SlurmWorkspace, cluster: slurm_cluster.Cluster, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    window_start = now + timedelta(seconds=20)
+    window_start = now + timedelta(seconds=25)
     workspace = slurm_workspace(dip(now, window_start, now + timedelta(minutes=10)))
     daemon = DaemonProcess(workspace)
     daemon.wait_started()
@@ -441,7 +441,8 @@ def test_a_root_daemon_submits_a_users_job_to_slurm_as_that_user(
 ) -> None:
     alice = users["alice"]
     now = datetime.now(UTC).replace(microsecond=0)
-    workspace = slurm_workspace(dip(now, now + timedelta(seconds=15), now + timedelta(hours=1)),
+    window_start = now + timedelta(seconds=30)
+    workspace = slurm_workspace(dip(now, window_start, now + timedelta(hours=1)),
                                 root=shared_root / "ws")
     workspace.config_path.chmod(0o644)  # no secrets in it; every user reads the socket path
     workspace.config().daemon.socket_path().parent.chmod(0o755)
@@ -453,6 +454,7 @@ def test_a_root_daemon_submits_a_users_job_to_slurm_as_that_user(
     assert submitted.returncode == 0, submitted.stderr
     job_id = json.loads(submitted.stdout)["id"]
     slurm_id = slurm_id_of(workspace, job_id)
+    assert datetime.now(UTC) < window_start - timedelta(seconds=3), "too slow for this test"
     owner = cluster.run("squeue", "-h", "-j", slurm_id, "-O", "UserName:|,Reason:")
     assert owner.stdout.strip().split("|")[:2] == [alice.name, "BeginTime"]  # whose it is
 
