@@ -64,6 +64,8 @@ _END_REASONS = {
     "PREEMPTED": "Slurm preempted it",
     "REVOKED": "Slurm revoked it (it ran on another cluster of a federation)",
 }
+# How a job Slurm held ends without gridshift seeing it run (it is not run again).
+ENDED_WHILE_HELD = frozenset({"CANCELLED", "DEADLINE"})
 _NO_TIME = frozenset({"", "Unknown", "None", "N/A", "NONE", "(null)"})
 
 
@@ -481,7 +483,7 @@ class SlurmExecutor:
         log.error("job %d: %s", job.id, reason)
         try:
             self.store.transition(job.id, (JobState.PLANNED,), JobState.RUNNING, now,
-                                  f"submitting to Slurm in {region}", run_region=region,
+                                  f"ends in {region} without starting", run_region=region,
                                   started_at=now)
             self.store.transition(job.id, (JobState.RUNNING,), JobState.FAILED, now, reason,
                                   ended_at=now, exit_code=None, end_reason=reason,
@@ -523,9 +525,8 @@ class SlurmExecutor:
             if not seen.started:
                 self._keep_plan(job, region, slurm_id, commands, now)
                 return
-            if seen.state == "DEADLINE":  # removed while it waited: it never ran
-                self._fail_unstarted(job, region, now,
-                                     f"{_END_REASONS['DEADLINE']} (Slurm job {slurm_id})")
+            if seen.state in ENDED_WHILE_HELD:  # an admin's scancel, or Slurm's deadline
+                self._fail_unstarted(job, region, now, end_state(seen, False)[1])
                 return
             job = self._record_start(job, region, seen, now)
             if job.state != JobState.RUNNING.value:

@@ -497,3 +497,25 @@ def test_a_daemon_stopped_before_storing_the_slurm_id_finds_the_job_instead_of_r
     assert slurm_jobs_of(cluster, workspace, job_id) == [slurm_id]  # not submitted again
     assert workspace.cli("cancel", str(job_id)).returncode == 0
     assert second.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_held_job_an_admin_scancels_fails_and_is_not_submitted_again(
+    slurm_workspace: SlurmWorkspace, cluster: slurm_cluster.Cluster
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    window = now + timedelta(minutes=30)
+    workspace = slurm_workspace(dip(now, window, window + timedelta(minutes=30)))
+    daemon = DaemonProcess(workspace)
+    daemon.wait_started()
+    job_id = submit(workspace, "--duration", "10m", "--within", "2h", "--", "true")
+    slurm_id = slurm_id_of(workspace, job_id)
+    assert cluster.run("scancel", slurm_id).returncode == 0
+
+    failed = wait_job(workspace, job_id, JobState.FAILED, JobState.CANCELLED)
+    assert failed["state"] == JobState.FAILED
+    assert failed["end_reason"] == (f"Slurm job {slurm_id} CANCELLED: cancelled in Slurm, "
+                                    f"not through gridshift")
+    assert failed["exit_code"] is None
+    assert slurm_jobs_of(cluster, workspace, job_id) == [slurm_id]
+    assert daemon.stop() == 0
