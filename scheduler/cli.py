@@ -460,9 +460,11 @@ def daemon(
 
     stopflag.install()  # before the slow imports: an early SIGTERM is a clean stop
     from scheduler.daemon import configure_logging, run_daemon
+    from scheduler.slurm import check_commands
 
     configure_logging()
     config = _config()
+    check_commands(config)  # before the database is created: a config error changes nothing
     store = _store(config)
     raise typer.Exit(run_daemon(config, store, once=once))
 

@@ -75,7 +75,11 @@ _DAEMON_KEYS = {
     "max_points_per_refresh",
     "forecast_horizon",
 }
-_REGION_KEYS = {"provider", "zone", "slots", "launcher", "embodied_gco2", "lifetime"}
+_REGION_KEYS = {"provider", "zone", "slots", "launcher", "embodied_gco2", "lifetime", "executor",
+                "partition", "sbatch_args", "time_margin", "slurm_conf"}
+EXECUTORS = ("local", "slurm")
+# Slurm's time limit for a job: its declared duration plus this share of it.
+DEFAULT_TIME_MARGIN_PERCENT = 10.0
 _METRICS_KEYS = {"listen"}
 # The most power one job may declare: a rack of eight GPUs draws about 10 kW.
 MAX_POWER_WATTS = 100_000.0
@@ -118,6 +122,14 @@ class RegionConfig:
     # The hardware's embodied emissions (gCO2eq) and lifetime: the SCI's embodied term.
     embodied_gco2: float | None = None
     lifetime: timedelta | None = None
+    # "local" runs jobs on this machine (or through ``launcher``); "slurm" hands them to a
+    # Slurm cluster (scheduler/slurm.py) with the keys below.
+    executor: str = "local"
+    partition: str | None = None
+    sbatch_args: tuple[str, ...] = ()
+    time_margin_percent: float = DEFAULT_TIME_MARGIN_PERCENT
+    # The cluster's slurm.conf (SLURM_CONF for every Slurm command); None: Slurm's default.
+    slurm_conf: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -511,7 +523,48 @@ def _parse_region(
         raise ConfigError(source, prefix + missing,
                           "give embodied_gco2 and lifetime together (the SCI's embodied term)")
     return RegionConfig(name, provider, zone, slots, tuple(launcher),
-                        None if embodied is None else float(embodied), lifetime)
+                        None if embodied is None else float(embodied), lifetime,
+                        **_parse_executor(table, source, prefix))
+
+
+def _parse_executor(table: Mapping[str, Any], source: str, prefix: str) -> dict[str, Any]:
+    """A region's executor and, for "slurm", how its jobs are submitted."""
+    executor = table.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise ConfigError(source, prefix + "executor", f"must be one of {', '.join(EXECUTORS)}")
+    slurm_keys = ("partition", "sbatch_args", "time_margin", "slurm_conf")
+    if executor != "slurm":
+        for key in slurm_keys:
+            if key in table:
+                raise ConfigError(source, prefix + key, 'only for executor = "slurm"')
+        return {}
+    if table.get("launcher"):
+        raise ConfigError(source, prefix + "launcher",
+                          'not with executor = "slurm": Slurm decides where a job runs')
+    partition = table.get("partition")
+    if partition is not None and (not isinstance(partition, str) or not partition
+                                  or any(c.isspace() for c in partition)):
+        raise ConfigError(source, prefix + "partition", "must be a partition name")
+    sbatch_args = table.get("sbatch_args", [])
+    if not isinstance(sbatch_args, list) or not all(
+            isinstance(a, str) and a.startswith("-") for a in sbatch_args):
+        raise ConfigError(source, prefix + "sbatch_args",
+                          'must be a list of sbatch options, e.g. ["--account=ml"]')
+    margin = table.get("time_margin", f"{DEFAULT_TIME_MARGIN_PERCENT:g}%")
+    try:
+        assert isinstance(margin, str) and margin.endswith("%")
+        percent = float(margin.removesuffix("%"))
+        assert 0 <= percent <= 1000
+    except (AssertionError, ValueError):
+        raise ConfigError(source, prefix + "time_margin",
+                          'must be a percentage from "0%" to "1000%", like "10%"') from None
+    slurm_conf = table.get("slurm_conf")
+    if slurm_conf is not None:
+        if not isinstance(slurm_conf, str) or not slurm_conf:
+            raise ConfigError(source, prefix + "slurm_conf", "must be a path")
+        slurm_conf = _beside_config(Path(slurm_conf), source)
+    return {"executor": executor, "partition": partition, "sbatch_args": tuple(sbatch_args),
+            "time_margin_percent": percent, "slurm_conf": slurm_conf}
 
 
 def _valid_uk_zone(zone: str) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from scheduler import accounting, forecasting, launcher, planning, stopflag
+from scheduler import accounting, forecasting, launcher, planning, slurm, stopflag
 from scheduler.config import Config
 from scheduler.energy import EnergyMonitor
 from scheduler.errors import GridshiftError, StateConflict
@@ -172,10 +172,12 @@ class Daemon:
     plan_cache: planning.PlanCache = field(default_factory=planning.PlanCache)
     # The single-daemon lock run_daemon holds, checked every tick (None in tests).
     lock: DaemonLock | None = None
+    _slurm: slurm.SlurmExecutor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._meters = self.energy or EnergyMonitor.for_host(self.config.daemon.powercap_root)
         self.metrics = DaemonMetrics(self.config, self.clock)
+        self._slurm = slurm.SlurmExecutor(self.config, self.store, self.metrics)
         if not self.providers:
             self.providers = {name: build_provider(p) for name, p in self.config.providers.items()}
         self._pause_at = os.environ.get(PAUSE_AT_ENV) or None
@@ -215,7 +217,8 @@ class Daemon:
         self._meters.sample(now)
         for job in self.store.running_jobs():
             if self._reap(job, now) and job.id not in self._children:
-                log.info("job %d: re-adopted (pid %s)", job.id, job.pid)
+                log.info("job %d: re-adopted (%s)", job.id,
+                         f"Slurm job {job.slurm_job_id}" if job.slurm_job_id else f"pid {job.pid}")
 
     def refresh(self, now: datetime, only_due: bool = False) -> None:
         """Fetch forecasts for every configured (provider, zone); failures keep old data.
@@ -279,8 +282,11 @@ class Daemon:
             if marker != self._last_marker and self._replan_due(marker, now):
                 with self.metrics.replan_duration.time():
                     planning.replan(self.store, self.config, now, self.plan_cache)
-                self._last_marker = self.store.change_marker()
+                # The forecast part as read before re-planning: points a refresh stored
+                # while it ran trigger the next one (its own writes are jobs and events).
+                self._last_marker = (marker[0], *self.store.change_marker()[1:])
                 self._submits_since = None
+            self._slurm.sync(now, submit=not self._stopping)
             if not self._stopping:
                 self._dispatch(now)
             self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
@@ -360,6 +366,8 @@ class Daemon:
             region = job.planned_region or job.regions[0]
             if region not in self.config.regions:
                 continue  # its region left the config; planning logs it and moves it
+            if self._slurm.handles(region):
+                continue  # submitted to Slurm when planned; Slurm starts it
             latest_start = job.deadline - timedelta(seconds=job.duration_s)
             free = self.config.regions[region].slots - in_use.get(region, 0)
             if free <= 0 and now < latest_start:
@@ -456,6 +464,8 @@ class Daemon:
         while a leftover background process keeps its wrapper alive. A wrapper this
         process started is kept until the job's end is committed: a failed commit (a full
         disk) is retried on the next tick with nothing forgotten."""
+        if job.slurm_job_id is not None:
+            return True  # a Slurm job: the Slurm executor follows it
         log_dir = self.config.daemon.log_dir
         process = self._children.get(job.id)
         wrapper_exit = None if process is None else process.poll()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from scheduler import launcher, planning
+from scheduler import launcher, planning, slurm
 from scheduler.config import MAX_POWER_WATTS, SECRET_ENV, Config
 from scheduler.errors import BadInput, PermissionDenied, StateConflict
 from scheduler.models import FINISHED, MAX_NAME_CHARS, UNSTARTED, Job, JobEvent, JobState
@@ -165,6 +165,7 @@ def cancel(store: Store, config: Config, caller: Caller, job_id: int,
             store.transition(job_id, UNSTARTED, JobState.CANCELLED, now,
                              f"cancelled by user {caller.name} before it started")
             log.info("job %d: cancelled by %s before it started", job_id, caller.name)
+            slurm.cancel_now(store, config, job, release=True)
             return Cancelled(job_id, JobState.CANCELLED.value, f"job {job_id} cancelled")
         except StateConflict:
             job = store.get_job(job_id)  # launched meanwhile
@@ -172,6 +173,13 @@ def cancel(store: Store, config: Config, caller: Caller, job_id: int,
         raise BadInput(f"job {job_id} already ended ({job.state}); nothing to cancel")
     if job.cancel_requested_at is None:
         store.update_job_fields(job_id, cancel_requested_at=now)
+    if job.slurm_job_id is not None:
+        log.info("job %d: cancel requested by %s: cancelling Slurm job %s", job_id,
+                 caller.name, job.slurm_job_id)
+        slurm.cancel_now(store, config, job, release=False)
+        return Cancelled(job_id, JobState.RUNNING.value,
+                         f"job {job_id} is being cancelled: its Slurm job {job.slurm_job_id} "
+                         f"was asked to stop (scancel)")
     if job.pid is not None:
         launcher.signal_job(job.pid, job.pid_started_at, signal.SIGTERM)
     log.info("job %d: cancel requested by %s: sent SIGTERM", job_id, caller.name)

@@ -250,11 +250,9 @@ def clear_records(log_dir: Path, job_id: int) -> None:
 
 # Launching -------------------------------------------------------------------------------------
 
-def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity | None
-                  ) -> tuple[Launched, subprocess.Popen[bytes]]:
-    """Phase one: start the job's wrapper, which waits for its spec (``send_spec``).
-
-    Raise LaunchRefused or OSError when it cannot be started: then nothing ran."""
+def prepare_log_dir(log_dir: Path, job_id: int, user_dir: str, identity: Identity | None
+                    ) -> Path:
+    """Create (or check) the log directories for a job; return its log file's path."""
     # Under root, users reach their own directory (not list the others), which only they
     # (by its group) may list; under a user, everything is that user's alone.
     as_root = os.geteuid() == 0
@@ -263,8 +261,16 @@ def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity 
     ensure_private_directory(log_dir / user_dir, 0o750 if as_root else 0o700)
     if identity is not None:
         _give_group(log_dir / user_dir, identity.gid)
+    return log_path_for(log_dir, job_id, user_dir)
+
+
+def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity | None
+                  ) -> tuple[Launched, subprocess.Popen[bytes]]:
+    """Phase one: start the job's wrapper, which waits for its spec (``send_spec``).
+
+    Raise LaunchRefused or OSError when it cannot be started: then nothing ran."""
+    log_path = prepare_log_dir(log_dir, job_id, user_dir, identity)
     clear_records(log_dir, job_id)
-    log_path = log_path_for(log_dir, job_id, user_dir)
     descriptor = open_log(log_path, identity)
     try:
         process = subprocess.Popen(

@@ -121,6 +121,7 @@ class Job(Base):
         Index("ix_jobs_owner_uid", "owner_uid"),
         Index("ix_jobs_array_id", "array_id"),
         Index("ix_jobs_state_planned_start", "state", "planned_start"),  # due launches
+        Index("ix_jobs_slurm_region", "slurm_region"),  # the jobs held in Slurm, every tick
         # Report order, covering what a report filters on first (migration 0003; the store
         # names it in report queries, where SQLite would otherwise pick ix_jobs_state).
         Index(REPORT_ORDER_INDEX, "started_at", "id", "state",
@@ -191,6 +192,12 @@ class Job(Base):
     # Why the job is placed where it is: planner.PlacementReason flags (migration 0005;
     # NULL for jobs planned before it, whose plan_note alone says it).
     plan_reason: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Slurm regions (migration 0006): the Slurm job that runs this job, kept once it ended;
+    # slurm_region is where a Slurm job is held for it (NULL once gridshift is done with
+    # that Slurm job), slurm_begin the begin time last given to Slurm.
+    slurm_job_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    slurm_region: Mapped[str | None] = mapped_column(String(100), default=None)
+    slurm_begin: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class JobEvent(Base):

@@ -43,7 +43,7 @@ JOB_FIELDS = (
 )
 # Keys at the end of the job document, each with the jobs column it is read from.
 OWNER_FIELDS = (("user", "owner_name"), ("uid", "owner_uid"), ("array_id", "array_id"),
-                ("array_index", "array_index"))
+                ("array_index", "array_index"), ("slurm_job_id", "slurm_job_id"))
 
 # The plan note of a job placed as asked: `submit` prints a note only for the others.
 USUAL_PLAN_NOTE = "cleanest covered window"
@@ -125,7 +125,7 @@ def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
     })
     sci = accounting.job_sci(job, config, emissions.actual_g)  # embodied: needs the config
     document.update({"embodied_g": sci.embodied_g, "sci_g": sci.sci_g})
-    # Owner (null for jobs stored before owners were recorded) and array position.
+    # Owner (null for jobs stored before owners were recorded), array position, Slurm job.
     for key, column in OWNER_FIELDS:
         document[key] = getattr(job, column, None)
     return document
@@ -452,6 +452,8 @@ def print_job_detail(document: Mapping[str, Any]) -> None:
         ("exit code", "-" if document.get("exit_code") is None else str(document["exit_code"])),
         ("end reason", inert(document.get("end_reason") or "-")),
         ("log", inert(document.get("log_path") or "-")),
+        *([("slurm job", inert(str(document["slurm_job_id"])))]
+          if document.get("slurm_job_id") else []),
         ("energy", inert(energy_text(document))),
         ("emissions", emissions_text(document)),
     ]

@@ -328,6 +328,12 @@ class Store:
     def running_jobs(self) -> list[Job]:
         return self.list_jobs((JobState.RUNNING,))
 
+    def slurm_held_jobs(self) -> list[Job]:
+        """Jobs for which a Slurm job is held (slurm_region set), in any state."""
+        query = select(Job).where(Job.slurm_region.is_not(None)).order_by(Job.id)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
     def job_events(self, job_id: int) -> list[JobEvent]:
         query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
         with self.reading() as session:
