@@ -43,7 +43,9 @@ R = TypeVar("R")
 
 TOTAL_KEYS = ("jobs", "energy_kwh", "scheduled_emissions_g", "actual_emissions_g",
               "run_now_emissions_g", "saved_g", "saved_pct", "forecast_mae",
-              "deadline_misses", "awaiting_actuals", "embodied_g", "sci_jobs", "sci_per_job_g")
+              "deadline_misses", "awaiting_actuals", "embodied_g", "sci_jobs", "sci_per_job_g",
+              "energy_jobs", "scheduled_jobs", "actual_jobs", "run_now_jobs", "saved_jobs",
+              "estimated_intensity_jobs")
 # Chart geometry: the PNG is FIGURE_WIDTH_PX wide and PANEL_HEIGHT_PX per panel (one per
 # region, plus the bar chart).
 FIGURE_WIDTH_PX = 1200
@@ -98,29 +100,54 @@ class SignalTotals:
         return ", ".join(sorted(self.bases)) or "not stated"
 
     @property
-    def energy_kwh(self) -> float:
-        return math.fsum(self.energy_values)
+    def energy_kwh(self) -> float | None:
+        return _sum(self.energy_values)
 
     @property
-    def scheduled_emissions_g(self) -> float:
-        return math.fsum(self.scheduled_values)
+    def scheduled_emissions_g(self) -> float | None:
+        return _sum(self.scheduled_values)
 
     @property
-    def actual_emissions_g(self) -> float:
-        return math.fsum(self.actual_values)
+    def actual_emissions_g(self) -> float | None:
+        return _sum(self.actual_values)
 
     @property
-    def run_now_emissions_g(self) -> float:
-        return math.fsum(self.run_now_values)
+    def run_now_emissions_g(self) -> float | None:
+        return _sum(self.run_now_values)
 
     @cached_property
-    def saved_g(self) -> float:
-        return math.fsum(now - ran for ran, now in self.compared)
+    def saved_g(self) -> float | None:
+        return _sum([now - ran for ran, now in self.compared])
+
+    # How many jobs each sum covers: the others' value is still unknown.
+    @property
+    def energy_jobs(self) -> int:
+        return len(self.energy_values)
+
+    @property
+    def scheduled_jobs(self) -> int:
+        return len(self.scheduled_values)
+
+    @property
+    def actual_jobs(self) -> int:
+        return len(self.actual_values)
+
+    @property
+    def run_now_jobs(self) -> int:
+        return len(self.run_now_values)
+
+    @property
+    def saved_jobs(self) -> int:
+        return len(self.compared)
+
+    @property
+    def estimated_intensity_jobs(self) -> int:
+        return self.estimated
 
     @cached_property
     def saved_pct(self) -> float | None:
         compared_run_now_g = math.fsum(now for _, now in self.compared)
-        if not compared_run_now_g:
+        if self.saved_g is None or not compared_run_now_g:
             return None
         return 100.0 * self.saved_g / compared_run_now_g
 
@@ -162,6 +189,11 @@ class SignalTotals:
 
     def as_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in TOTAL_KEYS}
+
+
+def _sum(values: Sequence[float]) -> float | None:
+    """The sum of the known values; None (unknown, never 0) where no value is known."""
+    return math.fsum(values) if values else None
 
 
 def merged_totals(*parts: Mapping[str, SignalTotals]) -> dict[str, SignalTotals]:
@@ -454,27 +486,40 @@ def write_table_parts(since: datetime | None, until: datetime | None,
                   "actuals yet)\n")
     for signal, total in merged_totals(*(part.totals for part in parts)).items():
         out.write(f"\nTotals, {signal} intensity signal ({total.basis} basis), gCO2eq:\n")
-        saved_pct = "" if total.saved_pct is None else f" ({total.saved_pct:.1f}%)"
-        lines = [
-            ("jobs", str(total.jobs)),
-            ("energy", f"{total.energy_kwh:.3f} kWh"),
-            ("scheduled (plan's forecast x declared power)",
-             f"{total.scheduled_emissions_g:.0f} g"),
-            ("actual (measured energy x actual intensity)", f"{total.actual_emissions_g:.0f} g"),
-            ("run now (same energy, started at submission)",
-             f"{total.run_now_emissions_g:.0f} g"),
-            ("saved", f"{total.saved_g:.0f} g{saved_pct}"),
-            ("forecast mean absolute error", f"{_number(total.forecast_mae, 1)} g/kWh"),
-            ("deadline misses", str(total.deadline_misses)),
-            ("awaiting actuals", str(total.awaiting_actuals)),
-            ("with estimated intensity", str(total.estimated)),
-            ("embodied (hardware's share)", f"{_number(total.embodied_g)} g"),
-            (f"SCI per job ({total.sci_jobs} with every term known)",
-             f"{_number(total.sci_per_job_g)} g"),
-        ]
+        lines = total_lines(total)
         width = max(len(label) for label, _ in lines)
         for label, value in lines:
             out.write(f"  {label:<{width}}  {value}\n")
+
+
+def total_lines(total: SignalTotals) -> list[tuple[str, str]]:
+    """The totals of one signal as (label, value) lines in words: an unknown sum is "-",
+    and a sum over only some of the jobs says over how many."""
+
+    def over(text: str, known: int) -> str:
+        if not known:
+            return "-"
+        return text if known == total.jobs else f"{text} over {known} of {total.jobs} jobs"
+
+    saved_pct = "" if total.saved_pct is None else f" ({total.saved_pct:.1f}%)"
+    return [
+        ("jobs", str(total.jobs)),
+        ("energy", over(f"{total.energy_kwh or 0.0:.3f} kWh", total.energy_jobs)),
+        ("scheduled (plan's forecast x declared power)",
+         over(f"{total.scheduled_emissions_g or 0.0:.0f} g", total.scheduled_jobs)),
+        ("actual (measured energy x actual intensity)",
+         over(f"{total.actual_emissions_g or 0.0:.0f} g", total.actual_jobs)),
+        ("run now (same energy, started at submission)",
+         over(f"{total.run_now_emissions_g or 0.0:.0f} g", total.run_now_jobs)),
+        ("saved", over(f"{total.saved_g or 0.0:.0f} g{saved_pct}", total.saved_jobs)),
+        ("forecast mean absolute error", f"{_number(total.forecast_mae, 1)} g/kWh"),
+        ("deadline misses", str(total.deadline_misses)),
+        ("awaiting actuals", str(total.awaiting_actuals)),
+        ("with estimated intensity", str(total.estimated)),
+        ("embodied (hardware's share)", f"{_number(total.embodied_g)} g"),
+        (f"SCI per job ({total.sci_jobs} with every term known)",
+         f"{_number(total.sci_per_job_g)} g"),
+    ]
 
 
 def write_plain_table(headers: Sequence[str], columns: Sequence[Sequence[str]],
@@ -824,10 +869,7 @@ def html_page(report: Report, images: Sequence[bytes], note: str = "") -> str:
     for signal, total in report.totals.items():
         parts.append(f"<h2>Totals: {html.escape(signal)} intensity signal "
                      f"({html.escape(total.basis)} basis)</h2>")
-        parts.append(_html_table(("total", "value"), [
-            (key, "-" if value is None else
-             (f"{value:.2f}" if isinstance(value, float) else str(value)))
-            for key, value in total.as_json().items()]))
+        parts.append(_html_table(("total", "value"), total_lines(total)))
     parts.append("<h2>Jobs</h2>")
     parts.append(_html_table(TABLE_COLUMNS, table_rows(report), text_columns={1, 2, 3, 4, 7}))
     parts.append("<h2>Charts</h2>")
