@@ -27,6 +27,8 @@ from typing import IO, Any, Literal
 
 from scheduler import report
 from scheduler.config import Config
+from scheduler.report import encoding
+from scheduler.report import table as text_table
 from scheduler.store import Store
 
 Form = Literal["json", "csv", "text"]
@@ -58,9 +60,9 @@ def write(store: Store, config: Config, since: datetime | None, until: datetime 
         and the job count and totals."""
         later = half("from")
         if table:
-            return report.TablePart.of(later)
+            return text_table.TablePart.of(later)
         text = io.TextIOWrapper(body, encoding="utf-8", newline="")
-        report.write_body(later, form, text)
+        encoding.write_body(later, form, text)
         text.flush()
         text.detach()
         return later.job_count, later.totals
@@ -69,10 +71,10 @@ def write(store: Store, config: Config, since: datetime | None, until: datetime 
         try:
             earlier = half("before")
             if table:
-                earlier_part = report.TablePart.of(earlier)
+                earlier_part = text_table.TablePart.of(earlier)
             else:  # written while the child works
-                out.write(report.json_head() if form == "json" else report.csv_head(earlier))
-                report.write_body(earlier, form, out)
+                out.write(encoding.json_head() if form == "json" else encoding.csv_head(earlier))
+                encoding.write_body(earlier, form, out)
         except BaseException:
             child.kill()  # its half is of no use now
             raise
@@ -83,14 +85,14 @@ def write(store: Store, config: Config, since: datetime | None, until: datetime 
             later = later_part(child.body)
             child.body.seek(0)
         if table:
-            report.write_table_parts(since, until, [earlier_part, later], out)
+            text_table.write_table_parts(since, until, [earlier_part, later], out)
             return
         later_jobs, later_totals = later
         if earlier.job_count and later_jobs:
-            out.write(report.BODY_SEPARATOR[form])
+            out.write(encoding.BODY_SEPARATOR[form])
         _copy_utf8(child.body, out)
         if form == "json":
-            out.write(report.json_tail(report.merged_totals(earlier.totals, later_totals)))
+            out.write(encoding.json_tail(report.merged_totals(earlier.totals, later_totals)))
 
 
 @dataclass(frozen=True)

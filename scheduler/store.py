@@ -567,7 +567,7 @@ class Store:
         with self.reading() as session:
             return list(session.scalars(query))
 
-    # Emissions review (scheduler/accounting.py, scheduler/report.py) ---------------------
+    # Emissions review (scheduler/accounting.py, scheduler/report/) --------------------------
 
     def forecast_known_at_slot_end(
         self, provider: str, zone: str, start: datetime, end: datetime
