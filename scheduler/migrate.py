@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # SQLAlchemy loads only when a migration is checked
 log = logging.getLogger("gridshift.migrate")
 
 # The newest revision in migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def _migrations_dir() -> Path:

@@ -453,8 +453,6 @@ def test_json_is_indented_two_spaces(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_report_table_shows_names_and_regions_inert() -> None:
-    from types import SimpleNamespace
-
     from scheduler.report import table
 
     started = NOW.isoformat()
@@ -467,7 +465,7 @@ def test_report_table_shows_names_and_regions_inert() -> None:
         "scheduled_emissions_g": [15.0], "actual_emissions_g": [18.0],
         "run_now_emissions_g": [90.0], "saved_g": [72.0],
     }
-    cells = table.table_columns(SimpleNamespace(columns=one))  # type: ignore[arg-type]
+    cells = table.page_cells(one)
     assert cells[1] == ["x[/]\\x1b]0;title\\x07"]
     assert cells[3] == ["r\\x1b[2J"]
 

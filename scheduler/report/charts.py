@@ -5,6 +5,7 @@ extra) is imported only when a chart is drawn."""
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,11 +43,6 @@ def _dates() -> Any:
     return matplotlib.dates
 
 
-def plot_regions(report: Report) -> list[str]:
-    """The regions that get a chart panel: every region a reported job ran in."""
-    return list(dict.fromkeys(job["run_region"] for job in report.jobs if job["run_region"]))
-
-
 @dataclass(frozen=True)
 class _Interval:
     region: str
@@ -56,11 +52,41 @@ class _Interval:
     ended: datetime | None
 
 
-def _intervals(report: Report) -> list[_Interval]:
-    return [_Interval(job["run_region"], parse_time(job["planned_start"]),
-                      timedelta(seconds=job["duration_s"]), datetime.fromisoformat(
-                          job["started_at"]), parse_time(job["ended_at"]))
-            for job in report.jobs]
+# What the charts read of each job.
+_CHART_READS = ("id", "signal", "run_region", "planned_start", "duration_s", "started_at",
+                "ended_at", "actual_emissions_g", "run_now_emissions_g")
+
+
+@dataclass(frozen=True)
+class _ChartData:
+    """What the charts show of a report's jobs: each run (by region, in report order) and
+    the latest MAX_BARS jobs with both actual and run-now emissions."""
+
+    intervals: list[_Interval]
+    bars: list[tuple[str, float, float]]  # (job id and signal, actual g, run-now g)
+    bar_jobs: int  # how many jobs have both
+
+    @classmethod
+    def of(cls, report: Report) -> _ChartData:
+        intervals: list[_Interval] = []
+        bars: deque[tuple[str, float, float]] = deque(maxlen=MAX_BARS)
+        bar_jobs = 0
+        for page in report.pages(_CHART_READS):
+            for (job_id, planned_signal, region, planned_start, seconds, started, ended,
+                 actual, run_now) in zip(*page.values(), strict=True):
+                intervals.append(_Interval(region, parse_time(planned_start),
+                                           timedelta(seconds=seconds),
+                                           datetime.fromisoformat(started), parse_time(ended)))
+                if actual is not None and run_now is not None:
+                    bar_jobs += 1
+                    bars.append((f"{job_id} {report.signal_of(planned_signal, region)}",
+                                 actual, run_now))
+        return cls(intervals, list(bars), bar_jobs)
+
+    @property
+    def regions(self) -> list[str]:
+        """The regions that get a chart panel: every region a reported job ran in."""
+        return list(dict.fromkeys(i.region for i in self.intervals if i.region))
 
 
 def _period(report: Report, intervals: Sequence[_Interval]) -> tuple[datetime, datetime]:
@@ -122,11 +148,8 @@ def _union(spans: list[tuple[datetime, timedelta]]) -> list[tuple[datetime, time
     return merged
 
 
-def _draw_bars(axes: Any, report: Report) -> None:
-    pairs = [(f"{job['id']} {signal}", job["actual_emissions_g"], job["run_now_emissions_g"])
-             for job, signal in zip(report.jobs, report.signals, strict=True)
-             if job["actual_emissions_g"] is not None and job["run_now_emissions_g"] is not None]
-    shown = pairs[-MAX_BARS:]
+def _draw_bars(axes: Any, data: _ChartData) -> None:
+    shown = data.bars
     positions = list(range(len(shown)))
     axes.bar([p - 0.2 for p in positions], [a for _, a, _ in shown], width=0.4,
              color="tab:green", label="actual")
@@ -137,23 +160,24 @@ def _draw_bars(axes: Any, report: Report) -> None:
                     rotation=90)
     axes.set_xlabel("job id and signal")
     axes.set_ylabel("gCO2eq")
-    latest = f" (latest {len(shown)} of {len(pairs)})" if len(pairs) > len(shown) else ""
+    latest = f" (latest {len(shown)} of {data.bar_jobs})" if data.bar_jobs > len(shown) else ""
     axes.set_title(f"actual versus run-now emissions per job{latest}", loc="left")
     if shown:
         axes.legend(loc="upper right", fontsize="small")
 
 
-def _panels(report: Report, store: Store, config: Config) -> list[Callable[[Any], None]]:
+def _panels(report: Report) -> list[Callable[[Any], None]]:
     """One drawing function per panel: each region, then the bar chart."""
+    data = _ChartData.of(report)
     panels: list[Callable[[Any], None]] = []
-    if report.jobs:
-        intervals = _intervals(report)
-        start, end = _period(report, intervals)
-        for region in plot_regions(report):
+    if data.intervals:
+        start, end = _period(report, data.intervals)
+        for region in data.regions:
             def draw(axes: Any, region: str = region) -> None:
-                _draw_region(axes, intervals, store, config, region, start, end)
+                _draw_region(axes, data.intervals, report.store, report.config, region,
+                             start, end)
             panels.append(draw)
-    panels.append(lambda axes: _draw_bars(axes, report))
+    panels.append(lambda axes: _draw_bars(axes, data))
     return panels
 
 
@@ -164,10 +188,10 @@ def _png(plt: Any, figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def plot_png(report: Report, store: Store, config: Config) -> bytes:
+def plot_png(report: Report) -> bytes:
     """All panels stacked in one PNG, FIGURE_WIDTH_PX x PANEL_HEIGHT_PX per panel."""
     plt = _pyplot()
-    panels = _panels(report, store, config)
+    panels = _panels(report)
     figure, axes = plt.subplots(len(panels), 1, squeeze=False,
                                 figsize=(FIGURE_WIDTH_PX / DPI,
                                          PANEL_HEIGHT_PX * len(panels) / DPI),
@@ -177,11 +201,11 @@ def plot_png(report: Report, store: Store, config: Config) -> bytes:
     return _png(plt, figure)
 
 
-def panel_pngs(report: Report, store: Store, config: Config) -> list[bytes]:
+def panel_pngs(report: Report) -> list[bytes]:
     """Each panel as its own PNG (for the HTML page)."""
     plt = _pyplot()
     images = []
-    for draw in _panels(report, store, config):
+    for draw in _panels(report):
         figure, ax = plt.subplots(figsize=(FIGURE_WIDTH_PX / DPI, PANEL_HEIGHT_PX / DPI),
                                   layout="constrained")
         draw(ax)

@@ -1,4 +1,6 @@
-"""A report's jobs as one JSON document or as CSV, encoded a column at a time."""
+"""A report's jobs as one JSON document or as CSV, a page of jobs at a time, each page
+encoded a column at a time (json.dumps or csv.writer over 100,000 job rows costs seconds).
+The job objects are those of ``show --json`` (``render.JOB_DOCUMENT``)."""
 
 from __future__ import annotations
 
@@ -6,36 +8,37 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
-from types import SimpleNamespace
 from typing import IO, Any
 
 import orjson
 
-from scheduler import render
-from scheduler.models import Job
-from scheduler.report.building import (
-    ASCII_KEYS,
-    LIST_KEYS,
-    Report,
-    SignalTotals,
-    gc_paused,
-)
+from scheduler.render import JOB_DOCUMENT, Form
+from scheduler.report.building import Report, SignalTotals
 from scheduler.report.table import ITEMS_PER_CHUNK, chunks
 
-# A report's JSON or CSV is a head, a body of one item per job, and a tail: so it can be
-# built in two parts (``bulk``), whose bodies are joined by BODY_SEPARATOR.
-BODY_SEPARATOR = {"json": ",", "csv": ""}
+LIST_KEYS = frozenset(key.name for key in JOB_DOCUMENT if key.form is Form.LIST)
+# Text keys that are ASCII by construction: times (ISO-8601, written by SQLite) and
+# gridshift's own words (states, signals, energy methods, review states).
+ASCII_KEYS = frozenset((*(key.name for key in JOB_DOCUMENT if key.form is Form.TIME),
+                        "planned_end", "state", "signal", "energy_method", "actuals_state"))
 
 
 def write_json(report: Report, out: IO[str]) -> None:
-    """One compact document: {"jobs": [...], "totals": {...}}."""
-    out.write(json_head())
-    write_body(report, "json", out)
-    out.write(json_tail(report.totals))
-
-
-def json_head() -> str:
-    return '{"jobs":['
+    """One compact document: {"jobs": [...], "totals": {...}}, ASCII as json.dumps would
+    write it."""
+    out.write('{"jobs":[')
+    lead = b""
+    for page in report.document_pages():
+        # orjson encodes a few thousand job dicts at a time; every text it gets is ASCII
+        # (see _json_values).
+        columns = {key: _json_values(key, values) for key, values in page.items()}
+        keys = list(columns)
+        rows = zip(*columns.values(), strict=True)
+        while batch := list(itertools.islice(rows, ITEMS_PER_CHUNK)):
+            encoded = orjson.dumps(list(map(dict, map(zip, itertools.repeat(keys), batch))))
+            write_ascii(out, lead + encoded[1:-1])  # without the list's brackets
+            lead = b","
+    out.write(json_tail(report.totals()))
 
 
 def json_tail(totals: Mapping[str, SignalTotals]) -> str:
@@ -46,37 +49,11 @@ def json_tail(totals: Mapping[str, SignalTotals]) -> str:
 def write_csv(report: Report, out: IO[str]) -> None:
     """One row per job with the keys of the JSON job objects; lists as JSON text. Cells as
     the csv module writes them (minimal quoting)."""
-    out.write(csv_head(report))
-    write_body(report, "csv", out)
-
-
-def csv_head(report: Report) -> str:
-    columns = list(report.columns) if report.columns else _job_keys()
-    return ",".join(map(_csv_text, columns)) + "\n"
-
-
-@gc_paused
-def write_body(report: Report, form: str, out: IO[str]) -> None:
-    """The report's jobs as JSON objects joined by commas (``form`` "json") or CSV lines
-    (``form`` "csv"), built a column at a time: json.dumps or csv.writer over 100,000 job
-    rows costs seconds."""
-    if not report.job_count:
-        return
-    if form == "csv":
-        for chunk in chunks(map(",".join, zip(*map(_csv_cells, report.columns.values()),
-                                               strict=True)), "\n"):
+    out.write(",".join(_csv_text(key.name) for key in JOB_DOCUMENT) + "\n")
+    for page in report.document_pages():
+        lines = map(",".join, zip(*map(_csv_cells, page.values()), strict=True))
+        for chunk in chunks(lines, "\n"):
             out.write(chunk + "\n")
-        return
-    # orjson encodes a few thousand job dicts at a time; every text it gets is ASCII
-    # (see _json_values), so the document is ASCII as json.dumps would write it.
-    columns = {key: _json_values(key, values) for key, values in report.columns.items()}
-    keys = list(columns)
-    rows = zip(*columns.values(), strict=True)
-    lead = b""
-    while batch := list(itertools.islice(rows, ITEMS_PER_CHUNK)):
-        encoded = orjson.dumps(list(map(dict, map(zip, itertools.repeat(keys), batch))))
-        write_ascii(out, lead + encoded[1:-1])  # without the list's brackets
-        lead = b","
 
 
 def write_ascii(out: IO[str], data: bytes) -> None:
@@ -134,10 +111,3 @@ def _needs_quotes(text: str) -> bool:
 
 def _csv_text(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if _needs_quotes(text) else text
-
-
-def _job_keys() -> list[str]:
-    """The job object's keys, from a blank row (for the header of an empty CSV)."""
-    blank: Any = SimpleNamespace(**{column.name: None for column in Job.__table__.columns})
-    blank.argv, blank.regions, blank.power_watts, blank.duration_s = [], [], 0.0, 0
-    return list(render.job_json(blank))

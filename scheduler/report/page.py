@@ -5,14 +5,11 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Sequence
-from pathlib import Path
 
-from scheduler.config import Config
 from scheduler.errors import GridshiftError
-from scheduler.report.building import Report, gc_paused
+from scheduler.report.building import Report
 from scheduler.report.charts import panel_pngs
-from scheduler.report.table import TABLE_COLUMNS, table_rows, total_lines
-from scheduler.store import Store
+from scheduler.report.table import TABLE_COLUMNS, Table, total_lines
 from scheduler.timespec import format_local
 
 # HTML ---------------------------------------------------------------------------------------
@@ -23,9 +20,9 @@ th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:right}
 th{background:#f0f0f0}td.text{text-align:left}img{max-width:100%;display:block}"""
 
 
-@gc_paused
 def html_page(report: Report, images: Sequence[bytes], note: str = "") -> str:
     """A self-contained page: totals, the per-job table and the charts inlined as base64."""
+    table = Table.of(report)
     period = (f"{format_local(report.since) if report.since else 'the start'} to "
               f"{format_local(report.until) if report.until else 'now'}")
     parts = [
@@ -34,15 +31,15 @@ def html_page(report: Report, images: Sequence[bytes], note: str = "") -> str:
         "<title>gridshift emissions report</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>gridshift emissions report</h1>",
-        f"<p>{report.job_count} finished job(s) started from {html.escape(period)}. "
+        f"<p>{len(table.cells[0])} finished job(s) started from {html.escape(period)}. "
         "Emissions in gCO2eq; an actual intensity marked * is estimated from forecasts.</p>",
     ]
-    for signal, total in report.totals.items():
+    for signal, total in report.totals().items():
         parts.append(f"<h2>Totals: {html.escape(signal)} intensity signal "
                      f"({html.escape(total.basis)} basis)</h2>")
         parts.append(_html_table(("total", "value"), total_lines(total)))
     parts.append("<h2>Jobs</h2>")
-    parts.append(_html_table(TABLE_COLUMNS, table_rows(report), text_columns={1, 2, 3, 4, 7}))
+    parts.append(_html_table(TABLE_COLUMNS, table.rows, text_columns={1, 2, 3, 4, 7}))
     parts.append("<h2>Charts</h2>")
     if note:
         parts.append(f"<p>{html.escape(note)}</p>")
@@ -65,22 +62,11 @@ def _html_table(columns: Sequence[str], rows: Sequence[Sequence[str]],
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
 
 
-def html_report(report: Report, store: Store, config: Config) -> str:
+def html_report(report: Report) -> str:
     """The HTML page with charts, or with a note saying why there are none."""
     try:
-        images = panel_pngs(report, store, config)
+        images = panel_pngs(report)
         note = ""
     except GridshiftError as error:
         images, note = [], f"No charts: {error}"
     return html_page(report, images, note)
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write atomically: a reader never sees half a chart or page."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_bytes(data)
-        temporary.replace(path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise GridshiftError(f"cannot write {path}: {error.strerror or error}") from None

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO
+from typing import IO, Any
 
 from scheduler import render
-from scheduler.report.building import Report, SignalTotals, gc_paused, merged_totals
+from scheduler.report.building import Report, SignalTotals
 from scheduler.timespec import format_local, format_local_iso
-
-# Text, JSON, CSV ----------------------------------------------------------------------------
 
 TABLE_COLUMNS = ("id", "name", "state", "region", "started", "hours", "kWh", "method",
                  "plan g/kWh", "actual g/kWh", "scheduled g", "actual g", "run-now g",
@@ -34,9 +31,15 @@ def parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def table_columns(report: Report) -> list[list[str]]:
-    """The cells of the human table (TABLE_COLUMNS), a column at a time."""
-    jobs = report.columns
+# The jobs columns the table reads (each a key of the job document too).
+TABLE_READS = ("id", "name", "state", "run_region", "started_at", "ended_at", "energy_kwh",
+               "energy_method", "planned_intensity", "actual_intensity", "intensity_estimated",
+               "scheduled_emissions_g", "actual_emissions_g", "run_now_emissions_g", "saved_g")
+
+
+def page_cells(jobs: Mapping[str, Sequence[Any]]) -> list[list[str]]:
+    """The cells of the human table (TABLE_COLUMNS) for a page of jobs (TABLE_READS ->
+    one value per job), a column at a time."""
     starts = [parse_time(text) for text in jobs["started_at"]]
     hours = [None if started is None or ended is None else
              (datetime.fromisoformat(ended) - started).total_seconds() / 3600
@@ -61,49 +64,44 @@ def table_columns(report: Report) -> list[list[str]]:
     ]
 
 
-def table_rows(report: Report) -> list[tuple[str, ...]]:
-    return list(zip(*table_columns(report), strict=True))
-
-
 @dataclass(frozen=True)
-class TablePart:
-    """What the human output shows of some of a report's jobs: their table cells (a
-    column at a time), whether any intensity is estimated, and their totals."""
+class Table:
+    """Every job's table cells (a column at a time: the widths need every row), and
+    whether any actual intensity is an estimate."""
 
     cells: list[list[str]]
     estimated: bool
-    totals: dict[str, SignalTotals]
 
     @classmethod
-    def of(cls, report: Report) -> TablePart:
-        return cls(table_columns(report), any(report.columns["intensity_estimated"]),
-                   report.totals)
+    def of(cls, report: Report) -> Table:
+        cells: list[list[str]] = [[] for _ in TABLE_COLUMNS]
+        estimated = False
+        for page in report.pages(TABLE_READS):
+            for column, page_column in zip(cells, page_cells(page), strict=True):
+                column.extend(page_column)
+            estimated = estimated or any(page["intensity_estimated"])
+        return cls(cells, estimated)
+
+    @property
+    def rows(self) -> list[tuple[str, ...]]:
+        return list(zip(*self.cells, strict=True))
 
 
 def write_text(report: Report, out: IO[str]) -> None:
     """Human output: one line per job, then totals per signal naming signal and basis."""
-    write_table_parts(report.since, report.until, [TablePart.of(report)], out)
-
-
-@gc_paused
-def write_table_parts(since: datetime | None, until: datetime | None,
-                      parts: Sequence[TablePart], out: IO[str]) -> None:
-    """``write_text`` of the jobs of ``parts``, in order (see ``bulk``)."""
-    cells = parts[0].cells if len(parts) == 1 else [
-        list(itertools.chain.from_iterable(part.cells[column] for part in parts))
-        for column in range(len(TABLE_COLUMNS))]
-    job_count = len(cells[0])
-    period = (f"started from {format_local(since) if since else 'the start'} "
-              f"to {format_local(until) if until else 'now'}")
+    table = Table.of(report)
+    job_count = len(table.cells[0])
+    period = (f"started from {format_local(report.since) if report.since else 'the start'} "
+              f"to {format_local(report.until) if report.until else 'now'}")
     out.write(f"Emissions report: {job_count} finished job(s) {period}\n")
     if not job_count:
         return
     out.write("\n")
-    write_plain_table(TABLE_COLUMNS, cells, out)
-    if any(part.estimated for part in parts):
+    write_plain_table(TABLE_COLUMNS, table.cells, out)
+    if table.estimated:
         out.write("* actual intensity estimated from forecasts (the provider published no "
                   "actuals yet)\n")
-    for signal, total in merged_totals(*(part.totals for part in parts)).items():
+    for signal, total in report.totals().items():
         out.write(f"\nTotals, {signal} intensity signal ({total.basis} basis), gCO2eq:\n")
         lines = total_lines(total)
         width = max(len(label) for label, _ in lines)
@@ -134,7 +132,7 @@ def total_lines(total: SignalTotals) -> list[tuple[str, str]]:
         ("forecast mean absolute error", f"{_number(total.forecast_mae, 1)} g/kWh"),
         ("deadline misses", str(total.deadline_misses)),
         ("awaiting actuals", str(total.awaiting_actuals)),
-        ("with estimated intensity", str(total.estimated)),
+        ("with estimated intensity", str(total.estimated_intensity_jobs)),
         ("embodied (hardware's share)", f"{_number(total.embodied_g)} g"),
         (f"SCI per job ({total.sci_jobs} with every term known)",
          f"{_number(total.sci_per_job_g)} g"),
