@@ -80,6 +80,8 @@ def embodied_column(config: Config, run_region: Sequence[str | None],
                     ) -> list[float | None]:
     """M for each of many jobs (run times as ISO-8601 text), from their regions' settings
     in ``config``."""
+    if all(settings.embodied_gco2 is None for settings in config.regions.values()):
+        return [None] * len(run_region)
     parse = datetime.fromisoformat
     embodied: list[float | None] = []
     for region, started, ended in zip(run_region, started_at, ended_at, strict=True):

@@ -115,8 +115,10 @@ def _stored(name: str, form: Form = Form.VALUE, column: str | None = None) -> Do
 
 
 def _planned_end(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
+    # planned_start is iso_utc's text, so the sum keeps its UTC offset.
+    parse = datetime.fromisoformat
     lengths = {seconds: timedelta(seconds=seconds) for seconds in set(document["duration_s"])}
-    return [None if start is None else iso_utc(datetime.fromisoformat(start) + lengths[seconds])
+    return [None if start is None else (parse(start) + lengths[seconds]).isoformat()
             for start, seconds in zip(document["planned_start"], document["duration_s"],
                                       strict=True)]
 

@@ -137,6 +137,8 @@ def test_actuals_replace_an_estimate(workspace: Workspace) -> None:
     job = store.get_job(job_id)
     assert (job.actual_intensity, job.intensity_estimated, job.actuals_state) == (
         130.0, False, "done")
+    # The stored emissions follow the actual that replaced the estimate.
+    assert job.actual_emissions_g == pytest.approx(2.0 * 130.0)
     assert job.forecast_error == pytest.approx(100.0 - 130.0)  # the figure stored with it
 
 

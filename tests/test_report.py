@@ -232,3 +232,52 @@ def test_text_needing_escapes_and_quotes_survives_json_and_csv(workspace: Worksp
     row = next(r for r in rows if r["id"] == str(first))
     assert (row["name"], row["energy_note"], row["actual_emissions_g"]) == (tricky, tricky, "")
     assert len(rows) == len(jobs)
+
+
+def test_a_report_of_many_pages_keeps_every_job_and_its_totals(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """12,000 jobs (pages of 5,000): JSON, CSV and the table each hold every job once in
+    start order, and the SQL totals equal the sums and counts of the jobs' own figures."""
+    from datetime import UTC, datetime
+
+    north = write_csv(tmp_path / "north.csv", hourly(T10, [300, 280]))
+    workspace = make_workspace(f'[providers.north]\nkind = "csv"\npath = "{north}"\n'
+                               '[regions.north]\nprovider = "north"\nzone = "north"\n')
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = []
+    for number in range(12_000):
+        started = start + timedelta(minutes=number)
+        reviewed = number % 7 != 0
+        rows.append({
+            "name": f"train-{number}", "state": "succeeded", "argv": ["true"], "cwd": "/",
+            "env": {}, "duration_s": 3600, "not_before": started,
+            "deadline": started + timedelta(days=1), "regions": ["north"],
+            "power_watts": 300.0, "submitted_at": started, "planned_region": "north",
+            "planned_start": started, "planned_intensity": 100.0 + number % 50,
+            "signal": "average", "run_region": "north", "started_at": started,
+            "ended_at": started + timedelta(minutes=50), "energy_kwh": 0.2 + number % 3,
+            "actual_intensity": 90.0 + number % 11 if reviewed else None,
+            "run_now_actual_intensity": 150.0 + number % 13 if reviewed else None,
+            "actuals_state": "done" if reviewed else None,
+        })
+    store = workspace.store()
+    store.insert_job_rows(rows)
+    store.close()
+    document = workspace.cli("report", "--json").json()
+    jobs = document["jobs"]
+    assert [job["name"] for job in jobs] == [f"train-{n}" for n in range(12_000)]
+    totals = document["totals"]["average"]
+    assert totals["jobs"] == 12_000
+    for key, count in (("actual_emissions_g", "actual_jobs"),
+                       ("run_now_emissions_g", "run_now_jobs"), ("saved_g", "saved_jobs"),
+                       ("scheduled_emissions_g", "scheduled_jobs")):
+        known = [job[key] for job in jobs if job[key] is not None]
+        assert totals[count] == len(known)
+        assert totals[key] == pytest.approx(sum(known), rel=1e-9)
+    assert totals["actual_jobs"] == 12_000 - len(range(0, 12_000, 7))
+    as_csv = list(csv.DictReader(io.StringIO(workspace.cli("report", "--csv").stdout)))
+    assert [row["id"] for row in as_csv] == [str(job["id"]) for job in jobs]
+    text = workspace.cli("report").stdout
+    assert "Emissions report: 12000 finished job(s)" in text
+    assert text.count("\ntrain-") == 0 and len(re.findall(r"\n\d+ +train-\d+ ", text)) == 12_000
