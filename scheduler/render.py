@@ -131,6 +131,8 @@ def _embodied(document: Mapping[str, Sequence[Any]], config: Config | None) -> l
 
 
 def _sci(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
+    if list(document["embodied_g"]).count(None) == len(document["embodied_g"]):
+        return [None] * len(document["embodied_g"])  # no embodied share: no SCI
     return [accounting.sci_from(actual, embodied) for actual, embodied in
             zip(document["actual_emissions_g"], document["embodied_g"], strict=True)]
 

@@ -14,7 +14,7 @@ import orjson
 
 from scheduler.render import JOB_DOCUMENT, Form
 from scheduler.report.building import Report, SignalTotals
-from scheduler.report.table import ITEMS_PER_CHUNK, chunks
+from scheduler.report.table import ITEMS_PER_CHUNK
 
 LIST_KEYS = frozenset(key.name for key in JOB_DOCUMENT if key.form is Form.LIST)
 # Text keys that are ASCII by construction: times (ISO-8601, written by SQLite) and
@@ -50,10 +50,9 @@ def write_csv(report: Report, out: IO[str]) -> None:
     """One row per job with the keys of the JSON job objects; lists as JSON text. Cells as
     the csv module writes them (minimal quoting)."""
     out.write(",".join(_csv_text(key.name) for key in JOB_DOCUMENT) + "\n")
-    for page in report.document_pages():
-        lines = map(",".join, zip(*map(_csv_cells, page.values()), strict=True))
-        for chunk in chunks(lines, "\n"):
-            out.write(chunk + "\n")
+    for page in report.document_pages():  # one write a page
+        out.write("\n".join(map(",".join, zip(*map(_csv_cells, page.values()), strict=True)))
+                  + "\n")
 
 
 def write_ascii(out: IO[str], data: bytes) -> None:
@@ -95,8 +94,10 @@ def _csv_cells(values: Sequence[Any]) -> Sequence[str]:
     first = _first_known(values)
     if isinstance(first, str):
         known = values if None not in values else ["" if v is None else v for v in values]
-        if _needs_quotes("".join(known)):  # then look at each
-            return list(map(_csv_text, known))
+        if _needs_quotes("".join(known)):  # then look at each, without a call per cell
+            return ['"' + text.replace('"', '""') + '"'
+                    if '"' in text or "," in text or "\n" in text or "\r" in text else text
+                    for text in known]
         return known
     if isinstance(first, bool):  # as the csv module writes them
         return ["" if value is None else str(value) for value in values]
