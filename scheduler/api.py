@@ -314,18 +314,18 @@ def _report(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     regions = jobs.preview_regions(context.config, names) if names else []
     from scheduler import report as reporting
 
-    built = reporting.build(context.store, context.config, since, until, regions)
-    if form in ("png", "html"):
-        with _charts:
-            data = (reporting.plot_png(built) if form == "png"
-                    else reporting.html_report(built).encode("utf-8"))
-        return ApiResponse(HTTPStatus.OK, REPORT_TYPES[form], data)
-    body = io.BytesIO()
-    out = io.TextIOWrapper(body, encoding="utf-8", newline="")
-    writer = {"json": reporting.write_json, "csv": reporting.write_csv,
-              "text": reporting.write_text}[form]
-    writer(built, out)
-    out.flush()
+    with reporting.build(context.store, context.config, since, until, regions) as built:
+        if form in ("png", "html"):
+            with _charts:
+                data = (reporting.plot_png(built) if form == "png"
+                        else reporting.html_report(built).encode("utf-8"))
+            return ApiResponse(HTTPStatus.OK, REPORT_TYPES[form], data)
+        body = io.BytesIO()
+        out = io.TextIOWrapper(body, encoding="utf-8", newline="")
+        writer = {"json": reporting.write_json, "csv": reporting.write_csv,
+                  "text": reporting.write_text}[form]
+        writer(built, out)
+        out.flush()
     return ApiResponse(HTTPStatus.OK, REPORT_TYPES[form], body.getvalue())
 
 

@@ -139,6 +139,16 @@ class Store:
             yield session
 
     @contextmanager
+    def _reading_in(self, snapshot: Session | None) -> Iterator[Session]:
+        """``snapshot`` (a ``reading`` session the caller holds) where given, else a
+        read transaction of its own."""
+        if snapshot is not None:
+            yield snapshot
+            return
+        with self.reading() as session:
+            yield session
+
+    @contextmanager
     def writing(self) -> Iterator[Session]:
         """A write transaction that holds SQLite's write lock from its first statement."""
         with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
@@ -630,10 +640,12 @@ class Store:
         started_until: datetime | None,
         regions: Collection[str] = (),
         page_rows: int = REPORT_PAGE_ROWS,
+        snapshot: Session | None = None,
     ) -> Iterator[Sequence[Any]]:
         """``names`` (jobs columns, or ``scheduled_emissions_g``) of the finished jobs that
         started in [since, until) (in ``regions`` where given), by start: pages of at most
-        ``page_rows`` tuple-like rows, read in one transaction.
+        ``page_rows`` tuple-like rows, read in one transaction (``snapshot``'s where given:
+        see ``reading``).
 
         Built for reports over 100,000 jobs, where a Python conversion per value costs
         seconds: values come unconverted, except that SQLite itself turns times into the
@@ -642,7 +654,7 @@ class Store:
         query = (select(*map(_report_column, names)).select_from(_JOBS_IN_REPORT_ORDER)
                  .where(*_report_filter(started_since, started_until, regions))
                  .order_by(_job_column("started_at"), _job_column("id")))
-        with self.reading() as session:
+        with self._reading_in(snapshot) as session:
             # The DBAPI cursor's own tuples: SQLAlchemy's Row wrapping would double the cost.
             cursor = session.connection().execute(query).cursor
             while cursor is not None and (page := cursor.fetchmany(page_rows)):
@@ -653,6 +665,7 @@ class Store:
         started_since: datetime | None,
         started_until: datetime | None,
         regions: Collection[str] = (),
+        snapshot: Session | None = None,
     ) -> list[ReportSums]:
         """The report's totals (see ``ReportSums``) over the same jobs as ``report_pages``,
         one row per planned signal and run region: SQL sums and counts, NULLs counted out."""
@@ -683,7 +696,7 @@ class Store:
             .select_from(Job.__table__)
             .where(*_report_filter(started_since, started_until, regions))
             .group_by(jobs["signal"], jobs["run_region"]))
-        with self.reading() as session:
+        with self._reading_in(snapshot) as session:
             return [ReportSums(*row) for row in session.execute(query).tuples()]
 
     def insert_job_rows(self, rows: Sequence[dict[str, Any]]) -> int:

@@ -110,7 +110,8 @@ def test_the_column_path_equals_the_one_job_path(workspace: Workspace) -> None:
     config = workspace.config()
     store = workspace.store()
     try:
-        pages = list(report.build(store, config, None, None, []).document_pages())
+        with report.build(store, config, None, None, []) as built:
+            pages = list(built.document_pages())
         one_by_one = {job.id: render.job_json(job, config) for job in store.list_jobs()}
     finally:
         store.close()

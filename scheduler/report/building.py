@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from scheduler import accounting, render
 from scheduler.config import Config
@@ -118,13 +121,14 @@ _EMBODIED_READS = ("signal", "run_region", "started_at", "ended_at", "actual_emi
 @dataclass(frozen=True)
 class Report:
     """The finished jobs that started in [since, until) in ``regions`` (default all), by
-    start time: read from the store a page at a time, as often as asked."""
+    start time: read from the store a page at a time, as often as asked (see ``build``)."""
 
     store: Store
     config: Config
     since: datetime | None
     until: datetime | None
     regions: list[str]
+    snapshot: Session  # one read transaction: rows and totals see the same jobs
 
     def signal_of(self, planned_signal: str | None, region: str | None) -> str:
         """A job's signal: the one it was planned with, else its region's, else average."""
@@ -137,7 +141,8 @@ class Report:
     def pages(self, names: Sequence[str]) -> Iterator[dict[str, Sequence[Any]]]:
         """Pages of ``names`` (jobs columns, as ``Store.report_pages`` reads them): each
         name -> one value per job of the page."""
-        for rows in self.store.report_pages(names, self.since, self.until, self.regions):
+        for rows in self.store.report_pages(names, self.since, self.until, self.regions,
+                                            snapshot=self.snapshot):
             yield dict(zip(names, zip(*rows, strict=True), strict=True))
 
     def document_pages(self) -> Iterator[dict[str, Sequence[Any]]]:
@@ -148,7 +153,8 @@ class Report:
     def totals(self) -> dict[str, SignalTotals]:
         """Totals per signal, signals in the order of their first job."""
         sums: dict[str, _Sums] = {}
-        for row in self.store.report_sums(self.since, self.until, self.regions):
+        for row in self.store.report_sums(self.since, self.until, self.regions,
+                                          snapshot=self.snapshot):
             group = sums.setdefault(self.signal_of(row.signal, row.run_region), _Sums())
             group.rows.append(row)
             if row.run_region is not None:
@@ -164,7 +170,7 @@ class Report:
                   and (not self.regions or name in self.regions)]
         if not stated:
             return
-        within = Report(self.store, self.config, self.since, self.until, stated)
+        within = Report(self.store, self.config, self.since, self.until, stated, self.snapshot)
         for page in within.pages(_EMBODIED_READS):
             embodied = accounting.embodied_column(self.config, page["run_region"],
                                                   page["started_at"], page["ended_at"])
@@ -179,8 +185,11 @@ class Report:
                     group.sci.append(sci)
 
 
+@contextmanager
 def build(store: Store, config: Config, since: datetime | None, until: datetime | None,
-          regions: Sequence[str]) -> Report:
+          regions: Sequence[str]) -> Iterator[Report]:
     """The report of every finished job that started in [since, until) in ``regions``
-    (default all); nothing is read until its pages or totals are asked for."""
-    return Report(store, config, since, until, list(regions))
+    (default all), over one read transaction held until the block ends; nothing is read
+    until its pages or totals are asked for."""
+    with store.reading() as snapshot:
+        yield Report(store, config, since, until, list(regions), snapshot)
