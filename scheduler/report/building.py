@@ -12,6 +12,7 @@ that state it.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -191,5 +192,13 @@ def build(store: Store, config: Config, since: datetime | None, until: datetime 
     """The report of every finished job that started in [since, until) in ``regions``
     (default all), over one read transaction held until the block ends; nothing is read
     until its pages or totals are asked for."""
-    with store.reading() as snapshot:
-        yield Report(store, config, since, until, list(regions), snapshot)
+    # A report allocates millions of objects and no cycles: the cyclic collector's passes
+    # over them would cost a fifth of its time. It resumes (where it was on) at the end.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with store.reading() as snapshot:
+            yield Report(store, config, since, until, list(regions), snapshot)
+    finally:
+        if collecting:
+            gc.enable()
