@@ -284,7 +284,7 @@ def _width(cell: str) -> int:
                2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in cell)
 
 
-def _inert_column(cells: Sequence[str]) -> Sequence[str]:
+def inert_column(cells: Sequence[str]) -> Sequence[str]:
     """``inert`` of each cell; one search over the whole column when none needs it."""
     if _CONTROL.search("".join(cells)) is None:
         return cells
@@ -409,7 +409,7 @@ def print_jobs(documents: Sequence[Mapping[str, Any]], expand: bool = False,
                                      if rows else [[] for _ in LIST_COLUMNS])
     columns[5], columns[8] = _local_column(columns[5]), _local_column(columns[8])
     for text_column in (1, 2, 3, 4):  # user, name, state, region
-        columns[text_column] = _inert_column(columns[text_column])
+        columns[text_column] = inert_column(columns[text_column])
     _write_lines(_column_table_lines(LIST_COLUMNS, columns), out)
 
 

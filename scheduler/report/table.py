@@ -37,7 +37,7 @@ TABLE_READS = ("id", "name", "state", "run_region", "started_at", "ended_at", "e
                "scheduled_emissions_g", "actual_emissions_g", "run_now_emissions_g", "saved_g")
 
 
-def page_cells(jobs: Mapping[str, Sequence[Any]]) -> list[list[str]]:
+def page_cells(jobs: Mapping[str, Sequence[Any]]) -> list[Sequence[str]]:
     """The cells of the human table (TABLE_COLUMNS) for a page of jobs (TABLE_READS ->
     one value per job), a column at a time."""
     starts = [parse_time(text) for text in jobs["started_at"]]
@@ -48,9 +48,9 @@ def page_cells(jobs: Mapping[str, Sequence[Any]]) -> list[list[str]]:
               zip(_numbers(jobs["actual_intensity"]), jobs["intensity_estimated"], strict=True)]
     return [
         list(map(str, jobs["id"])),
-        list(map(render.inert, jobs["name"])),  # user text: control characters escaped
+        render.inert_column(jobs["name"]),  # user text: control characters escaped
         list(jobs["state"]),
-        [render.inert(region) if region else "-" for region in jobs["run_region"]],
+        render.inert_column([region or "-" for region in jobs["run_region"]]),
         format_local_iso(jobs["started_at"]),
         _numbers(hours, 2),
         _numbers(jobs["energy_kwh"], 3),
