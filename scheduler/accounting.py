@@ -16,8 +16,9 @@ the job stays ``pending``: later passes replace the estimate once actuals exist.
 ``daemon.actuals_give_up`` from its end a job is settled as it stands, and at once where
 its providers publish no actuals at all.
 
-Emissions are never stored: ``job_emissions`` derives them from the row, so a backfilled
-intensity changes every view at once.
+The emissions figures themselves (actual, run-now, saved, the forecast error) are
+written by the store with the review, from one SQL definition (``models.review_figures``),
+so a backfilled intensity changes every view at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from scheduler.config import Config, RegionConfig
 
@@ -48,79 +49,6 @@ GRAMS_UNITS = (None, "gco2_per_kwh")
 JOULES_PER_KWH = 3_600_000.0
 
 
-class JobEmissions(NamedTuple):  # a tuple: reports build 100,000 of them
-    """One job's emissions in gCO2eq (None where an input is still unknown)."""
-
-    planned_energy_kwh: float
-    scheduled_g: float | None
-    actual_g: float | None
-    run_now_g: float | None
-    saved_g: float | None
-    saved_pct: float | None
-    forecast_error: float | None  # planned mean forecast - actual mean, gCO2eq/kWh
-
-
-def job_emissions(job: Any) -> JobEmissions:
-    """Emissions of a job row (an ORM Job or any object with the same attributes).
-
-    scheduled = planned intensity x declared power x declared duration;
-    actual = measured energy x actual intensity over the real run;
-    run-now = measured energy x actual intensity had it started at submission;
-    saved = run-now - actual.
-    """
-    return emissions_from(job.power_watts, job.duration_s, job.planned_intensity,
-                          job.energy_kwh, job.actual_intensity, job.run_now_actual_intensity,
-                          job.planned_window_actual_intensity)
-
-
-def emissions_from(power_watts: float, duration_s: float, planned_intensity: float | None,
-                   energy_kwh: float | None, actual_intensity: float | None,
-                   run_now_actual_intensity: float | None,
-                   planned_window_actual_intensity: float | None) -> JobEmissions:
-    """``job_emissions`` from the column values (for reports over many plain rows)."""
-    planned_kwh = power_watts * duration_s / JOULES_PER_KWH
-    scheduled = None if planned_intensity is None else planned_intensity * planned_kwh
-    actual = _times(energy_kwh, actual_intensity)
-    run_now = _times(energy_kwh, run_now_actual_intensity)
-    saved = None if actual is None or run_now is None else run_now - actual
-    saved_pct = None if saved is None or not run_now else 100.0 * saved / run_now
-    error = (None if planned_intensity is None or planned_window_actual_intensity is None
-             else planned_intensity - planned_window_actual_intensity)
-    return JobEmissions(planned_kwh, scheduled, actual, run_now, saved, saved_pct, error)
-
-
-def _times(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a * b
-
-
-class EmissionColumns(NamedTuple):
-    """``emissions_from`` over many jobs: one list per quantity, one value per job."""
-
-    scheduled_g: list[float | None]
-    actual_g: list[float | None]
-    run_now_g: list[float | None]
-    saved_g: list[float | None]
-
-
-def emission_columns(power_watts: Sequence[float], duration_s: Sequence[float],
-                     planned_intensity: Sequence[float | None],
-                     energy_kwh: Sequence[float | None],
-                     actual_intensity: Sequence[float | None],
-                     run_now_actual_intensity: Sequence[float | None]) -> EmissionColumns:
-    """The same numbers as ``emissions_from``, bit for bit (same operations in the same
-    order), computed a column at a time: reports over 100,000 jobs."""
-    scheduled = [None if intensity is None else intensity * (power * seconds / JOULES_PER_KWH)
-                 for power, seconds, intensity in zip(power_watts, duration_s,
-                                                      planned_intensity, strict=True)]
-    actual = [None if energy is None or intensity is None else energy * intensity
-              for energy, intensity in zip(energy_kwh, actual_intensity, strict=True)]
-    run_now = [None if energy is None or intensity is None else energy * intensity
-               for energy, intensity in zip(energy_kwh, run_now_actual_intensity, strict=True)]
-    saved = [None if ran is None or now is None else now - ran
-             for ran, now in zip(actual, run_now, strict=True)]
-    return EmissionColumns(scheduled, actual, run_now, saved)
-
-
 # Software Carbon Intensity (SCI, ISO/IEC 21031:2024) per job ---------------------------------
 #
 # SCI = (E x I + M) per R, R = one job. E x I is the job's actual emissions (measured or
@@ -130,11 +58,6 @@ def emission_columns(power_watts: Sequence[float], duration_s: Sequence[float],
 # A term that is unknown makes the SCI unknown (None): never a guessed zero.
 
 JOB_SLOTS = 1  # the slots one job holds (every job holds one today)
-
-
-class JobSci(NamedTuple):
-    embodied_g: float | None
-    sci_g: float | None
 
 
 def embodied_from(run_seconds: float | None, settings: RegionConfig | None) -> float | None:
@@ -152,21 +75,13 @@ def sci_from(actual_g: float | None, embodied_g: float | None) -> float | None:
     return None if actual_g is None or embodied_g is None else actual_g + embodied_g
 
 
-def job_sci(job: Any, config: Config | None, actual_g: float | None) -> JobSci:
-    """The SCI terms of a job row (``actual_g`` from ``job_emissions``); without a config
-    the embodied term is unknown."""
-    run_seconds = (None if job.started_at is None or job.ended_at is None
-                   else (job.ended_at - job.started_at).total_seconds())
-    settings = None if config is None else config.regions.get(job.run_region or "")
-    embodied = embodied_from(run_seconds, settings)
-    return JobSci(embodied, sci_from(actual_g, embodied))
-
-
-def sci_columns(config: Config, run_region: Sequence[str | None],
-                started_at: Sequence[str | None], ended_at: Sequence[str | None],
-                actual_g: Sequence[float | None]) -> tuple[list[float | None],
-                                                            list[float | None]]:
-    """``job_sci`` over many jobs (times as stored ISO-8601 text): (embodied_g, sci_g)."""
+def embodied_column(config: Config, run_region: Sequence[str | None],
+                    started_at: Sequence[str | None], ended_at: Sequence[str | None]
+                    ) -> list[float | None]:
+    """M for each of many jobs (run times as ISO-8601 text), from their regions' settings
+    in ``config``."""
+    if all(settings.embodied_gco2 is None for settings in config.regions.values()):
+        return [None] * len(run_region)
     parse = datetime.fromisoformat
     embodied: list[float | None] = []
     for region, started, ended in zip(run_region, started_at, ended_at, strict=True):
@@ -175,7 +90,7 @@ def sci_columns(config: Config, run_region: Sequence[str | None],
             embodied.append(None)  # unknown either way: skip parsing the times
             continue
         embodied.append(embodied_from((parse(ended) - parse(started)).total_seconds(), settings))
-    return embodied, [sci_from(a, m) for a, m in zip(actual_g, embodied, strict=True)]
+    return embodied
 
 
 # Backfill -----------------------------------------------------------------------------------
@@ -196,7 +111,8 @@ def backfill_actuals(store: Store, config: Config, now: datetime,
 
     With ``providers``, a job whose regions' providers publish no actuals at all is settled
     at once with its estimate instead of waiting for ``actuals_give_up``. ``reviewed`` is
-    called with each job (as it was) and the review fields just stored for it.
+    called with each job (as it was) and the review fields just stored for it, with the
+    emissions figures the store wrote from them (``Store.save_review``).
     """
 
     def publishes_actuals(region: str) -> bool:
@@ -211,9 +127,9 @@ def backfill_actuals(store: Store, config: Config, now: datetime,
                if name != "actuals_checked_at"):
             changed += 1
             log.info("job %d: %s", job.id, review_summary(fields))
-        store.update_job_fields(job.id, **fields)
+        figures = store.save_review(job.id, fields)
         if reviewed is not None:
-            reviewed(job, fields)
+            reviewed(job, {**fields, **figures})
     return changed
 
 

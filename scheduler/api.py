@@ -79,9 +79,6 @@ class ApiContext:
     config: Config
     caller: jobs.Caller
     now: datetime
-    # A large report may fork a helper process (bulk.py): only in the CLI's own process,
-    # never in the daemon's, whose other threads may hold locks a fork would copy.
-    may_fork: bool = False
     # The daemon's forecasts and planned slots in memory (None: read from the store).
     plan_cache: PlanCache | None = None
 
@@ -133,8 +130,7 @@ def handle_local(config: Config, request: ApiRequest, now: datetime) -> ApiRespo
     store = _StoreOnFirstUse(config.database_url)
     try:
         caller = jobs.Caller.from_ids(os.getuid(), os.getgid(), config)
-        return handle(request, ApiContext(cast(Store, store), config, caller, now,
-                                          may_fork=True))
+        return handle(request, ApiContext(cast(Store, store), config, caller, now))
     finally:
         store.close()
 
@@ -322,20 +318,21 @@ def _report(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
         raise BadInput("since must be before until")
     names = request.query.get("region")
     regions = jobs.preview_regions(context.config, names) if names else []
-    from scheduler import bulk
     from scheduler import report as reporting
 
-    store, config = context.store, context.config
-    if form in ("png", "html"):
-        built = reporting.build(store, config, since, until, regions)
-        with _charts:
-            data = (reporting.plot_png(built, store, config) if form == "png"
-                    else reporting.html_report(built, store, config).encode("utf-8"))
-        return ApiResponse(HTTPStatus.OK, REPORT_TYPES[form], data)
-    out = io.StringIO()
-    bulk.write(store, config, since, until, regions, form,  # type: ignore[arg-type]
-               out, bulk.PARALLEL_MIN_JOBS if context.may_fork else sys.maxsize)
-    return ApiResponse(HTTPStatus.OK, REPORT_TYPES[form], out.getvalue().encode("utf-8"))
+    with reporting.build(context.store, context.config, since, until, regions) as built:
+        if form in ("png", "html"):
+            with _charts:
+                data = (reporting.plot_png(built) if form == "png"
+                        else reporting.html_report(built).encode("utf-8"))
+            return ApiResponse(HTTPStatus.OK, REPORT_TYPES[form], data)
+        body = io.BytesIO()
+        out = io.TextIOWrapper(body, encoding="utf-8", newline="")
+        writer = {"json": reporting.write_json, "csv": reporting.write_csv,
+                  "text": reporting.write_text}[form]
+        writer(built, out)
+        out.flush()
+    return ApiResponse(HTTPStatus.OK, REPORT_TYPES[form], body.getvalue())
 
 
 ROUTES: list[tuple[str, re.Pattern[str], Route]] = [

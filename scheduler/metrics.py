@@ -181,21 +181,19 @@ class DaemonMetrics:
                 energy_kwh * accounting.JOULES_PER_KWH)
 
     def record_review(self, job: Any, fields: Mapping[str, Any]) -> None:
-        """An emissions review stored ``fields`` for ``job`` (as it was before): a job
-        whose review settles now adds its emissions, once."""
+        """An emissions review stored ``fields`` for ``job`` (as it was before), with the
+        emissions figures the store wrote: a job whose review settles now adds its
+        emissions, once."""
         if (job.actuals_state not in accounting.AWAITING
                 or fields["actuals_state"] in accounting.AWAITING or job.run_region is None):
             return
 
-        def value(name: str) -> Any:
-            return fields.get(name, getattr(job, name))
+        def grams(name: str) -> float:
+            return float(fields.get(name) or 0.0)
 
-        emissions = accounting.emissions_from(
-            job.power_watts, job.duration_s, job.planned_intensity, job.energy_kwh,
-            value("actual_intensity"), value("run_now_actual_intensity"), None)
-        self._add_emissions(job.run_region, emissions.scheduled_g or 0.0,
-                            emissions.actual_g or 0.0, emissions.run_now_g or 0.0,
-                            max(emissions.saved_g or 0.0, 0.0))
+        self._add_emissions(job.run_region, grams("scheduled_emissions_g"),
+                            grams("actual_emissions_g"), grams("run_now_emissions_g"),
+                            max(grams("saved_g"), 0.0))
 
     def record_launch(self, job: Any, now: datetime) -> None:
         self.queue_wait.observe(max((now - job.submitted_at).total_seconds(), 0.0))
@@ -268,12 +266,9 @@ class _LiveFigures(Collector):
 def _stored_fact_sums(store: Store) -> list[Any]:
     """One pass over the jobs that ran and ended, per run region, outcome and energy
     method: jobs, deadline misses, energy, and over those whose review is settled the
-    sums of ``accounting.emissions_from``'s terms (same operations, in SQL)."""
+    sums of their stored emissions figures."""
     settled = and_(Job.actuals_state.is_not(None),
                    Job.actuals_state.not_in([s for s in accounting.AWAITING if s]))
-    planned_kwh = Job.power_watts * Job.duration_s / accounting.JOULES_PER_KWH
-    actual = Job.energy_kwh * Job.actual_intensity
-    run_now = Job.energy_kwh * Job.run_now_actual_intensity
 
     def settled_total(term: Any) -> Any:
         return func.total(case((settled, term)))
@@ -283,11 +278,11 @@ def _stored_fact_sums(store: Store) -> list[Any]:
                     func.total(Job.deadline_missed).label("misses"),
                     func.count(Job.energy_kwh).label("energied"),
                     func.total(Job.energy_kwh).label("energy_kwh"),
-                    settled_total(Job.planned_intensity * planned_kwh).label("scheduled"),
-                    settled_total(actual).label("actual"),
-                    settled_total(run_now).label("run_now"),
+                    settled_total(Job.scheduled_emissions_g).label("scheduled"),
+                    settled_total(Job.actual_emissions_g).label("actual"),
+                    settled_total(Job.run_now_emissions_g).label("run_now"),
                     # A counter never falls: a job that ran dirtier than at once adds 0.
-                    settled_total(func.max(run_now - actual, 0.0)).label("saved"))
+                    settled_total(func.max(Job.saved_g, 0.0)).label("saved"))
              .where(Job.state.in_([s.value for s in FINISHED]), Job.started_at.is_not(None),
                     Job.run_region.is_not(None))
              .group_by(Job.run_region, Job.state, Job.energy_method))

@@ -26,8 +26,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
+
+from scheduler.accounting import JOULES_PER_KWH
 
 
 class JobState(StrEnum):
@@ -98,6 +101,15 @@ class JSONDict(TypeDecorator[dict[str, Any]]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> dict[str, Any] | None:
         return None if value is None else dict(json.loads(value))
+
+
+def scheduled_grams(planned_intensity: Any, power_watts: Any, duration_s: Any
+                    ) -> ColumnElement[Any]:
+    """SQL for the plan's emissions: planned intensity x declared power x declared duration
+    (gCO2eq; NULL without a planned intensity), from those three columns."""
+    expression: ColumnElement[Any] = planned_intensity * (power_watts * duration_s
+                                                          / JOULES_PER_KWH)
+    return expression
 
 
 class Base(DeclarativeBase):
@@ -198,6 +210,39 @@ class Job(Base):
     slurm_job_id: Mapped[str | None] = mapped_column(String(64), default=None)
     slurm_region: Mapped[str | None] = mapped_column(String(100), default=None)
     slurm_begin: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    # What the emissions review figures, in gCO2eq (forecast_error in gCO2eq/kWh): stored by
+    # the store with every write of their inputs (``review_figures``, migration 0007), so the
+    # report reads and sums them instead of deriving them per job. NULL while unknown.
+    actual_emissions_g: Mapped[float | None] = mapped_column(Float, default=None)
+    run_now_emissions_g: Mapped[float | None] = mapped_column(Float, default=None)
+    saved_g: Mapped[float | None] = mapped_column(Float, default=None)
+    forecast_error: Mapped[float | None] = mapped_column(Float, default=None)
+
+    # The plan's figure changes at every re-plan until the job starts: computed by the
+    # database in each SELECT from the plan's own columns, never stored (a job just
+    # inserted has it loaded by the store).
+    scheduled_emissions_g: Mapped[float | None] = column_property(
+        scheduled_grams(planned_intensity, power_watts, duration_s))  # type: ignore[arg-type]
+
+
+def review_figures() -> dict[str, ColumnElement[Any]]:
+    """The stored review figures as SQL over a job's own columns: each job's emissions,
+    defined once. actual = measured energy x actual intensity over the real run; run-now
+    = the same energy x the actual intensity had it started at submission; saved =
+    run-now - actual; forecast_error = the plan's mean forecast - the actual mean over the
+    planned window. Any unknown input leaves the figure NULL."""
+    jobs = Job.__table__.c
+    actual = jobs.energy_kwh * jobs.actual_intensity
+    run_now = jobs.energy_kwh * jobs.run_now_actual_intensity
+    return {"actual_emissions_g": actual, "run_now_emissions_g": run_now,
+            "saved_g": run_now - actual,
+            "forecast_error": jobs.planned_intensity - jobs.planned_window_actual_intensity}
+
+
+# The columns ``review_figures`` reads: a write of any of them rewrites the figures.
+REVIEW_INPUTS = frozenset({"energy_kwh", "actual_intensity", "run_now_actual_intensity",
+                           "planned_intensity", "planned_window_actual_intensity"})
 
 
 class JobEvent(Base):

@@ -24,8 +24,10 @@ import re
 import shlex
 import sys
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import IO, TYPE_CHECKING, Any
 
 from scheduler import accounting
@@ -34,16 +36,6 @@ from scheduler.timespec import format_duration, format_local, format_local_iso, 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
     from scheduler.config import Config
     from scheduler.models import Job, JobEvent
-
-JOB_FIELDS = (
-    "id", "name", "state", "argv", "cwd", "duration_s", "not_before", "deadline", "regions",
-    "power_watts", "signal", "planned_region", "planned_start", "planned_intensity",
-    "planned_vintage", "plan_note", "run_now_intensity", "submitted_at", "run_region",
-    "started_at", "ended_at", "exit_code", "pid", "log_path", "deadline_missed", "end_reason",
-)
-# Keys at the end of the job document, each with the jobs column it is read from.
-OWNER_FIELDS = (("user", "owner_name"), ("uid", "owner_uid"), ("array_id", "array_id"),
-                ("array_index", "array_index"), ("slurm_job_id", "slurm_job_id"))
 
 # The plan note of a job placed as asked: `submit` prints a note only for the others.
 USUAL_PLAN_NOTE = "cleanest covered window"
@@ -92,42 +84,123 @@ def _shell_word(word: str) -> str:
 # JSON documents -----------------------------------------------------------------------------
 
 
-def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
-    """The job document of every output (keys fixed by the CLI contract), from an ORM Job.
-    Never holds a value of the job's environment or --env (the owner's secrets). The
-    embodied share of SCI needs the region's hardware from ``config`` (null without it).
+class Form(Enum):
+    """How a job document's value is written, whatever the row it is read from."""
 
-    ``gridshift report`` builds the same documents from plain rows (report.job_columns).
-    """
-    document: dict[str, Any] = {}
-    for name in JOB_FIELDS:
-        value = getattr(job, name)
-        document[name] = iso_utc(value) if hasattr(value, "tzinfo") else value
-    document["argv"] = list(job.argv)
-    document["regions"] = list(job.regions)
-    document["planned_end"] = (
-        iso_utc(job.planned_start + timedelta(seconds=job.duration_s))
-        if job.planned_start else None
-    )
-    # Emissions review: measured energy, backfilled intensity, and emissions derived from them.
-    emissions = accounting.job_emissions(job)
-    document.update({
-        "energy_kwh": job.energy_kwh,
-        "energy_method": job.energy_method,
-        "energy_note": job.energy_note,
-        "actual_intensity": job.actual_intensity,
-        "intensity_estimated": job.intensity_estimated,
-        "actuals_state": job.actuals_state,
-        "scheduled_emissions_g": emissions.scheduled_g,
-        "actual_emissions_g": emissions.actual_g,
-        "run_now_emissions_g": emissions.run_now_g,
-        "saved_g": emissions.saved_g,
-    })
-    sci = accounting.job_sci(job, config, emissions.actual_g)  # embodied: needs the config
-    document.update({"embodied_g": sci.embodied_g, "sci_g": sci.sci_g})
-    # Owner (null for jobs stored before owners were recorded), array position, Slurm job.
-    for key, column in OWNER_FIELDS:
-        document[key] = getattr(job, column, None)
+    VALUE = "value"  # as stored: numbers, text, null
+    TIME = "time"  # ISO-8601 UTC text (iso_utc)
+    LIST = "list"  # a JSON array
+    FLAG = "flag"  # true or false
+    MAYBE_FLAG = "maybe_flag"  # true, false or null (not yet known)
+
+
+# A derived key's values, a column at a time, from the document's keys before it (and
+# the config, which may be None).
+Derive = Callable[[Mapping[str, Sequence[Any]], "Config | None"], list[Any]]
+
+
+@dataclass(frozen=True)
+class DocumentKey:
+    """One key of the job document: read from a jobs column, or derived from the keys
+    before it."""
+
+    name: str
+    column: str | None = None
+    form: Form = Form.VALUE
+    derive: Derive | None = None
+
+
+def _stored(name: str, form: Form = Form.VALUE, column: str | None = None) -> DocumentKey:
+    return DocumentKey(name, column or name, form)
+
+
+def _planned_end(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
+    # planned_start is iso_utc's text, so the sum keeps its UTC offset.
+    parse = datetime.fromisoformat
+    lengths = {seconds: timedelta(seconds=seconds) for seconds in set(document["duration_s"])}
+    return [None if start is None else (parse(start) + lengths[seconds]).isoformat()
+            for start, seconds in zip(document["planned_start"], document["duration_s"],
+                                      strict=True)]
+
+
+def _embodied(document: Mapping[str, Sequence[Any]], config: Config | None) -> list[Any]:
+    if config is None:  # the region's hardware is unknown
+        return [None] * len(document["run_region"])
+    return accounting.embodied_column(config, document["run_region"], document["started_at"],
+                                      document["ended_at"])
+
+
+def _sci(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
+    if list(document["embodied_g"]).count(None) == len(document["embodied_g"]):
+        return [None] * len(document["embodied_g"])  # no embodied share: no SCI
+    return [accounting.sci_from(actual, embodied) for actual, embodied in
+            zip(document["actual_emissions_g"], document["embodied_g"], strict=True)]
+
+
+# The job document of every output (show, list --json, report --json and --csv), keys in
+# their order (fixed by the CLI contract). It never holds a value of the job's environment
+# or --env (the owner's secrets). Emissions are the store's figures (models.review_figures,
+# models.scheduled_grams); the embodied share of SCI needs the region's hardware from the
+# config. Owner keys are null for jobs stored before owners were recorded.
+JOB_DOCUMENT: tuple[DocumentKey, ...] = (
+    _stored("id"), _stored("name"), _stored("state"), _stored("argv", Form.LIST),
+    _stored("cwd"), _stored("duration_s"), _stored("not_before", Form.TIME),
+    _stored("deadline", Form.TIME), _stored("regions", Form.LIST), _stored("power_watts"),
+    _stored("signal"), _stored("planned_region"), _stored("planned_start", Form.TIME),
+    _stored("planned_intensity"), _stored("planned_vintage", Form.TIME), _stored("plan_note"),
+    _stored("run_now_intensity"), _stored("submitted_at", Form.TIME), _stored("run_region"),
+    _stored("started_at", Form.TIME), _stored("ended_at", Form.TIME), _stored("exit_code"),
+    _stored("pid"), _stored("log_path"), _stored("deadline_missed", Form.FLAG),
+    _stored("end_reason"),
+    DocumentKey("planned_end", derive=_planned_end),
+    # Emissions review: measured energy, backfilled intensity, and the figures from them.
+    _stored("energy_kwh"), _stored("energy_method"), _stored("energy_note"),
+    _stored("actual_intensity"), _stored("intensity_estimated", Form.MAYBE_FLAG),
+    _stored("actuals_state"), _stored("scheduled_emissions_g"), _stored("actual_emissions_g"),
+    _stored("run_now_emissions_g"), _stored("saved_g"),
+    DocumentKey("embodied_g", derive=_embodied), DocumentKey("sci_g", derive=_sci),
+    _stored("user", column="owner_name"), _stored("uid", column="owner_uid"),
+    _stored("array_id"), _stored("array_index"), _stored("slurm_job_id"),
+)
+# The jobs columns the document is read from, in its order.
+DOCUMENT_COLUMNS = tuple(key.column for key in JOB_DOCUMENT if key.column is not None)
+
+
+def _typed(value: Any, form: Form) -> Any:
+    """A value as an ORM row holds it (datetimes, lists, booleans) in document form."""
+    if value is None:
+        return None
+    if form is Form.TIME:
+        return iso_utc(value)
+    if form is Form.LIST:
+        return list(value)
+    return bool(value) if form in (Form.FLAG, Form.MAYBE_FLAG) else value
+
+
+def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
+    """The job document (``JOB_DOCUMENT``) of an ORM Job."""
+    values = {key.column: [_typed(getattr(job, key.column, None), key.form)]
+              for key in JOB_DOCUMENT if key.column is not None}
+    return {name: column[0] for name, column in document_columns(values, config).items()}
+
+
+def document_columns(stored: Mapping[str, Sequence[Any]], config: Config | None = None,
+                     ) -> dict[str, Sequence[Any]]:
+    """The job documents of many jobs a column at a time (key -> one value per job), from
+    ``stored``: each of ``DOCUMENT_COLUMNS`` (jobs column -> one value per job) already in
+    its document form, except that booleans may be 0/1 and lists JSON text (left so: the
+    encoders embed it as it is)."""
+    document: dict[str, Sequence[Any]] = {}
+    for key in JOB_DOCUMENT:
+        if key.derive is not None:
+            document[key.name] = key.derive(document, config)
+            continue
+        values = stored[key.column or key.name]
+        if key.form is Form.FLAG:
+            values = [bool(value) for value in values]
+        elif key.form is Form.MAYBE_FLAG:
+            values = [None if value is None else bool(value) for value in values]
+        document[key.name] = values
     return document
 
 
@@ -216,7 +289,7 @@ def _width(cell: str) -> int:
                2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in cell)
 
 
-def _inert_column(cells: Sequence[str]) -> Sequence[str]:
+def inert_column(cells: Sequence[str]) -> Sequence[str]:
     """``inert`` of each cell; one search over the whole column when none needs it."""
     if _CONTROL.search("".join(cells)) is None:
         return cells
@@ -342,7 +415,7 @@ def print_jobs(documents: Sequence[Mapping[str, Any]], expand: bool = False,
                                      if rows else [[] for _ in LIST_COLUMNS])
     columns[5], columns[8] = _local_column(columns[5]), _local_column(columns[8])
     for text_column in (1, 2, 3, 4):  # user, name, state, region
-        columns[text_column] = _inert_column(columns[text_column])
+        columns[text_column] = inert_column(columns[text_column])
     _write_lines(_column_table_lines(LIST_COLUMNS, columns), out)
 
 

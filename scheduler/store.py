@@ -16,12 +16,12 @@ import bisect
 import json
 import os
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import (
@@ -30,6 +30,7 @@ from sqlalchemy import (
     Float,
     String,
     Table,
+    case,
     cast,
     column,
     create_engine,
@@ -37,17 +38,16 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -55,6 +55,7 @@ from scheduler.errors import GridshiftError, StateConflict, UnknownJob
 from scheduler.models import (
     FINISHED,
     REPORT_ORDER_INDEX,
+    REVIEW_INPUTS,
     TRANSITIONS,
     UNSTARTED,
     DaemonHeartbeat,
@@ -64,10 +65,15 @@ from scheduler.models import (
     JobState,
     ProviderRefresh,
     UTCDateTime,
+    review_figures,
+    scheduled_grams,
 )
 from scheduler.records import NewJob, PointRecord, Series
 
 BUSY_TIMEOUT_S = 60
+# Rows a report reads and converts at a time: large enough that per-page costs vanish,
+# small enough that a page's Python objects stay a few megabytes.
+REPORT_PAGE_ROWS = 5000
 # Ids per IN (...) list: well under SQLite's limit on bound variables.
 _IDS_PER_QUERY = 10_000
 __all__ = ["NewJob", "PlanUpdate", "PointRecord", "Series", "Store"]
@@ -160,6 +166,16 @@ class Store:
             yield session
 
     @contextmanager
+    def _reading_in(self, snapshot: Session | None) -> Iterator[Session]:
+        """``snapshot`` (a ``reading`` session the caller holds) where given, else a
+        read transaction of its own."""
+        if snapshot is not None:
+            yield snapshot
+            return
+        with self.reading() as session:
+            yield session
+
+    @contextmanager
     def writing(self) -> Iterator[Session]:
         """A write transaction that holds SQLite's write lock from its first statement
         (PostgreSQL locks the rows it writes)."""
@@ -197,6 +213,7 @@ class Store:
             session.flush()
             session.add(JobEvent(job_id=job.id, at=now, old_state=None,
                                  new_state=JobState.QUEUED.value, reason="submitted"))
+            _load_scheduled_grams(session, [job])
         return job
 
     def add_jobs(self, specs: Sequence[NewJob], plans: Sequence[PlanUpdate], now: datetime,
@@ -233,7 +250,9 @@ class Store:
                                "new_state": JobState.PLANNED.value,
                                "reason": f"planned: {plan.describe()}"})
             connection.execute(insert(JobEvent), events)
-        return [Job(id=job_id, **row) for job_id, row in zip(ids, rows, strict=True)]
+            jobs = [Job(id=job_id, **row) for job_id, row in zip(ids, rows, strict=True)]
+            _load_scheduled_grams(session, jobs)
+        return jobs
 
     @staticmethod
     def _job_values(new: NewJob, plan: PlanUpdate, now: datetime) -> dict[str, Any]:
@@ -375,9 +394,11 @@ class Store:
                 )
             session.add(JobEvent(job_id=job_id, at=now, old_state=old_state,
                                  new_state=new_state.value, reason=reason))
+            _rewrite_review_figures(session, job_id, fields)
 
     def update_job_fields(self, job_id: int, **fields: Any) -> None:
-        """Set fields that are not a state change (pid after launch, emissions review)."""
+        """Set fields that are not a state change (pid after launch, emissions review);
+        the review's figures follow their inputs in the same transaction."""
         with self.writing() as session:
             result = session.execute(
                 update(Job).where(Job.id == job_id).values(**fields)
@@ -385,6 +406,17 @@ class Store:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise UnknownJob(job_id)
+            _rewrite_review_figures(session, job_id, fields)
+
+    def save_review(self, job_id: int, fields: Mapping[str, Any]) -> dict[str, float | None]:
+        """Store an emissions review's ``fields`` and with them the job's emissions
+        figures (``models.review_figures``); return those figures and the plan's."""
+        self.update_job_fields(job_id, **fields)
+        names = ("scheduled_emissions_g", *review_figures())
+        with self.reading() as session:
+            row = session.execute(select(*(getattr(Job, name) for name in names))
+                                  .where(Job.id == job_id)).one()
+        return dict(zip(names, row, strict=True))
 
     def save_plans(self, plans: Sequence[PlanUpdate], now: datetime) -> int:
         """Write placements for jobs that have not started; skip jobs that started meanwhile.
@@ -666,7 +698,7 @@ class Store:
         with self.reading() as session:
             return list(session.scalars(query))
 
-    # Emissions review (scheduler/accounting.py, scheduler/report.py) ---------------------
+    # Emissions review (scheduler/accounting.py, scheduler/report/) --------------------------
 
     def forecast_known_at_slot_end(
         self, provider: str, zone: str, start: datetime, end: datetime
@@ -701,78 +733,111 @@ class Store:
             units=first.units if first else None,
         )
 
-    def report_rows(
+    def report_pages(
         self,
-        columns: Sequence[str],
+        names: Sequence[str],
         started_since: datetime | None,
         started_until: datetime | None,
         regions: Collection[str] = (),
-        part: ReportPart = None,
-    ) -> list[Any]:
-        """``columns`` of the finished jobs that started in [since, until) (in ``regions``
-        where given), by start: one tuple-like row per job.
-
-        ``part`` narrows that to the jobs before (``("before", key)``) or from
-        (``("from", key)``) a key of ``report_middle``, in the same order.
+        page_rows: int = REPORT_PAGE_ROWS,
+        snapshot: Session | None = None,
+    ) -> Iterator[Sequence[Any]]:
+        """``names`` (jobs columns, or ``scheduled_emissions_g``) of the finished jobs that
+        started in [since, until) (in ``regions`` where given), by start: pages of at most
+        ``page_rows`` tuple-like rows, read in one transaction (``snapshot``'s where given:
+        see ``reading``).
 
         Built for reports over 100,000 jobs, where a Python conversion per value costs
         seconds: values come unconverted, except that SQLite itself turns times into the
         ISO-8601 text of ``timespec.iso_utc``. Lists stay JSON text, booleans 0/1.
         """
-        selected = [_stored_time_as_iso(name, self._sqlite)
-                    if isinstance(Job.__table__.columns[name].type, UTCDateTime)
-                    else column(name) for name in columns]  # untyped: no result processing
-        query = (select(*selected).select_from(_jobs_in_report_order(self._sqlite))
+        query = (select(*(_report_column(name, self._sqlite) for name in names))
+                 .select_from(_jobs_in_report_order(self._sqlite))
                  .where(*_report_filter(started_since, started_until, regions))
                  .order_by(_job_column("started_at"), _job_column("id")))
-        if part is not None:
-            side, (started_text, job_id) = part
-            key = tuple_(column("started_at", String), _job_column("id"))
-            bound = tuple_(literal(started_text, String), literal(job_id))
-            query = query.where(key < bound if side == "before" else key >= bound)
-        with self.reading() as session:
+        with self._reading_in(snapshot) as session:
             # The DBAPI cursor's own tuples: SQLAlchemy's Row wrapping would double the cost.
             cursor = session.connection().execute(query).cursor
-            return list(cursor.fetchall()) if cursor is not None else []
+            while cursor is not None and (page := cursor.fetchmany(page_rows)):
+                yield page
 
-    def report_middle(
+    def report_sums(
         self,
         started_since: datetime | None,
         started_until: datetime | None,
         regions: Collection[str] = (),
-        min_jobs: int = 2,
-    ) -> ReportKey | None:
-        """The key of the middle job in ``report_rows``' order, where the report holds at
-        least ``min_jobs`` jobs (else None): the jobs before it and those from it are
-        its two halves. Always None on PostgreSQL, which stores times as timestamps, not
-        the text the key holds."""
-        if not self._sqlite:
-            return None
-        where = _report_filter(started_since, started_until, regions)
-        with self.reading() as session:
-            count = session.execute(select(func.count()).select_from(_JOBS_IN_REPORT_ORDER)
-                                    .where(*where)).scalar_one()
-            if count < max(min_jobs, 2):
-                return None
-            row = session.execute(
-                select(column("started_at", String), _job_column("id"))
-                .select_from(_JOBS_IN_REPORT_ORDER)
-                .where(*where).order_by(_job_column("started_at"), _job_column("id"))
-                .offset(count // 2).limit(1)).one()
-        return str(row[0]), int(row[1])
+        snapshot: Session | None = None,
+    ) -> list[ReportSums]:
+        """The report's totals (see ``ReportSums``) over the same jobs as ``report_pages``,
+        one row per planned signal and run region: SQL sums and counts, NULLs counted out."""
+        jobs = {name: _job_column(name) for name in (
+            "signal", "run_region", "energy_kwh", "actual_emissions_g", "run_now_emissions_g",
+            "saved_g", "forecast_error", "deadline_missed", "actuals_state",
+            "intensity_estimated")}
+        scheduled = _report_column("scheduled_emissions_g", self._sqlite)
+
+        def known(value: Any) -> list[Any]:
+            return [func.sum(value), func.count(value)]
+
+        def how_many(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        query = (
+            select(jobs["signal"], jobs["run_region"], func.count(),
+                   *known(jobs["energy_kwh"]), *known(scheduled),
+                   *known(jobs["actual_emissions_g"]), *known(jobs["run_now_emissions_g"]),
+                   *known(jobs["saved_g"]),
+                   func.sum(case((jobs["saved_g"].is_not(None), jobs["run_now_emissions_g"]))),
+                   func.sum(func.abs(jobs["forecast_error"])), func.count(jobs["forecast_error"]),
+                   how_many(jobs["deadline_missed"]),
+                   how_many(or_(jobs["actuals_state"].is_(None),
+                                jobs["actuals_state"] == "pending")),
+                   how_many(jobs["intensity_estimated"]),
+                   func.min(_job_column("started_at")))
+            .select_from(Job.__table__)
+            .where(*_report_filter(started_since, started_until, regions))
+            .group_by(jobs["signal"], jobs["run_region"]))
+        with self._reading_in(snapshot) as session:
+            return [ReportSums(*row) for row in session.execute(query).tuples()]
 
     def insert_job_rows(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Bulk-insert complete job rows (imports, benchmarks); no events are recorded."""
+        """Bulk-insert complete job rows (imports, benchmarks), with their review figures;
+        no events are recorded."""
         if not rows:
             return 0
         with self.writing() as session:
+            before = session.scalar(select(func.max(Job.id))) or 0
             session.connection().execute(insert(Job), list(rows))
+            session.execute(update(Job).where(Job.id > before).values(review_figures())
+                            .execution_options(synchronize_session=False))
         return len(rows)
 
 
-# A job's place in report order: its stored start time text and its id.
-ReportKey = tuple[str, int]
-ReportPart = tuple[Literal["before", "from"], ReportKey] | None
+@dataclass(frozen=True)
+class ReportSums:
+    """Sums and counts over the finished jobs of one planned signal and run region: each
+    ``*_known`` counts the jobs whose value is known (the sum's NULLs are counted out)."""
+
+    signal: str | None
+    run_region: str | None
+    jobs: int
+    energy_kwh: float | None
+    energy_kwh_known: int
+    scheduled_g: float | None
+    scheduled_g_known: int
+    actual_g: float | None
+    actual_g_known: int
+    run_now_g: float | None
+    run_now_g_known: int
+    saved_g: float | None
+    saved_g_known: int
+    saved_run_now_g: float | None  # run-now grams of the jobs in saved_g
+    forecast_abs_error: float | None
+    forecast_error_known: int
+    deadline_misses: int
+    awaiting_actuals: int
+    estimated: int
+    first_started: Any  # the earliest start (to order signals by their first job)
 
 
 # Reports read jobs in the order of this partial index. SQLite would otherwise pick
@@ -788,6 +853,36 @@ def _jobs_in_report_order(sqlite: bool) -> Any:
 
 def _job_column(name: str) -> Any:
     return column(name, Job.__table__.columns[name].type)
+
+
+def _load_scheduled_grams(session: Session, jobs: Sequence[Job]) -> None:
+    """Load the SQL-computed ``scheduled_emissions_g`` of jobs just inserted, which the
+    ORM leaves unloaded (and unloadable once the session closes)."""
+    by_id = {job.id: job for job in jobs}
+    ids = list(by_id)
+    for first in range(0, len(ids), _IDS_PER_QUERY):
+        query = select(Job.id, Job.scheduled_emissions_g).where(
+            Job.id.in_(ids[first:first + _IDS_PER_QUERY]))
+        for job_id, grams in session.execute(query).tuples():
+            set_committed_value(by_id[job_id], "scheduled_emissions_g", grams)
+
+
+def _rewrite_review_figures(session: Session, job_id: int, written: Mapping[str, Any]) -> None:
+    """Store the review figures of a job some of whose inputs were just written."""
+    if REVIEW_INPUTS.isdisjoint(written):
+        return
+    session.execute(update(Job).where(Job.id == job_id).values(review_figures())
+                    .execution_options(synchronize_session=False))
+
+
+def _report_column(name: str, sqlite: bool) -> Any:
+    """A report's column as read (see ``report_pages``)."""
+    if name == "scheduled_emissions_g":
+        return scheduled_grams(*map(_job_column, ("planned_intensity", "power_watts",
+                                                  "duration_s"))).label(name)
+    if isinstance(Job.__table__.columns[name].type, UTCDateTime):
+        return _stored_time_as_iso(name, sqlite)
+    return column(name)  # untyped: no result processing
 
 
 def _report_filter(started_since: datetime | None, started_until: datetime | None,

@@ -200,3 +200,36 @@ def test_known_revisions_are_alembics(tmp_path: Path) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert known_revisions() == {script.revision for script in
                                  ScriptDirectory.from_config(config).walk_revisions()}
+
+
+def test_upgrade_to_0007_stores_the_review_figures_of_existing_jobs(tmp_path: Path) -> None:
+    """A database at 0006 with a reviewed job and one awaiting actuals: after the upgrade,
+    the reviewed job's actual, run-now and saved grams and forecast error are stored, and
+    the other's stay unknown."""
+    from alembic import command
+
+    path = tmp_path / "old.db"
+    engine = make_engine(f"sqlite:///{path}")
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0006")
+    row = ("'train', 'succeeded', '[\"true\"]', '/', '{{}}', 3600, '2026-03-01 10:00:00.000000', "
+           "'2026-03-02 10:00:00.000000', '[\"north\"]', 500.0, '2026-03-01 10:00:00.000000', "
+           "0, {}, {}, {}, {}, {}")
+    with sqlite3.connect(path) as connection:
+        # energy, actual and run-now intensity, planned and planned-window intensity
+        for values in ((0.5, 200.0, 300.0, 250.0, 210.0), (0.5, "NULL", "NULL", 250.0, "NULL")):
+            connection.execute(
+                "INSERT INTO jobs (name, state, argv, cwd, env, duration_s, not_before, "
+                "deadline, regions, power_watts, submitted_at, deadline_missed, energy_kwh, "
+                "actual_intensity, run_now_actual_intensity, planned_intensity, "
+                "planned_window_actual_intensity) VALUES (" + row.format(*values) + ")")
+    upgrade(engine)
+    engine.dispose()
+    with sqlite3.connect(path) as connection:
+        stored = connection.execute(
+            "SELECT actual_emissions_g, run_now_emissions_g, saved_g, forecast_error "
+            "FROM jobs ORDER BY id").fetchall()
+    assert stored == [(100.0, 150.0, 50.0, 40.0), (None, None, None, None)]

@@ -453,9 +453,7 @@ def test_json_is_one_compact_ascii_line(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_report_table_shows_names_and_regions_inert() -> None:
-    from types import SimpleNamespace
-
-    from scheduler import report
+    from scheduler.report import table
 
     started = NOW.isoformat()
     one: dict[str, list[Any]] = {
@@ -467,7 +465,7 @@ def test_report_table_shows_names_and_regions_inert() -> None:
         "scheduled_emissions_g": [15.0], "actual_emissions_g": [18.0],
         "run_now_emissions_g": [90.0], "saved_g": [72.0],
     }
-    cells = report.table_columns(SimpleNamespace(columns=one))  # type: ignore[arg-type]
+    cells = table.page_cells(one)
     assert cells[1] == ["x[/]\\x1b]0;title\\x07"]
     assert cells[3] == ["r\\x1b[2J"]
 

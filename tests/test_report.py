@@ -72,7 +72,8 @@ def test_json_totals_match_hand_computed_numbers(workspace: Workspace) -> None:
     assert set(north) == {"jobs", "energy_kwh", "scheduled_emissions_g", "actual_emissions_g",
                           "run_now_emissions_g", "saved_g", "saved_pct", "forecast_mae",
                           "deadline_misses", "awaiting_actuals", "embodied_g", "sci_jobs",
-                          "sci_per_job_g"}
+                          "sci_per_job_g", "energy_jobs", "scheduled_jobs", "actual_jobs",
+                          "run_now_jobs", "saved_jobs", "estimated_intensity_jobs"}
     # average: A 0.4 kWh at 250 (run now 500), B 1.5 kWh at 120 (run now 90), C no actuals.
     assert north["jobs"] == 3
     assert north["energy_kwh"] == pytest.approx(0.4 + 1.5 + 0.2)
@@ -83,6 +84,10 @@ def test_json_totals_match_hand_computed_numbers(workspace: Workspace) -> None:
     assert north["saved_pct"] == pytest.approx(100 * 55 / 335)
     assert north["forecast_mae"] == pytest.approx((20 + 10) / 2)
     assert (north["deadline_misses"], north["awaiting_actuals"]) == (1, 1)
+    # C has no actuals yet: the actual, run-now and saved sums leave it out and say so.
+    assert (north["energy_jobs"], north["scheduled_jobs"]) == (3, 3)
+    assert (north["actual_jobs"], north["run_now_jobs"], north["saved_jobs"]) == (2, 2, 2)
+    assert north["estimated_intensity_jobs"] == 0
     # No region states its hardware's embodied emissions: no SCI, and no guessed zero.
     assert (north["embodied_g"], north["sci_jobs"], north["sci_per_job_g"]) == (None, 0, None)
     # marginal, kept apart: D 0.25 kWh at 500 (run now 700).
@@ -108,6 +113,34 @@ def test_human_output_names_signal_and_basis(workspace: Workspace) -> None:
     assert "Totals, average intensity signal (lifecycle basis)" in result.stdout
     assert "Totals, marginal intensity signal (not stated basis)" in result.stdout
     assert re.search(r"saved\s+55 g \(16\.4%\)", result.stdout)
+
+
+def test_unknown_totals_are_unknown_never_zero(workspace: Workspace) -> None:
+    """Only job C, which has no actuals yet: its actual, run-now and saved emissions are
+    unknown, so their totals are too, in JSON and in text."""
+    since = ["--since", (T10 + 3 * HOUR).isoformat()]
+    totals = workspace.cli("report", "--json", *since).json()["totals"]
+    assert list(totals) == ["average"]
+    only_c = totals["average"]
+    assert only_c["jobs"] == 1
+    assert only_c["scheduled_emissions_g"] == pytest.approx(150 * 0.2)
+    assert (only_c["actual_emissions_g"], only_c["run_now_emissions_g"], only_c["saved_g"],
+            only_c["saved_pct"]) == (None, None, None, None)
+    assert (only_c["actual_jobs"], only_c["run_now_jobs"], only_c["saved_jobs"]) == (0, 0, 0)
+    text = workspace.cli("report", *since).stdout
+    assert re.search(r"actual \(measured energy x actual intensity\)\s+-\n", text)
+    assert re.search(r"run now \(same energy, started at submission\)\s+-\n", text)
+    assert re.search(r"saved\s+-\n", text)
+    assert " 0 g" not in text
+
+
+def test_totals_over_some_jobs_say_how_many_they_leave_out(workspace: Workspace) -> None:
+    text = workspace.cli("report").stdout
+    average = text[text.index("Totals, average"):text.index("Totals, marginal")]
+    assert re.search(r"actual \(measured energy x actual intensity\)\s+280 g over 2 of 3 jobs",
+                     average)
+    assert re.search(r"saved\s+55 g \(16\.4%\) over 2 of 3 jobs", average)
+    assert re.search(r"scheduled \(plan's forecast x declared power\)\s+370 g\n", average)
 
 
 def test_csv_has_one_row_per_job_with_the_json_columns(workspace: Workspace) -> None:
@@ -144,6 +177,12 @@ def test_html_is_self_contained_with_table_and_images(
     page = target.read_text(encoding="utf-8")
     assert "<table>" in page and "<th>actual g</th>" in page
     assert "average intensity signal" in page and "marginal intensity signal" in page
+    # Totals labelled in words, as in the text report, with the estimated-intensity count.
+    totals = page[page.index("Totals: average"):page.index("<h2>Jobs</h2>")]
+    assert "actual (measured energy x actual intensity)" in totals
+    assert "280 g over 2 of 3 jobs" in totals
+    assert "with estimated intensity" in totals
+    assert "actual_emissions_g" not in totals and "awaiting_actuals" not in totals
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 3
     with Image.open(io.BytesIO(base64.b64decode(images[0]))) as image:
@@ -195,3 +234,52 @@ def test_text_needing_escapes_and_quotes_survives_json_and_csv(workspace: Worksp
     row = next(r for r in rows if r["id"] == str(first))
     assert (row["name"], row["energy_note"], row["actual_emissions_g"]) == (tricky, tricky, "")
     assert len(rows) == len(jobs)
+
+
+def test_a_report_of_many_pages_keeps_every_job_and_its_totals(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """12,000 jobs (pages of 5,000): JSON, CSV and the table each hold every job once in
+    start order, and the SQL totals equal the sums and counts of the jobs' own figures."""
+    from datetime import UTC, datetime
+
+    north = write_csv(tmp_path / "north.csv", hourly(T10, [300, 280]))
+    workspace = make_workspace(f'[providers.north]\nkind = "csv"\npath = "{north}"\n'
+                               '[regions.north]\nprovider = "north"\nzone = "north"\n')
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = []
+    for number in range(12_000):
+        started = start + timedelta(minutes=number)
+        reviewed = number % 7 != 0
+        rows.append({
+            "name": f"train-{number}", "state": "succeeded", "argv": ["true"], "cwd": "/",
+            "env": {}, "duration_s": 3600, "not_before": started,
+            "deadline": started + timedelta(days=1), "regions": ["north"],
+            "power_watts": 300.0, "submitted_at": started, "planned_region": "north",
+            "planned_start": started, "planned_intensity": 100.0 + number % 50,
+            "signal": "average", "run_region": "north", "started_at": started,
+            "ended_at": started + timedelta(minutes=50), "energy_kwh": 0.2 + number % 3,
+            "actual_intensity": 90.0 + number % 11 if reviewed else None,
+            "run_now_actual_intensity": 150.0 + number % 13 if reviewed else None,
+            "actuals_state": "done" if reviewed else None,
+        })
+    store = workspace.store()
+    store.insert_job_rows(rows)
+    store.close()
+    document = workspace.cli("report", "--json").json()
+    jobs = document["jobs"]
+    assert [job["name"] for job in jobs] == [f"train-{n}" for n in range(12_000)]
+    totals = document["totals"]["average"]
+    assert totals["jobs"] == 12_000
+    for key, count in (("actual_emissions_g", "actual_jobs"),
+                       ("run_now_emissions_g", "run_now_jobs"), ("saved_g", "saved_jobs"),
+                       ("scheduled_emissions_g", "scheduled_jobs")):
+        known = [job[key] for job in jobs if job[key] is not None]
+        assert totals[count] == len(known)
+        assert totals[key] == pytest.approx(sum(known), rel=1e-9)
+    assert totals["actual_jobs"] == 12_000 - len(range(0, 12_000, 7))
+    as_csv = list(csv.DictReader(io.StringIO(workspace.cli("report", "--csv").stdout)))
+    assert [row["id"] for row in as_csv] == [str(job["id"]) for job in jobs]
+    text = workspace.cli("report").stdout
+    assert "Emissions report: 12000 finished job(s)" in text
+    assert text.count("\ntrain-") == 0 and len(re.findall(r"\n\d+ +train-\d+ ", text)) == 12_000

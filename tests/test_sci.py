@@ -105,15 +105,19 @@ def test_report_totals_give_sci_per_job_for_each_signal(workspace: Workspace) ->
 
 
 def test_the_column_path_equals_the_one_job_path(workspace: Workspace) -> None:
-    """report.job_columns (many jobs) and render.job_json (one) give the same SCI figures."""
+    """The report's pages of documents (many jobs) and render.job_json (one) give the same
+    SCI figures."""
     config = workspace.config()
     store = workspace.store()
     try:
-        built = report.build(store, config, None, None, [])
+        with report.build(store, config, None, None, []) as built:
+            pages = list(built.document_pages())
         one_by_one = {job.id: render.job_json(job, config) for job in store.list_jobs()}
     finally:
         store.close()
-    for job in built.jobs:
+    jobs = [dict(zip(page, values, strict=True))
+            for page in pages for values in zip(*page.values(), strict=True)]
+    for job in jobs:
         single = one_by_one[job["id"]]
         assert (job["embodied_g"], job["sci_g"]) == (single["embodied_g"], single["sci_g"])
-    assert [job["embodied_g"] is None for job in built.jobs] == [False, False, True]
+    assert [job["embodied_g"] is None for job in jobs] == [False, False, True]
