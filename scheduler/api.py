@@ -30,10 +30,10 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from scheduler import jobs, render
+from scheduler import documents, jobs, render
 from scheduler.config import Config
 from scheduler.errors import (
     EXIT_BAD_INPUT,
@@ -44,10 +44,12 @@ from scheduler.errors import (
     UnknownJob,
 )
 from scheduler.models import JobState
-from scheduler.planning import PlanCache
 from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.store import Store
 from scheduler.timespec import check_fits, iso_utc, utc_now
+
+if TYPE_CHECKING:  # numpy, which planning loads, is for submit and plan only
+    from scheduler.planning import PlanCache
 
 log = logging.getLogger("gridshift.api")
 
@@ -130,7 +132,20 @@ def handle_local(config: Config, request: ApiRequest, now: datetime) -> ApiRespo
     store = _StoreOnFirstUse(config.database_url)
     try:
         caller = jobs.Caller.from_ids(os.getuid(), os.getgid(), config)
-        return handle(request, ApiContext(cast(Store, store), config, caller, now))
+        response = handle(request, ApiContext(cast(Store, store), config, caller, now))
+    except BaseException:
+        store.close()
+        raise
+    if response.chunks is None:
+        store.close()
+        return response
+    return replace(response, chunks=_closing_after(response.chunks, store))
+
+
+def _closing_after(chunks: Iterator[bytes], store: _StoreOnFirstUse) -> Iterator[bytes]:
+    """A streamed body that closes the in-process store once it is read (it reads it)."""
+    try:
+        yield from chunks
     finally:
         store.close()
 
@@ -203,8 +218,10 @@ def _list(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
                           limit=limit)
     if _flag(request.query, "all"):
         query = replace(query, include_finished=True)
-    found = jobs.list_jobs(context.store, query)
-    return json_response(HTTPStatus.OK, [render.job_json(job, context.config) for job in found])
+    pages = jobs.list_pages(context.store, query, render.DOCUMENT_COLUMNS)
+    # Streamed: 100,000 job documents are encoded and sent a page at a time.
+    return ApiResponse(HTTPStatus.OK, JSON, chunks=documents.json_array(
+        render.document_columns(stored, context.config) for stored in pages))
 
 
 def _show(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:
@@ -703,12 +720,18 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            self.send_header("Connection", "close")
+            if response.chunks is None:
+                self.send_header("Content-Length", str(len(response.body)))
+            self.send_header("Connection", "close")  # a streamed body ends with the connection
             self.end_headers()
-            self.wfile.write(response.body)
+            if response.chunks is None:
+                self.wfile.write(response.body)
+            for chunk in response.chunks or ():
+                self.wfile.write(chunk)
         except OSError as error:  # the client left before its answer
             log.warning("api: could not answer %s %s: %s", self.command, self.path, error)
+        except Exception:  # a streamed body failed midway: the client sees it cut short
+            log.exception("api: %s %s failed while answering", self.command, self.path)
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:

@@ -132,18 +132,20 @@ def _store(config: Config) -> Store:
     return Store.open(config.database_url)
 
 
-def _call(request: ApiRequest, existing_database: bool = False, check: bool = True
-          ) -> ApiResponse:
+def _call(request: ApiRequest, existing_database: bool = False, check: bool = True,
+          stream: bool = False) -> ApiResponse:
     """Ask the daemon over its socket; with no daemon listening, run the same request
     in-process on the database (only if it exists, with ``existing_database``). With
-    ``check``, an error answer becomes a GridshiftError with its code."""
+    ``check``, an error answer becomes a GridshiftError with its code; with ``stream``, a
+    body the daemon streams comes as ``chunks``."""
     from scheduler import client
 
     # A config this user may read is checked first: a broken one is bad input here, not a
     # request sent to whichever daemon a default socket leads to. One they may not read
     # (a system config at 0600) is the daemon's business: only its socket is looked up.
     config = _config_if_readable()
-    response = client.send_first(client.candidate_sockets(State.config_path), request)
+    response = client.send_first(client.candidate_sockets(State.config_path), request,
+                                 stream=stream)
     if response is None:
         from scheduler import api
         from scheduler.store import is_sqlite, sqlite_path
@@ -349,11 +351,24 @@ def list_jobs(
         query["mine"] = ["1"]
     if limit is not None:
         query["limit"] = [str(limit)]
-    documents = _call(ApiRequest("GET", "/jobs", query)).document()
+    response = _call(ApiRequest("GET", "/jobs", query), stream=json_output)
     if json_output:
-        render.print_json(documents)
+        _write_streamed(response)
     else:
-        render.print_jobs(documents, expand=expand)
+        render.print_jobs(response.document(), expand=expand)
+
+
+def _write_streamed(response: ApiResponse) -> None:
+    """A JSON body to stdout as it arrives (a list of 100,000 jobs is never held whole);
+    one cut short (the daemon failed midway) is a failure, not a silent truncation."""
+    out = sys.stdout.buffer
+    last = b""
+    for chunk in response.chunks or iter((response.body,)):
+        out.write(chunk)
+        last = (last + chunk)[-2:]
+    out.flush()
+    if last != b"]\n":
+        raise GridshiftError("the answer was cut short (see the daemon's log)")
 
 
 @app.command(cls=Command)

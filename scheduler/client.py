@@ -16,7 +16,7 @@ import pwd
 import socket
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -26,6 +26,8 @@ from scheduler.records import ApiRequest, ApiResponse
 
 # Long enough for a large report built by the daemon; a hung daemon still ends the wait.
 DEFAULT_TIMEOUT_S = 300.0
+# A streamed answer is read in pieces of at most this size.
+STREAM_READ_BYTES = 1 << 20
 # The Host header of every request (curl's examples use the same name).
 HOST = "gridshift"
 BUSY_RETRY_S = 0.01
@@ -60,14 +62,16 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def send(socket_path: Path, request: ApiRequest,
-         timeout: float = DEFAULT_TIMEOUT_S) -> ApiResponse | None:
+         timeout: float = DEFAULT_TIMEOUT_S, stream: bool = False) -> ApiResponse | None:
     """Send ``request`` to the daemon at ``socket_path`` and return its answer.
 
     None when no daemon listens there (no socket file, or one a killed daemon left).
     PermissionDenied when the socket belongs to a user this caller may not reach;
-    GridshiftError when the daemon accepts the request but fails to answer it.
+    GridshiftError when the daemon accepts the request but fails to answer it. With
+    ``stream``, a successful answer's body comes as ``chunks``, read as they arrive.
     """
     connection = _UnixConnection(socket_path, timeout)
+    streaming = False
     try:
         try:
             connection.connect()
@@ -89,13 +93,33 @@ def send(socket_path: Path, request: ApiRequest,
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused before the body was read (too large): its answer is there
             answer = connection.getresponse()
+            content_type = answer.getheader("Content-Type") or "application/octet-stream"
+            if stream and answer.status < 400:
+                streaming = True
+                return ApiResponse(answer.status, content_type,
+                                   chunks=_chunks(answer, connection, socket_path))
             content = answer.read()
         except (OSError, http.client.HTTPException) as error:
             raise GridshiftError(f"the gridshift daemon at {socket_path} failed to answer: "
                                  f"{_describe(error)}") from None
-        return ApiResponse(answer.status,
-                           answer.getheader("Content-Type") or "application/octet-stream",
-                           content)
+        return ApiResponse(answer.status, content_type, content)
+    finally:
+        if not streaming:
+            connection.close()
+
+
+def _chunks(answer: http.client.HTTPResponse, connection: http.client.HTTPConnection,
+            socket_path: Path) -> Iterator[bytes]:
+    """A streamed answer's body as it arrives; the connection closes at its end."""
+    try:
+        while chunk := answer.read1(STREAM_READ_BYTES):
+            yield chunk
+        if answer.length:  # fewer bytes than Content-Length said
+            raise GridshiftError(f"the gridshift daemon at {socket_path} stopped answering "
+                                 f"midway")
+    except (OSError, http.client.HTTPException) as error:
+        raise GridshiftError(f"the gridshift daemon at {socket_path} failed to answer: "
+                             f"{_describe(error)}") from None
     finally:
         connection.close()
 
@@ -177,10 +201,10 @@ def _trusted_directory(directory: Path) -> bool:
 
 
 def send_first(sockets: list[Path], request: ApiRequest,
-               timeout: float = DEFAULT_TIMEOUT_S) -> ApiResponse | None:
+               timeout: float = DEFAULT_TIMEOUT_S, stream: bool = False) -> ApiResponse | None:
     """Send to the first of ``sockets`` where a daemon listens; None where none does."""
     for socket_path in sockets:
-        response = send(socket_path, request, timeout)
+        response = send(socket_path, request, timeout, stream)
         if response is not None:
             return response
     return None

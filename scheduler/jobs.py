@@ -14,18 +14,22 @@ import math
 import os
 import pwd
 import signal
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from scheduler import launcher, planning, slurm
+from scheduler import launcher, slurm
 from scheduler.config import MAX_POWER_WATTS, SECRET_ENV, Config
 from scheduler.errors import BadInput, PermissionDenied, StateConflict
 from scheduler.models import FINISHED, MAX_NAME_CHARS, UNSTARTED, Job, JobEvent, JobState
 from scheduler.records import NewJob, SubmitRequest
 from scheduler.store import Store
 from scheduler.timespec import check_fits, format_duration
+
+if TYPE_CHECKING:  # numpy, which planning loads, is for submit only
+    from scheduler import planning
 
 log = logging.getLogger("gridshift.jobs")
 
@@ -91,6 +95,8 @@ def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
     """Validate against the config, store and place the job (or one job per array index)
     in one transaction, and return them as stored. BadInput (nothing written) for a
     region not configured, a deadline that cannot be met, a bad array."""
+    from scheduler import planning
+
     spec = _new_job(config, caller, request, now)
     indices = request.array
     if indices is not None:
@@ -223,11 +229,24 @@ def _check_may_cancel(config: Config, caller: Caller, job: Job) -> None:
 
 def list_jobs(store: Store, query: JobQuery) -> list[Job]:
     """The jobs ``query`` asks for, newest first."""
+    return store.list_jobs(_states(query), owner_uid=query.uid, owner_name=query.user,
+                           newest_first=True, limit=query.limit)
+
+
+def list_pages(store: Store, query: JobQuery, names: Sequence[str]
+               ) -> Iterator[dict[str, Sequence[Any]]]:
+    """The jobs ``query`` asks for, newest first, as pages of columns: ``names`` (jobs
+    columns) -> one value per job of the page, as ``Store.report_pages`` reads them."""
+    for rows in store.job_pages(names, _states(query), owner_uid=query.uid,
+                                owner_name=query.user, limit=query.limit):
+        yield dict(zip(names, zip(*rows, strict=True), strict=True))
+
+
+def _states(query: JobQuery) -> list[JobState]:
     states = list(query.states)
     if not states and not query.include_finished:
         states = [*UNSTARTED, JobState.RUNNING]
-    return store.list_jobs(states, owner_uid=query.uid, owner_name=query.user,
-                           newest_first=True, limit=query.limit)
+    return states
 
 
 def show(store: Store, job_id: int) -> tuple[Job, list[JobEvent]]:

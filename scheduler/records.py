@@ -5,6 +5,7 @@ Their own module, free of SQLAlchemy, so that the client can use them without im
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,11 +73,18 @@ class ApiResponse:
     status: int  # HTTP status: 2xx ok; 4xx/5xx carry {"error": ..., "exit_code": ...}
     content_type: str = "application/json"
     body: bytes = b""
+    # A body made (or read) a piece at a time, in place of ``body``: a list of 100,000
+    # jobs is written as it is read, never held whole. Iterated once.
+    chunks: Iterator[bytes] | None = None
+
+    def content(self) -> bytes:
+        return self.body if self.chunks is None else b"".join(self.chunks)
 
     def document(self) -> Any:
         import json
 
-        return json.loads(self.body) if self.body else None
+        content = self.content()
+        return json.loads(content) if content else None
 
 
 @dataclass(frozen=True)

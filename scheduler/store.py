@@ -761,6 +761,33 @@ class Store:
             while cursor is not None and (page := cursor.fetchmany(page_rows)):
                 yield page
 
+    def job_pages(
+        self,
+        names: Sequence[str],
+        states: Collection[JobState] = (),
+        owner_uid: int | None = None,
+        owner_name: str | None = None,
+        limit: int | None = None,
+        page_rows: int = REPORT_PAGE_ROWS,
+    ) -> Iterator[Sequence[Any]]:
+        """``names`` of the jobs in ``states`` (every job without), of one owner where
+        given, newest first: pages of rows as ``report_pages`` reads them (`list`'s JSON
+        over 100,000 jobs is written as it is read)."""
+        query = (select(*(_report_column(name, self._sqlite) for name in names))
+                 .select_from(Job.__table__).order_by(_job_column("id").desc()))
+        if states:
+            query = query.where(_job_column("state").in_([s.value for s in states]))
+        if owner_uid is not None:
+            query = query.where(_job_column("owner_uid") == owner_uid)
+        if owner_name is not None:
+            query = query.where(_job_column("owner_name") == owner_name)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.reading() as session:
+            cursor = session.connection().execute(query).cursor
+            while cursor is not None and (page := cursor.fetchmany(page_rows)):
+                yield page
+
     def report_sums(
         self,
         started_since: datetime | None,

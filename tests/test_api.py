@@ -712,3 +712,68 @@ def test_eight_clients_submit_two_thousand_jobs_without_an_error(
     every_id = [job_id for outcome in outcomes for job_id in outcome["ids"]]
     assert len(set(every_id)) == clients * each
     assert job_count(workspace) == clients * each
+
+
+def test_a_list_of_many_pages_streams_every_job_newest_first(
+        workspace: Workspace, serve: Callable[..., ApiServer]) -> None:
+    """12,000 jobs (three pages): `list --all --json` through the socket, read as it
+    arrives, holds every job once, newest first, each as show --json has it, and is
+    what the in-process path writes."""
+    now = datetime.now(UTC)
+    store = workspace.store()
+    created = store.add_jobs(*_many_specs(workspace, now, 12_000), now, list(range(12_000)))
+    store.close()
+    server = serve()
+    request = ApiRequest("GET", "/jobs", {"all": ["1"]})
+    streamed = client.send(server.socket_path, request, stream=True)
+    assert streamed is not None and streamed.chunks is not None
+    pieces = list(streamed.chunks)
+    assert len(pieces) > 1, "the answer came in one piece"
+    listed = json.loads(b"".join(pieces))
+    assert [job["id"] for job in listed] == [job.id for job in reversed(created)]
+    shown = send(server, "GET", f"/jobs/{created[5].id}").document()
+    assert listed[-6] == {key: shown[key] for key in listed[-6]}
+    local = handle_local(workspace.config(), request, now)
+    assert b"".join(pieces) == local.content()
+
+
+def _many_specs(workspace: Workspace, now: datetime, count: int) -> tuple[list[Any], list[Any]]:
+    from scheduler.records import NewJob
+    from scheduler.store import PlanUpdate
+
+    spec = NewJob(name="sweep", argv=["python", "train.py", "--lr", "0.1"], cwd="/tmp", env={},
+                  duration_s=600, not_before=now, deadline=now + HOUR, regions=["a", "b"],
+                  power_watts=100.0, owner_uid=os.getuid(), owner_name="tester")
+    plan = PlanUpdate(0, "a", now, 300.0, now, "cleanest covered window", 1)
+    return [spec] * count, [plan] * count
+
+
+def test_a_list_the_daemon_cuts_short_is_a_failure_not_a_truncated_document(
+        workspace: Workspace) -> None:
+    """A daemon that dies while streaming `list --json`: the CLI exits 1 with one line,
+    after the part it received."""
+    path = short_socket_path()
+    path.parent.mkdir(exist_ok=True)
+    config = workspace.config_path.read_text(encoding="utf-8")
+    old_socket = workspace.config().daemon.socket_path()
+    workspace.config_path.write_text(config.replace(str(old_socket), str(path)),
+                                     encoding="utf-8")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer_half() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                           b"Connection: close\r\n\r\n[{\"id\":2},")
+        connection.close()
+
+    thread = threading.Thread(target=answer_half)
+    thread.start()
+    result = workspace.cli("list", "--json")
+    thread.join()
+    listener.close()
+    assert result.returncode == 1
+    assert result.stdout.startswith('[{"id":2},')
+    assert "cut short" in result.stderr and result.stderr.count("\n") == 1
