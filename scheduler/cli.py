@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import sqlite3
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -89,7 +88,8 @@ def handle_errors(command: F) -> F:
 def _database_error(error: Exception) -> object | None:
     """The driver's error behind a database failure, else None. SQLAlchemy's wrapper is
     looked for only where SQLAlchemy is loaded: the fast submit path never imports it."""
-    if isinstance(error, sqlite3.Error):
+    sqlite3 = sys.modules.get("sqlite3")  # loaded only where a database was opened
+    if sqlite3 is not None and isinstance(error, sqlite3.Error):
         return error
     exc = sys.modules.get("sqlalchemy.exc")
     if exc is not None and isinstance(error, exc.DBAPIError):
