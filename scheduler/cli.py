@@ -90,7 +90,8 @@ def _database_error(error: Exception) -> object | None:
     looked for only where SQLAlchemy is loaded: the fast submit path never imports it."""
     sqlite3 = sys.modules.get("sqlite3")  # loaded only where a database was opened
     if sqlite3 is not None and isinstance(error, sqlite3.Error):
-        return error
+        driver_error: object = error
+        return driver_error
     exc = sys.modules.get("sqlalchemy.exc")
     if exc is not None and isinstance(error, exc.DBAPIError):
         return error.orig  # type: ignore[no-any-return]

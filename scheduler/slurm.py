@@ -414,11 +414,11 @@ class SlurmExecutor:
             except SlurmError as error:
                 log.warning("job %d: Slurm job %s in %s: %s; will try again", job.id,
                             job.slurm_job_id or "(being submitted)", job.slurm_region, error)
-        if not submit or not any(self.handles(region) for region in self.config.regions):
+        slurm_regions = [region for region in self.config.regions if self.handles(region)]
+        if not submit or not slurm_regions:
             return
-        for job in self.store.list_jobs((JobState.PLANNED,)):
-            if job.slurm_region is None and self.handles(job.planned_region):
-                self._submit(job, now)
+        for job in self.store.planned_unsubmitted(slurm_regions):
+            self._submit(job, now)
 
     # Submitting --------------------------------------------------------------------------------
 

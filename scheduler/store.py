@@ -349,7 +349,17 @@ class Store:
 
     def slurm_held_jobs(self) -> list[Job]:
         """Jobs for which a Slurm job is held (slurm_region set), in any state."""
-        query = select(Job).where(Job.slurm_region.is_not(None)).order_by(Job.id)
+        # "> ''" (region names are never empty), not IS NOT NULL, which SQLite answers by
+        # reading every job instead of ix_jobs_slurm_region.
+        query = select(Job).where(Job.slurm_region > "")
+        with self.reading() as session:
+            return sorted(session.scalars(query), key=lambda job: job.id)
+
+    def planned_unsubmitted(self, regions: Collection[str]) -> list[Job]:
+        """Planned jobs in ``regions`` (Slurm regions) not yet handed to Slurm."""
+        query = (select(Job).where(Job.state == JobState.PLANNED.value,
+                                   Job.planned_region.in_(list(regions)),
+                                   Job.slurm_region.is_(None)).order_by(Job.id))
         with self.reading() as session:
             return list(session.scalars(query))
 
