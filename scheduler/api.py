@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import json
 import logging
 import os
@@ -219,9 +220,13 @@ def _list(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     if _flag(request.query, "all"):
         query = replace(query, include_finished=True)
     pages = jobs.list_pages(context.store, query, render.DOCUMENT_COLUMNS)
+    # The first page is read before answering: a database that fails at once (missing,
+    # locked) gets an error answer, not a 200 cut short.
+    first = next(pages, None)
     # Streamed: 100,000 job documents are encoded and sent a page at a time.
     return ApiResponse(HTTPStatus.OK, JSON, chunks=documents.json_array(
-        render.document_columns(stored, context.config) for stored in pages))
+        render.document_columns(stored, context.config)
+        for stored in itertools.chain([] if first is None else [first], pages)))
 
 
 def _show(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:
