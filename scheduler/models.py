@@ -41,6 +41,10 @@ class JobState(StrEnum):
     FAILED = "failed"  # exited non-zero, was killed by a signal, or could not start
     CANCELLED = "cancelled"  # cancelled by a user before or while it ran
     LOST = "lost"  # the process vanished and no exit status was recorded (a reboot)
+    # An interruptible job between two of its chunks: suspended (its process stopped with
+    # SIGSTOP, pid kept) or checkpointed (its process exited 75 after the checkpoint
+    # signal; relaunched at its next chunk). Resumed at its next chunk's start.
+    PAUSED = "paused"
 
 
 # Every legal transition; store.transition() refuses anything else.
@@ -49,9 +53,17 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PLANNED: frozenset({JobState.PLANNED, JobState.RUNNING, JobState.CANCELLED}),
     # running -> planned: only after a crash, when the command provably never started
     # (the daemon stopped between claiming the job and its wrapper spawning the command).
+    # running -> paused: an interruptible job's chunk ended (suspended or checkpointed).
     JobState.RUNNING: frozenset(
         {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.LOST,
-         JobState.PLANNED}
+         JobState.PLANNED, JobState.PAUSED}
+    ),
+    # paused -> paused: a re-plan moved its next chunk. paused -> running: resumed (SIGCONT)
+    # or relaunched (checkpoint). paused -> succeeded/failed/lost: a suspended process
+    # ended while stopped (killed by someone else, or it had exited as it was stopped).
+    JobState.PAUSED: frozenset(
+        {JobState.PAUSED, JobState.RUNNING, JobState.CANCELLED, JobState.SUCCEEDED,
+         JobState.FAILED, JobState.LOST}
     ),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
@@ -219,6 +231,27 @@ class Job(Base):
     saved_g: Mapped[float | None] = mapped_column(Float, default=None)
     forecast_error: Mapped[float | None] = mapped_column(Float, default=None)
 
+    # Interruptible jobs (migration 0008); interruptible is NULL for a job run as one block.
+    # 'suspend' or 'checkpoint' (see JobState.PAUSED); min_chunk_s is the shortest chunk,
+    # max_pauses NULL means no limit; restart_overhead_s is added to the work of every
+    # relaunch (checkpoint mode). checkpoint_signal is a signal name ('SIGTERM').
+    interruptible: Mapped[str | None] = mapped_column(String(16), default=None)
+    min_chunk_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_pauses: Mapped[int | None] = mapped_column(Integer, default=None)
+    restart_overhead_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    checkpoint_signal: Mapped[str | None] = mapped_column(String(16), default=None)
+    checkpoint_grace_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Progress: seconds of the job's work done by runs that ended (restart overhead not
+    # counted), and how many runs started. The remaining work is duration_s - work_done_s.
+    work_done_s: Mapped[float | None] = mapped_column(Float, default=None)
+    run_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The end of the chunk the job runs in (running) or starts next (planned, paused): the
+    # dispatcher pauses a running job there. planned_start is that chunk's start.
+    chunk_end: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When the checkpoint signal was sent to the current run: its grace counts from here,
+    # across a daemon restart.
+    checkpoint_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
     # The plan's figure changes at every re-plan until the job starts: computed by the
     # database in each SELECT from the plan's own columns, never stored (a job just
     # inserted has it loaded by the store).
@@ -280,6 +313,47 @@ for _dialect, _statements in JOB_EVENTS_APPEND_ONLY.items():
     for _statement in _statements:
         event.listen(JobEvent.__table__, "after_create",
                      DDL(_statement).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
+
+
+class JobChunk(Base):
+    """One chunk of an interruptible job's plan: rewritten at every re-plan. seq 0 is the
+    chunk in jobs.planned_start / chunk_end (running or next)."""
+
+    __tablename__ = "job_chunks"
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_job_chunks_job_seq"),
+        CheckConstraint("\"end\" > start", name="ck_job_chunks_interval"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    region: Mapped[str] = mapped_column(String(100))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    intensity: Mapped[float | None] = mapped_column(Float, default=None)  # forecast mean
+
+
+class JobRun(Base):
+    """One run of an interruptible job: from a launch or resume to its pause or end.
+    The job's energy_kwh is the sum over its runs and its actual_intensity their
+    energy-weighted mean, so the job's review figures cover every run."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job_id", "run", name="uq_job_runs_job_run"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    run: Mapped[int] = mapped_column(Integer)  # 1, 2, ... (GRIDSHIFT_RUN)
+    region: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # 'suspended', 'checkpointed', or the job's final state when the run ended the job.
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)
+    work_s: Mapped[float | None] = mapped_column(Float, default=None)  # work done in it
+    energy_kwh: Mapped[float | None] = mapped_column(Float, default=None)
+    energy_method: Mapped[str | None] = mapped_column(String(16), default=None)
+    actual_intensity: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class ForecastPoint(Base):
