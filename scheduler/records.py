@@ -36,6 +36,24 @@ class NewJob:
     umask: int | None = None
     array_id: int | None = None
     array_index: int | None = None
+    # Interruptible jobs (see models.Job): None runs the job as one block.
+    interruptible: str | None = None  # 'suspend' | 'checkpoint'
+    min_chunk_s: int | None = None
+    max_pauses: int | None = None  # None: no limit
+    restart_overhead_s: int | None = None
+    checkpoint_signal: str | None = None  # a signal name, 'SIGTERM'
+    checkpoint_grace_s: int | None = None
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """One planned chunk of an interruptible job: it runs in ``region`` over [start, end);
+    ``intensity`` is the mean forecast over it (None where not fully covered)."""
+
+    region: str
+    start: datetime
+    end: datetime
+    intensity: float | None = None
 
 
 @dataclass(frozen=True)

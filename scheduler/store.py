@@ -30,6 +30,7 @@ from sqlalchemy import (
     Float,
     String,
     Table,
+    bindparam,
     case,
     cast,
     column,
@@ -61,6 +62,7 @@ from scheduler.models import (
     DaemonHeartbeat,
     ForecastPoint,
     Job,
+    JobChunk,
     JobEvent,
     JobState,
     ProviderRefresh,
@@ -68,7 +70,7 @@ from scheduler.models import (
     review_figures,
     scheduled_grams,
 )
-from scheduler.records import NewJob, PointRecord, Series
+from scheduler.records import ChunkPlan, NewJob, PointRecord, Series
 
 BUSY_TIMEOUT_S = 60
 # Rows a report reads and converts at a time: large enough that per-page costs vanish,
@@ -207,6 +209,7 @@ class Store:
             umask=new.umask,
             array_id=new.array_id,
             array_index=new.array_index,
+            **_interruptible_values(new),
         )
         with self.writing() as session:
             session.add(job)
@@ -269,8 +272,39 @@ class Store:
             "umask": new.umask, "planned_region": plan.region, "planned_start": plan.start,
             "planned_intensity": plan.intensity, "planned_vintage": plan.vintage,
             "plan_note": plan.note, "plan_reason": plan.reason, "deadline_missed": False,
-            "array_id": None, "array_index": None,
+            "array_id": None, "array_index": None, **_interruptible_values(new),
         }
+
+    def job_chunks(self, job_id: int) -> list[ChunkPlan]:
+        """An interruptible job's planned chunks, in order (empty for any other job)."""
+        query = select(JobChunk).where(JobChunk.job_id == job_id).order_by(JobChunk.seq)
+        with self.reading() as session:
+            return [ChunkPlan(chunk.region, chunk.start, chunk.end, chunk.intensity)
+                    for chunk in session.scalars(query)]
+
+    def save_chunks(self, plans: Mapping[int, Sequence[ChunkPlan]]) -> None:
+        """Replace each job's planned chunks with ``plans[job_id]`` (in order) and point its
+        chunk_end at the first chunk's end. The plan's other columns (planned_start...)
+        are written by whoever placed it, with its event."""
+        if not plans:
+            return
+        ids = list(plans)
+        rows = [{"job_id": job_id, "seq": seq, "region": chunk.region, "start": chunk.start,
+                 "end": chunk.end, "intensity": chunk.intensity}
+                for job_id, chunks in plans.items() for seq, chunk in enumerate(chunks)]
+        with self.writing() as session:
+            connection = session.connection()
+            for part in range(0, len(ids), _IDS_PER_STATEMENT):
+                connection.execute(delete(JobChunk).where(
+                    JobChunk.job_id.in_(ids[part:part + _IDS_PER_STATEMENT])))
+            if rows:
+                connection.execute(insert(JobChunk), rows)
+            firsts = [{"chunk_id": job_id, "chunk_end": chunks[0].end}
+                      for job_id, chunks in plans.items() if chunks]
+            if firsts:
+                jobs = Job.__table__.c
+                connection.execute(update(Job).where(jobs.id == bindparam("chunk_id"))
+                                   .values(chunk_end=bindparam("chunk_end")), firsts)
 
     def get_job(self, job_id: int) -> Job:
         with self.reading() as session:
@@ -890,6 +924,18 @@ def _jobs_in_report_order(sqlite: bool) -> Any:
 
 def _job_column(name: str) -> Any:
     return column(name, Job.__table__.columns[name].type)
+
+
+# Job ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits.
+_IDS_PER_STATEMENT = 10_000
+
+
+def _interruptible_values(new: NewJob) -> dict[str, Any]:
+    """A new job's interruptible columns (all NULL for a job run as one block)."""
+    return {"interruptible": new.interruptible, "min_chunk_s": new.min_chunk_s,
+            "max_pauses": new.max_pauses, "restart_overhead_s": new.restart_overhead_s,
+            "checkpoint_signal": new.checkpoint_signal,
+            "checkpoint_grace_s": new.checkpoint_grace_s}
 
 
 def _load_scheduled_grams(session: Session, jobs: Sequence[Job]) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from scheduler.errors import StateConflict, UnknownJob
 from scheduler.models import TRANSITIONS, ForecastPoint, JobState
+from scheduler.records import ChunkPlan
 from scheduler.store import NewJob, PlanUpdate, PointRecord, Store
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -206,8 +207,22 @@ def test_transition_table_is_the_documented_state_machine() -> None:
         ("queued", "planned"), ("queued", "cancelled"),
         ("planned", "planned"), ("planned", "running"), ("planned", "cancelled"),
         ("running", "succeeded"), ("running", "failed"), ("running", "cancelled"),
-        ("running", "lost"), ("running", "planned"),
+        ("running", "lost"), ("running", "planned"), ("running", "paused"),
+        ("paused", "paused"), ("paused", "running"), ("paused", "cancelled"),
+        ("paused", "succeeded"), ("paused", "failed"), ("paused", "lost"),
     }
+
+
+def test_a_new_plan_of_chunks_replaces_the_old_one(store: Store) -> None:
+    job = store.add_job(new_job("chunked"), NOW)
+    store.save_chunks({job.id: [ChunkPlan("gb", NOW, NOW + HOUR, 100.0),
+                                ChunkPlan("gb", NOW + 3 * HOUR, NOW + 4 * HOUR)]})
+    assert [chunk.start for chunk in store.job_chunks(job.id)] == [NOW, NOW + 3 * HOUR]
+    assert store.get_job(job.id).chunk_end == NOW + HOUR
+
+    store.save_chunks({job.id: [ChunkPlan("fr", NOW + HOUR, NOW + 2 * HOUR, 50.0)]})
+    assert store.job_chunks(job.id) == [ChunkPlan("fr", NOW + HOUR, NOW + 2 * HOUR, 50.0)]
+    assert store.get_job(job.id).chunk_end == NOW + 2 * HOUR
 
 
 def test_unknown_job_is_reported(store: Store) -> None:
