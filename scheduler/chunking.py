@@ -373,8 +373,10 @@ def _cheapest_covered(
     earliest = _earliest(job, now)
     candidates = ([single] if occupancy is None
                   else _single_with_room(job, cells, earliest, occupancy))
-    if all(_cell_count(cells[name], earliest, job.deadline) <= EXACT_MAX_CELLS
-           for name in job.regions):
+    # The single block's region first: most often the one with too many cells.
+    if _cell_count(cells[single.region], earliest, job.deadline) <= EXACT_MAX_CELLS and all(
+            _cell_count(cells[name], earliest, job.deadline) <= EXACT_MAX_CELLS
+            for name in job.regions):
         bound = min((plan.cost for plan in candidates), default=_INF)
         for name in job.regions:
             full = occupancy[name].full_stretches() if occupancy is not None else None
@@ -631,9 +633,10 @@ def _covering_min(means: FloatArray, width: int, count: int) -> FloatArray:
 def _fast_plan(job: ChunkJob, cells: _Cells, earliest: float, now: float,
                full: tuple[FloatArray, FloatArray] | None) -> tuple[float, Chunks] | None:
     """(cost, chunks) by the threshold heuristic of the module docstring, or None."""
-    if job.one_chunk_only():
-        return None
     running_min = _first_min(job, now)
+    first_shortest = job.min_chunk_s if running_min is None else running_min
+    if job.one_chunk_only() or job.target(2) < first_shortest + job.min_chunk_s:
+        return None  # no room for two chunks: the single block is the plan
     running = running_min is not None
     first_min = running_min or 0.0
     lo = bisect_left(cells.start_list, earliest)
