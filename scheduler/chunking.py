@@ -719,19 +719,25 @@ def _threshold(cells: _Cells, qualifying: FloatArray, lengths: FloatArray, neede
 
 def _choose(qualifying: FloatArray, means: FloatArray, width: int, lengths: FloatArray,
             step: float | None, needed: float, threshold: float) -> BoolArray:
-    """The cells below ``threshold``, then blocks at it, earliest first, until ``needed``
-    seconds: every cell with a mean at the threshold would often be far too many."""
-    chosen: BoolArray = (qualifying < threshold) | (qualifying == -_INF)
-    missing = needed - (int(np.count_nonzero(chosen)) * step if step is not None
-                        else float(lengths[chosen].sum()))
-    if missing <= _TIME_EPS:
+    """The cells at or below ``threshold`` when they hold at most two blocks more than
+    ``needed`` seconds (trimming takes the rest); else those below it, then the blocks at
+    it, earliest first, until ``needed`` seconds (a flat forecast ties everything)."""
+    chosen: BoolArray = qualifying <= threshold
+
+    def held(cells: BoolArray) -> float:
+        return (int(np.count_nonzero(cells)) * step if step is not None
+                else float(lengths[cells].sum()))
+
+    if held(chosen) - needed <= 2 * width * float(lengths.max()):
         return chosen
+    chosen = (qualifying < threshold) | (qualifying == -_INF)
+    missing = needed - held(chosen)
     for block in np.flatnonzero(means == threshold).tolist():
+        if missing <= _TIME_EPS:
+            break
         added = ~chosen[block:block + width]
         missing -= float(lengths[block:block + width][added].sum())
         chosen[block:block + width] = True
-        if missing <= _TIME_EPS:
-            break
     return chosen
 
 
