@@ -59,8 +59,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -70,8 +71,10 @@ from scheduler.planner import (
     FloatArray,
     Forecast,
     Holds,
+    IntArray,
     PlacementReason,
     _cleanest_windows,
+    _cleanest_with_room,
     _listed_positions,
     _Occupancy,
     _prefix_that_fits,
@@ -263,7 +266,7 @@ def plan_chunks(
     names = sorted({name for job in order for name in job.regions})
     cells = {name: _Cells.of(forecasts.get(name, Forecast.empty())) for name in names}
     singles = _single_blocks(order, names, cells, now)
-    best = [_cheapest(job, cells, single, now) for job, single in zip(order, singles,
+    best = [_cheapest(job, cells, single, now) for job, single in zip(order, singles.plans,
                                                                          strict=True)]
 
     column = {name: i for i, name in enumerate(names)}
@@ -294,7 +297,10 @@ def plan_chunks(
             if not all(room.has_room(start, end) for start, end in plan.chunks):
                 moved = None
                 if PlacementReason.COVERED_WINDOW in reason:
-                    moved = _cheapest_covered(job, cells, singles[row], now, occupancy)
+                    moved = _cheapest_covered(
+                        job, cells, singles.plans[row], now,
+                        partial(_single_with_room, job, row, singles, names, cells,
+                                occupancy=occupancy), occupancy)
                 if moved is None or not all(occupancy[moved.region].has_room(start, end)
                                             for start, end in moved.chunks):
                     reason |= PlacementReason.WAITING_FOR_SLOT
@@ -324,8 +330,20 @@ def _placement(job: ChunkJob, plan: _Plan, reason: PlacementReason) -> ChunkPlac
     return ChunkPlacement(job.job_id, plan.region, plan.chunks, intensity, reason)
 
 
+@dataclass(frozen=True)
+class _Singles:
+    """Every job's cleanest single block, capacity ignored: ``plans[row]`` over its
+    regions; ``keys``/``starts``/``position`` per region column, as the planner's greedy
+    reads them to find the cleanest block with room."""
+
+    plans: list[_Plan]
+    keys: FloatArray
+    starts: FloatArray
+    position: IntArray
+
+
 def _single_blocks(order: Sequence[ChunkJob], names: Sequence[str],
-                   cells: Mapping[str, _Cells], now: float) -> list[_Plan]:
+                   cells: Mapping[str, _Cells], now: float) -> _Singles:
     """Per job, its cleanest single block over its regions, capacity ignored: the
     planner's vectorised search over every job at once, ranked by the planner's rules. A
     running job's block is fixed: it runs on from now."""
@@ -341,9 +359,10 @@ def _single_blocks(order: Sequence[ChunkJob], names: Sequence[str],
     best = _rank_regions(keys, starts, position)
     rows = np.arange(len(order))
     costs = keys[rows, best] / _KEY_SCALE * duration
-    return [_Plan(names[col], ((start, start + length),), cost, True)
-            for col, start, length, cost in zip(best.tolist(), starts[rows, best].tolist(),
-                                                 duration.tolist(), costs.tolist(), strict=True)]
+    plans = [_Plan(names[col], ((start, start + length),), cost, True)
+             for col, start, length, cost in zip(best.tolist(), starts[rows, best].tolist(),
+                                                  duration.tolist(), costs.tolist(), strict=True)]
+    return _Singles(plans, keys, starts, position)
 
 
 def _cheapest(
@@ -358,7 +377,7 @@ def _cheapest(
         covered = PlacementReason.COVERED_WINDOW if cost < _INF else (
             PlacementReason.NO_COVERAGE)
         return PlacementReason.CANNOT_MEET_DEADLINE | covered, _Plan(first, block, cost, True)
-    found = _cheapest_covered(job, cells, single, now, None)
+    found = _cheapest_covered(job, cells, single, now)
     if found is None:
         return PlacementReason.NO_COVERAGE, _Plan(first, block, _INF, True)
     return PlacementReason.COVERED_WINDOW, found
@@ -366,13 +385,14 @@ def _cheapest(
 
 def _cheapest_covered(
     job: ChunkJob, cells: Mapping[str, _Cells], single: _Plan, now: float,
-    occupancy: Mapping[str, _Occupancy] | None,
+    with_room: Callable[[float], list[_Plan]] | None = None,
+    occupancy: Mapping[str, _Occupancy] | None = None,
 ) -> _Plan | None:
     """The cheapest covered plan over the job's regions (with ``occupancy``: with room at
-    every moment), or None. ``single``: its cleanest block, capacity ignored."""
+    every moment, the single block from ``with_room``), or None. ``single``: its cleanest
+    block, capacity ignored."""
     earliest = _earliest(job, now)
-    candidates = ([single] if occupancy is None
-                  else _single_with_room(job, cells, earliest, occupancy))
+    candidates = [single] if with_room is None else with_room(earliest)
     # The single block's region first: most often the one with too many cells.
     if _cell_count(cells[single.region], earliest, job.deadline) <= EXACT_MAX_CELLS and all(
             _cell_count(cells[name], earliest, job.deadline) <= EXACT_MAX_CELLS
@@ -422,21 +442,27 @@ def _cell_count(cells: _Cells, earliest: float, deadline: float) -> int:
             + (cells.end_list[stop - 1] < deadline))
 
 
-def _single_with_room(job: ChunkJob, cells: Mapping[str, _Cells], earliest: float,
+def _single_with_room(job: ChunkJob, row: int, singles: _Singles, names: Sequence[str],
+                      cells: Mapping[str, _Cells], earliest: float,
                       occupancy: Mapping[str, _Occupancy]) -> list[_Plan]:
-    """The cleanest single block with room in each region (the greedy's whole-job answer)."""
+    """The cleanest single block with room over the job's regions (the greedy's whole-job
+    answer): the planner's search, region by region while a region's block with capacity
+    ignored could still beat the one found."""
     duration = job.target(1)
     latest = earliest if job.running_since is not None else max(job.deadline - duration,
                                                                 earliest)
-    plans = []
-    for name in job.regions:
-        lo, hi = occupancy[name].room_ranges(earliest, latest, duration)
-        if not lo:
-            continue
-        key, start = cells[name].region.options_for(duration).best_of_ranges(lo, hi)
-        cost = _INF if key == _INF else key / _KEY_SCALE * duration
-        plans.append(_Plan(name, ((start, start + duration),), cost, True))
-    return plans
+    count = len(names)
+    bounds = sorted((key, start, rank, col) for key, start, rank, col in zip(
+        singles.keys[row].tolist(), singles.starts[row].tolist(),
+        singles.position[row].tolist(), range(count), strict=True) if rank < count)
+    found = _cleanest_with_room(bounds, [cells[name].region for name in names],
+                                [occupancy[name] for name in names], duration, earliest,
+                                latest)
+    if found is None:
+        return []
+    col, start, key = found
+    cost = _INF if key == _INF else key / _KEY_SCALE * duration
+    return [_Plan(names[col], ((start, start + duration),), cost, True)]
 
 
 # --- the exact path ------------------------------------------------------------------------
