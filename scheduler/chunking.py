@@ -393,10 +393,8 @@ def _cheapest_covered(
     block, capacity ignored."""
     earliest = _earliest(job, now)
     candidates = [single] if with_room is None else with_room(earliest)
-    # The single block's region first: most often the one with too many cells.
-    if _cell_count(cells[single.region], earliest, job.deadline) <= EXACT_MAX_CELLS and all(
-            _cell_count(cells[name], earliest, job.deadline) <= EXACT_MAX_CELLS
-            for name in job.regions):
+    if _small(cells[single.region], earliest, job.deadline) and all(
+            _small(cells[name], earliest, job.deadline) for name in job.regions):
         bound = min((plan.cost for plan in candidates), default=_INF)
         for name in job.regions:
             full = occupancy[name].full_stretches() if occupancy is not None else None
@@ -417,6 +415,9 @@ def _cheapest_covered(
         return None
     if len(covered) == 1:
         return covered[0]
+    if len(covered) == 2 and covered[0].region == covered[1].region:
+        first, second = covered
+        return first if first.key(0) <= second.key(0) else second
     rank_of = {name: i for i, name in enumerate(job.regions)}
     return min(covered, key=lambda p: p.key(rank_of[p.region]))
 
@@ -428,6 +429,16 @@ def _lower_bound(job: ChunkJob, cells: _Cells, earliest: float) -> float:
     stop = bisect_left(cells.start_list, job.deadline)
     lowest = min(cells.value_list[first:stop], default=_INF)
     return -_INF if lowest < 0 else lowest * job.target(1)
+
+
+def _small(cells: _Cells, earliest: float, deadline: float) -> bool:
+    """Whether the exact path takes a window: at most EXACT_MAX_CELLS cells. Where cells of
+    one length cover it without a gap, a window longer than that many is not: no count."""
+    if (cells.step is not None and not cells.has_gaps
+            and deadline - earliest > (EXACT_MAX_CELLS + 1) * cells.step
+            and cells.start_list[0] <= earliest and deadline <= cells.end_list[-1]):
+        return False
+    return _cell_count(cells, earliest, deadline) <= EXACT_MAX_CELLS
 
 
 def _cell_count(cells: _Cells, earliest: float, deadline: float) -> int:
