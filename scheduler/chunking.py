@@ -32,7 +32,8 @@ What is exact and what is not:
   that gives enough seconds; the excess is trimmed from the dirtiest chunk ends that can
   spare it, the cheapest gaps are filled while there are more than ``max_chunks`` chunks,
   and in checkpoint mode the target is recomputed for the number of chunks found. It is a
-  heuristic, not the optimum.
+  heuristic, not the optimum. It is not tried for a job whose single block is already as
+  clean as the cleanest block of the minimum chunk in its window.
 - Both paths compare their chunks with the job's cleanest single block (the answer for a
   job that is not interruptible, under the same constraints) and keep the block unless the
   chunks cost strictly less, so a plan is never worse than the block.
@@ -404,7 +405,7 @@ def _cheapest_covered(
             if found is not None:
                 candidates.append(_Plan(name, found[1], found[0], False))
                 bound = min(bound, found[0])
-    else:
+    elif not _block_is_cleanest(job, cells[single.region], single, earliest):
         region = single.region
         full = occupancy[region].full_stretches() if occupancy is not None else None
         found = _fast_plan(job, cells[region], earliest, now, full)
@@ -420,6 +421,22 @@ def _cheapest_covered(
         return first if first.key(0) <= second.key(0) else second
     rank_of = {name: i for i, name in enumerate(job.regions)}
     return min(covered, key=lambda p: p.key(rank_of[p.region]))
+
+
+def _block_is_cleanest(job: ChunkJob, cells: _Cells, single: _Plan, earliest: float
+                       ) -> bool:
+    """Whether the single block is already as clean as the cleanest block of the minimum
+    chunk in the window: chunks, each at least that long, could hardly beat it, so the
+    fast path is not tried."""
+    if single.cost == _INF or job.running_since is not None:
+        return False
+    width, means, _ = cells.covering(job.min_chunk_s)
+    first = bisect_left(cells.start_list, earliest)
+    stop = bisect_right(cells.end_list, job.deadline) - width + 1
+    if stop <= first:
+        return False
+    block_mean = single.cost / (single.chunks[0][1] - single.chunks[0][0])
+    return block_mean <= float(means[first:stop].min()) + 1e-9
 
 
 def _lower_bound(job: ChunkJob, cells: _Cells, earliest: float) -> float:
@@ -765,7 +782,7 @@ def _choose(qualifying: FloatArray, means: FloatArray, width: int, lengths: Floa
         return (int(np.count_nonzero(cells)) * step if step is not None
                 else float(lengths[cells].sum()))
 
-    if held(chosen) - needed <= 2 * width * float(lengths.max()):
+    if held(chosen) - needed <= 2 * width * (step or float(lengths.max())):
         return chosen
     chosen = (qualifying < threshold) | (qualifying == -_INF)
     missing = needed - held(chosen)
