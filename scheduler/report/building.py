@@ -147,9 +147,17 @@ class Report:
             yield dict(zip(names, zip(*rows, strict=True), strict=True))
 
     def document_pages(self) -> Iterator[dict[str, Sequence[Any]]]:
-        """Pages of the jobs' documents (``render.document_columns``: lists as JSON text)."""
+        """Pages of the jobs' documents (``render.document_columns``: lists as JSON text),
+        each followed by its ``render.JOB_PARTS`` (read for the page's interruptible jobs)."""
         for stored in self.pages(render.DOCUMENT_COLUMNS):
-            yield render.document_columns(stored, self.config)
+            document = dict(render.document_columns(stored, self.config))
+            ids = document["id"]
+            interruptible = [job_id for job_id, mode in zip(ids, document["interruptible"],
+                                                             strict=True) if mode is not None]
+            chunks, runs = (self.store.parts_of_jobs(interruptible, snapshot=self.snapshot)
+                            if interruptible else ({}, {}))
+            document.update(render.parts_columns(ids, chunks, runs))
+            yield document
 
     def totals(self) -> dict[str, SignalTotals]:
         """Totals per signal, signals in the order of their first job."""
