@@ -84,21 +84,50 @@ def sci_from(actual_g: float | None, embodied_g: float | None) -> float | None:
     return None if actual_g is None or embodied_g is None else actual_g + embodied_g
 
 
+# The jobs columns ``held_column`` reads.
+HELD_READS = ("interruptible", "work_done_s", "restart_overhead_s", "run_count")
+
+
+def held_column(interruptible: Sequence[str | None], work_done_s: Sequence[float | None],
+                restart_overhead_s: Sequence[int | None], run_count: Sequence[int | None]
+                ) -> list[float | None] | None:
+    """For each of many jobs, how long an interruptible job's runs held its region's
+    hardware: the work they did, and a restart overhead per relaunch in checkpoint mode
+    (never the pauses). None for a job run as one block, whose run interval says it; None
+    for the whole column where no job is interruptible."""
+    if all(mode is None for mode in interruptible):
+        return None
+    held: list[float | None] = []
+    for mode, work, overhead, runs in zip(interruptible, work_done_s, restart_overhead_s,
+                                          run_count, strict=True):
+        if mode is None or work is None:
+            held.append(None)
+            continue
+        relaunches = max((runs or 0) - 1, 0) if mode == "checkpoint" else 0
+        held.append(work + relaunches * (overhead or 0))
+    return held
+
+
 def embodied_column(config: Config, run_region: Sequence[str | None],
-                    started_at: Sequence[str | None], ended_at: Sequence[str | None]
-                    ) -> list[float | None]:
-    """M for each of many jobs (run times as ISO-8601 text), from their regions' settings
-    in ``config``."""
+                    started_at: Sequence[str | None], ended_at: Sequence[str | None],
+                    held_s: Sequence[float | None] | None = None) -> list[float | None]:
+    """M for each of many jobs (run times as ISO-8601 text; an interruptible job's time
+    held from ``held_s``, see ``held_column``), from their regions' settings in
+    ``config``."""
     if all(settings.embodied_gco2 is None for settings in config.regions.values()):
         return [None] * len(run_region)
     parse = datetime.fromisoformat
+    held = held_s or [None] * len(run_region)
     embodied: list[float | None] = []
-    for region, started, ended in zip(run_region, started_at, ended_at, strict=True):
+    for region, started, ended, seconds in zip(run_region, started_at, ended_at, held,
+                                               strict=True):
         settings = config.regions.get(region or "")
         if settings is None or settings.embodied_gco2 is None or started is None or ended is None:
             embodied.append(None)  # unknown either way: skip parsing the times
             continue
-        embodied.append(embodied_from((parse(ended) - parse(started)).total_seconds(), settings))
+        if seconds is None:
+            seconds = (parse(ended) - parse(started)).total_seconds()
+        embodied.append(embodied_from(seconds, settings))
     return embodied
 
 

@@ -132,8 +132,9 @@ def _planned_end(document: Mapping[str, Sequence[Any]], _: Config | None) -> lis
 def _embodied(document: Mapping[str, Sequence[Any]], config: Config | None) -> list[Any]:
     if config is None:  # the region's hardware is unknown
         return [None] * len(document["run_region"])
+    held = accounting.held_column(*(document[name] for name in accounting.HELD_READS))
     return accounting.embodied_column(config, document["run_region"], document["started_at"],
-                                      document["ended_at"])
+                                      document["ended_at"], held)
 
 
 def _sci(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:

@@ -116,7 +116,8 @@ class _Sums:
 
 
 # What the embodied totals read of each job, besides its signal.
-_EMBODIED_READS = ("signal", "run_region", "started_at", "ended_at", "actual_emissions_g")
+_EMBODIED_READS = ("signal", "run_region", "started_at", "ended_at", "actual_emissions_g",
+                   *accounting.HELD_READS)
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,9 @@ class Report:
             return
         within = Report(self.store, self.config, self.since, self.until, stated, self.snapshot)
         for page in within.pages(_EMBODIED_READS):
+            held = accounting.held_column(*(page[name] for name in accounting.HELD_READS))
             embodied = accounting.embodied_column(self.config, page["run_region"],
-                                                  page["started_at"], page["ended_at"])
+                                                  page["started_at"], page["ended_at"], held)
             for planned, region, share, actual in zip(page["signal"], page["run_region"],
                                                       embodied, page["actual_emissions_g"],
                                                       strict=True):
