@@ -418,6 +418,8 @@ def print_submitted(document: Mapping[str, Any]) -> None:
         return
     where = (f"{inert(document['planned_region'])} at {_local(document['planned_start'])}"
              if document.get("planned_start") else "not yet planned")
+    if document.get("planned_start") and document.get("chunk_end"):
+        where += f" (first chunk, until {_local(document['chunk_end'])})"
     sys.stdout.write(f"job {document['id']} queued: runs in {where}, "
                      f"{intensity(document.get('planned_intensity'))} g/kWh "
                      f"(run now: {intensity(document.get('run_now_intensity'))} g/kWh)\n")

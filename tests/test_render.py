@@ -554,3 +554,11 @@ def test_an_interruptible_jobs_planned_end_is_its_chunks_end(store: Store) -> No
     store.update_job_fields(whole["id"], planned_region="north", planned_start=NOW)
     assert render.job_json(store.get_job(whole["id"]))["planned_end"] == (
         NOW + HOUR).isoformat()
+
+
+def test_submit_of_an_interruptible_job_says_where_its_first_chunk_ends(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    render.print_submitted(interruptible_document(id=9, chunk_end=(NOW + 7 * HOUR).isoformat()))
+    assert capsys.readouterr().out == (
+        f"job 9 queued: runs in north at {format_local(NOW + 5 * HOUR)} (first chunk, until "
+        f"{format_local(NOW + 7 * HOUR)}), 50 g/kWh (run now: 300 g/kWh)\n")
