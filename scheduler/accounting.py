@@ -10,6 +10,15 @@ points (``kind = "actual"``) over three windows:
 - the planned window [planned_start, + declared duration) in its planned region
   -> ``planned_window_actual_intensity`` (for the forecast error).
 
+An interruptible job that ran in several runs (``job_runs``) is looked up per run instead:
+each run's window [started_at, ended_at) in its region gives that run's actual intensity
+(stored on its row), and the job's ``actual_intensity`` is their mean weighted by each
+run's energy (by its length where a run's energy is unknown), so the job's figures cover
+every run. Its run-now window is the same work run uninterrupted from submission: as long
+as the work its runs did (``work_done_s``; the runs' total length where unknown). It has
+no single planned window, so no forecast error; and it is ``done`` once every run has
+actuals.
+
 Where actuals do not cover a window yet, the run and run-now windows get an estimate from
 the newest forecast issued before each slot ended, flagged ``intensity_estimated``, and
 the job stays ``pending``: later passes replace the estimate once actuals exist. After
@@ -75,21 +84,50 @@ def sci_from(actual_g: float | None, embodied_g: float | None) -> float | None:
     return None if actual_g is None or embodied_g is None else actual_g + embodied_g
 
 
+# The jobs columns ``held_column`` reads.
+HELD_READS = ("interruptible", "work_done_s", "restart_overhead_s", "run_count")
+
+
+def held_column(interruptible: Sequence[str | None], work_done_s: Sequence[float | None],
+                restart_overhead_s: Sequence[int | None], run_count: Sequence[int | None]
+                ) -> list[float | None] | None:
+    """For each of many jobs, how long an interruptible job's runs held its region's
+    hardware: the work they did, and a restart overhead per relaunch in checkpoint mode
+    (never the pauses). None for a job run as one block, whose run interval says it; None
+    for the whole column where no job is interruptible."""
+    if all(mode is None for mode in interruptible):
+        return None
+    held: list[float | None] = []
+    for mode, work, overhead, runs in zip(interruptible, work_done_s, restart_overhead_s,
+                                          run_count, strict=True):
+        if mode is None or work is None:
+            held.append(None)
+            continue
+        relaunches = max((runs or 0) - 1, 0) if mode == "checkpoint" else 0
+        held.append(work + relaunches * (overhead or 0))
+    return held
+
+
 def embodied_column(config: Config, run_region: Sequence[str | None],
-                    started_at: Sequence[str | None], ended_at: Sequence[str | None]
-                    ) -> list[float | None]:
-    """M for each of many jobs (run times as ISO-8601 text), from their regions' settings
-    in ``config``."""
+                    started_at: Sequence[str | None], ended_at: Sequence[str | None],
+                    held_s: Sequence[float | None] | None = None) -> list[float | None]:
+    """M for each of many jobs (run times as ISO-8601 text; an interruptible job's time
+    held from ``held_s``, see ``held_column``), from their regions' settings in
+    ``config``."""
     if all(settings.embodied_gco2 is None for settings in config.regions.values()):
         return [None] * len(run_region)
     parse = datetime.fromisoformat
+    held = held_s or [None] * len(run_region)
     embodied: list[float | None] = []
-    for region, started, ended in zip(run_region, started_at, ended_at, strict=True):
+    for region, started, ended, seconds in zip(run_region, started_at, ended_at, held,
+                                               strict=True):
         settings = config.regions.get(region or "")
         if settings is None or settings.embodied_gco2 is None or started is None or ended is None:
             embodied.append(None)  # unknown either way: skip parsing the times
             continue
-        embodied.append(embodied_from((parse(ended) - parse(started)).total_seconds(), settings))
+        if seconds is None:
+            seconds = (parse(ended) - parse(started)).total_seconds()
+        embodied.append(embodied_from(seconds, settings))
     return embodied
 
 
@@ -122,7 +160,13 @@ def backfill_actuals(store: Store, config: Config, now: datetime,
 
     changed = 0
     for job in store.jobs_needing_actuals():
-        fields = review_fields(store, config, job, now, publishes_actuals)
+        runs = (run_intensities(store, config, store.job_runs(job.id))
+                if job.interruptible is not None else [])
+        for run, lookup in runs:
+            value = None if lookup is None else lookup.value
+            if run.actual_intensity != value:
+                store.record_run_actual(job.id, run.run, value)
+        fields = review_fields(store, config, job, now, publishes_actuals, runs)
         if any(getattr(job, name) != value for name, value in fields.items()
                if name != "actuals_checked_at"):
             changed += 1
@@ -153,25 +197,43 @@ def review_summary(fields: Mapping[str, Any]) -> str:
     return f"stopped waiting for actuals; settled on {shown}, partly from forecasts"
 
 
+# A run of an interruptible job with the mean intensity over its window (None: unknown).
+RunIntensity = tuple[Any, "Lookup | None"]
+
+
+def run_intensities(store: Store, config: Config, runs: Sequence[Any]) -> list[RunIntensity]:
+    """Each run that ended (``JobRun`` rows) with the mean actual intensity over its window
+    in its region, or the estimate from forecasts where actuals do not cover it yet."""
+    return [(run, _lookup(store, config, run.region, run.started_at, run.ended_at))
+            for run in runs if run.ended_at is not None and run.ended_at > run.started_at]
+
+
 def review_fields(store: Store, config: Config, job: Any, now: datetime,
                   publishes_actuals: Callable[[str], bool] = lambda region: True,
-                  ) -> dict[str, Any]:
-    """The emissions-review columns for one finished job, as of ``now``."""
+                  runs: Sequence[RunIntensity] = ()) -> dict[str, Any]:
+    """The emissions-review columns for one finished job, as of ``now``; an interruptible
+    job's from its ``runs`` (``run_intensities``) where it has any."""
     if job.started_at is None or job.ended_at is None or job.ended_at <= job.started_at:
         return {"actuals_state": NO_INTERVAL, "actuals_checked_at": now}
     run_region = job.run_region or job.planned_region or job.regions[0]
-    real_duration = job.ended_at - job.started_at
-    actual = _lookup(store, config, run_region, job.started_at, job.ended_at)
-    run_now = _lookup(store, config, job.regions[0], job.submitted_at,
-                      job.submitted_at + real_duration)
     planned_window = None
-    if job.planned_start is not None and job.planned_intensity is not None:
-        planned_window = _lookup(
-            store, config, job.planned_region or run_region, job.planned_start,
-            job.planned_start + timedelta(seconds=job.duration_s), estimate=False)
+    if runs:
+        actual = _mean_over_runs(runs)
+        run_length = (timedelta(seconds=job.work_done_s) if job.work_done_s
+                      else sum((run.ended_at - run.started_at for run, _ in runs), timedelta()))
+    else:
+        actual = _lookup(store, config, run_region, job.started_at, job.ended_at)
+        run_length = job.ended_at - job.started_at
+        if job.planned_start is not None and job.planned_intensity is not None:
+            planned_window = _lookup(
+                store, config, job.planned_region or run_region, job.planned_start,
+                job.planned_start + timedelta(seconds=job.duration_s), estimate=False)
+    run_now = _lookup(store, config, job.regions[0], job.submitted_at,
+                      job.submitted_at + run_length)
     complete = (actual is not None and not actual.estimated
                 and run_now is not None and not run_now.estimated
-                and (planned_window is not None or job.planned_intensity is None))
+                and (planned_window is not None or job.planned_intensity is None
+                     or bool(runs)))
     waits = publishes_actuals(run_region) or publishes_actuals(job.regions[0])
     if complete:
         state = DONE
@@ -188,6 +250,21 @@ def review_fields(store: Store, config: Config, job: Any, now: datetime,
         "actuals_state": state,
         "actuals_checked_at": now,
     }
+
+
+def _mean_over_runs(runs: Sequence[RunIntensity]) -> Lookup | None:
+    """The mean of the runs' intensities weighted by their energy (by their length where
+    a run's energy is unknown); None unless every run's is known."""
+    lookups = [lookup for _, lookup in runs]
+    if any(lookup is None for lookup in lookups):
+        return None
+    known = [lookup for lookup in lookups if lookup is not None]
+    energies = [run.energy_kwh for run, _ in runs]
+    weights: list[float] = (
+        energies if None not in energies and sum(energies) > 0
+        else [(run.ended_at - run.started_at).total_seconds() for run, _ in runs])
+    mean = sum(w * lookup.value for w, lookup in zip(weights, known, strict=True)) / sum(weights)
+    return Lookup(mean, estimated=any(lookup.estimated for lookup in known))
 
 
 def _lookup(store: Store, config: Config, region: str, start: datetime, end: datetime,

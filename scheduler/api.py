@@ -230,8 +230,9 @@ def _list(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
 
 
 def _show(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:
-    job, events = jobs.show(context.store, _job_id(job_id))
-    return json_response(HTTPStatus.OK, render.show_json(job, events, context.config))
+    detail = jobs.show(context.store, _job_id(job_id))
+    return json_response(HTTPStatus.OK, render.show_json(
+        detail.job, detail.events, context.config, detail.chunks, detail.runs))
 
 
 def _cancel(_request: ApiRequest, context: ApiContext, job_id: str) -> ApiResponse:

@@ -236,6 +236,29 @@ def submit(
     array: Annotated[str | None, typer.Option("--array", metavar="INDICES",
                      help="One job per index, e.g. 0-99 or 1,3,5-9 (or 0-99:2); each gets "
                           "GRIDSHIFT_ARRAY_TASK_ID.")] = None,
+    interruptible: Annotated[str | None, typer.Option(
+        "--interruptible", metavar="suspend|checkpoint",
+        help="Run in chunks at the cleanest hours, pausing between them: suspend stops and "
+             "continues the job's processes; checkpoint signals it to save its state and "
+             "exit 75, then relaunches it.")] = None,
+    min_chunk: Annotated[str | None, typer.Option(
+        "--min-chunk", metavar="DUR",
+        help="Shortest chunk of an interruptible job (default 30m).")] = None,
+    max_pauses: Annotated[str | None, typer.Option(
+        "--max-pauses", metavar="N",
+        help="At most N pauses of an interruptible job (default: no limit).")] = None,
+    restart_overhead: Annotated[str | None, typer.Option(
+        "--restart-overhead", metavar="DUR",
+        help="Checkpoint mode: time a relaunch takes to reload its state (default 0).")
+    ] = None,
+    checkpoint_signal: Annotated[str | None, typer.Option(
+        "--checkpoint-signal", metavar="SIG",
+        help="Checkpoint mode: the signal that asks the job to save its state "
+             "(default SIGTERM).")] = None,
+    checkpoint_grace: Annotated[str | None, typer.Option(
+        "--checkpoint-grace", metavar="DUR",
+        help="Checkpoint mode: how long the job may take to save and exit 75 before it is "
+             "killed and failed (default 2m).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Queue a job; it is planned at once and launched by the daemon in its window.
@@ -266,12 +289,37 @@ def submit(
         name=name,
         power_watts=power,
         array=parse_array(array) if array is not None else None,
+        interruptible=interruptible,
+        min_chunk_s=_seconds(min_chunk),
+        max_pauses=_whole_number(max_pauses, "--max-pauses"),
+        restart_overhead_s=_seconds(restart_overhead, zero_allowed=True),
+        checkpoint_signal=checkpoint_signal,
+        checkpoint_grace_s=_seconds(checkpoint_grace),
     )
     document = _call(ApiRequest("POST", "/jobs", body=request.as_json())).document()
     if json_output:
         render.print_json(document)
     else:
         render.print_submitted(document)
+
+
+def _seconds(text: str | None, zero_allowed: bool = False) -> int | None:
+    """A duration option in whole seconds (None where not given); ``0`` where allowed."""
+    if text is None:
+        return None
+    if zero_allowed and text.strip() in ("0", "0s"):
+        return 0
+    return int(parse_duration(text).total_seconds())
+
+
+def _whole_number(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    cleaned = text.strip()
+    digits = cleaned.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise BadInput(f"bad {option} {text!r}: must be a whole number")
+    return int(cleaned)
 
 
 def _current_umask() -> int:

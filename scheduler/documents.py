@@ -15,11 +15,13 @@ from typing import Any
 
 import orjson
 
-from scheduler.render import JOB_DOCUMENT, Form
+from scheduler.render import JOB_DOCUMENT, JOB_PARTS, Form
 
 # Jobs per orjson call: big enough to amortise the call, small enough to stream.
 JOBS_PER_CHUNK = 2000
-LIST_KEYS = frozenset(key.name for key in JOB_DOCUMENT if key.form is Form.LIST)
+# Keys whose values come as JSON text: the document's lists, and the parts a report adds.
+LIST_KEYS = frozenset((*(key.name for key in JOB_DOCUMENT if key.form is Form.LIST),
+                       *JOB_PARTS))
 # Text keys that are ASCII by construction: times (ISO-8601, written by the database) and
 # gridshift's own words (states, signals, energy methods, review states).
 ASCII_KEYS = frozenset((*(key.name for key in JOB_DOCUMENT if key.form is Form.TIME),

@@ -23,10 +23,18 @@ from typing import TYPE_CHECKING, Any
 from scheduler import launcher, slurm
 from scheduler.config import MAX_POWER_WATTS, SECRET_ENV, Config
 from scheduler.errors import BadInput, PermissionDenied, StateConflict
-from scheduler.models import FINISHED, MAX_NAME_CHARS, UNSTARTED, Job, JobEvent, JobState
-from scheduler.records import NewJob, SubmitRequest
+from scheduler.models import (
+    FINISHED,
+    MAX_NAME_CHARS,
+    UNSTARTED,
+    Job,
+    JobEvent,
+    JobRun,
+    JobState,
+)
+from scheduler.records import ChunkPlan, NewJob, SubmitRequest
 from scheduler.store import Store
-from scheduler.timespec import check_fits, format_duration
+from scheduler.timespec import MAX_DURATION, check_fits, format_duration
 
 if TYPE_CHECKING:  # numpy, which planning loads, is for submit only
     from scheduler import planning
@@ -89,6 +97,18 @@ class JobQuery:
 # At most this many tasks in one array (Slurm's default MaxArraySize is 1001).
 MAX_ARRAY_TASKS = 10_000
 
+# Interruptible jobs: the modes, and the settings a job gets where --interruptible is given
+# without them (no --max-pauses: no limit).
+INTERRUPTIBLE_MODES = ("suspend", "checkpoint")
+DEFAULT_MIN_CHUNK_S = 30 * 60
+DEFAULT_RESTART_OVERHEAD_S = 0
+DEFAULT_CHECKPOINT_SIGNAL = "SIGTERM"
+DEFAULT_CHECKPOINT_GRACE_S = 2 * 60
+# Far more pauses than any job has room for; it keeps the number a database integer.
+MAX_PAUSES = 1_000_000
+# Signals a process cannot catch: it could not save its state on them.
+UNCATCHABLE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSTOP})
+
 
 def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
            now: datetime, cache: planning.PlanCache | None = None) -> list[Job]:
@@ -134,6 +154,7 @@ def _new_job(config: Config, caller: Caller, request: SubmitRequest, now: dateti
     if not request.cwd.startswith("/"):
         raise BadInput(f"the working directory must be absolute, not {request.cwd!r}")
     regions = preview_regions(config, request.regions)
+    settings, regions = _interruptible_settings(config, request, regions)
     length = timedelta(seconds=request.duration_s)
     check_fits(max(now, request.not_before), length, request.deadline)
     power = request.power_watts
@@ -156,7 +177,87 @@ def _new_job(config: Config, caller: Caller, request: SubmitRequest, now: dateti
         # gridshift's own provider credentials are never a job's business.
         environment={k: v for k, v in request.environment.items() if k not in SECRET_NAMES},
         umask=request.umask,
+        **settings,
     )
+
+
+def _interruptible_settings(config: Config, request: SubmitRequest, regions: list[str]
+                            ) -> tuple[dict[str, Any], list[str]]:
+    """The interruptible columns of a new job (none for a job run as one block), defaults
+    filled, and the regions it may run in: an interruptible job never goes to a Slurm
+    region (not wired yet), so the default of every region leaves those out."""
+    mode = request.interruptible
+    given = [option for option, value in (
+        ("--min-chunk", request.min_chunk_s), ("--max-pauses", request.max_pauses),
+        ("--restart-overhead", request.restart_overhead_s),
+        ("--checkpoint-signal", request.checkpoint_signal),
+        ("--checkpoint-grace", request.checkpoint_grace_s)) if value is not None]
+    if mode is None:
+        if given:
+            raise BadInput(f"{given[0]} is for interruptible jobs: add --interruptible "
+                           f"suspend or --interruptible checkpoint")
+        return {}, regions
+    if mode not in INTERRUPTIBLE_MODES:
+        raise BadInput(f"unknown --interruptible mode {mode!r}: use suspend or checkpoint")
+    checkpoint_only = [option for option in given if option in (
+        "--restart-overhead", "--checkpoint-signal", "--checkpoint-grace")]
+    if mode == "suspend" and checkpoint_only:
+        raise BadInput(f"{checkpoint_only[0]} is for --interruptible checkpoint: a suspended "
+                       f"job is stopped and continued, never restarted")
+    min_chunk = DEFAULT_MIN_CHUNK_S if request.min_chunk_s is None else request.min_chunk_s
+    if min_chunk <= 0:
+        raise BadInput("--min-chunk must be above zero")
+    if min_chunk > request.duration_s:
+        raise BadInput(f"--min-chunk {_shown(min_chunk)} is longer than the job "
+                       f"(--duration {_shown(request.duration_s)})")
+    pauses = request.max_pauses
+    if pauses is not None and not 0 <= pauses <= MAX_PAUSES:
+        raise BadInput(f"--max-pauses must be a whole number from 0 to {MAX_PAUSES}")
+    settings: dict[str, Any] = {"interruptible": mode, "min_chunk_s": min_chunk,
+                                "max_pauses": pauses,
+                                "restart_overhead_s": DEFAULT_RESTART_OVERHEAD_S}
+    if mode == "checkpoint":
+        overhead = request.restart_overhead_s
+        if overhead is not None and not 0 <= overhead <= MAX_DURATION.total_seconds():
+            raise BadInput(f"--restart-overhead must be from 0 to {MAX_DURATION.days} days")
+        grace = request.checkpoint_grace_s
+        if grace is not None and not 0 < grace <= MAX_DURATION.total_seconds():
+            raise BadInput(f"--checkpoint-grace must be above zero and at most "
+                           f"{MAX_DURATION.days} days")
+        settings.update(
+            restart_overhead_s=DEFAULT_RESTART_OVERHEAD_S if overhead is None else overhead,
+            checkpoint_signal=checkpoint_signal_name(request.checkpoint_signal
+                                                     or DEFAULT_CHECKPOINT_SIGNAL),
+            checkpoint_grace_s=DEFAULT_CHECKPOINT_GRACE_S if grace is None else grace)
+    slurm_regions = [name for name in regions if config.regions[name].executor == "slurm"]
+    if request.regions is None:
+        regions = [name for name in regions if name not in slurm_regions]
+        if not regions:
+            raise BadInput("interruptible jobs cannot run in Slurm regions yet, and every "
+                           "configured region is one (see docs/slurm.md)")
+    elif slurm_regions:
+        raise BadInput(f"interruptible jobs cannot run in Slurm region {slurm_regions[0]!r} "
+                       f"yet (see docs/slurm.md)")
+    return settings, regions
+
+
+def checkpoint_signal_name(text: str) -> str:
+    """A catchable signal's name from ``SIGUSR1``, ``USR1`` or ``usr1``; BadInput for an
+    unknown signal or one a process cannot catch (SIGKILL, SIGSTOP)."""
+    name = text.strip().upper()
+    try:
+        number = signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except KeyError:
+        raise BadInput(f"unknown --checkpoint-signal {text!r}: give a signal name such as "
+                       f"SIGTERM or SIGUSR1") from None
+    if number in UNCATCHABLE_SIGNALS:
+        raise BadInput(f"--checkpoint-signal {number.name} cannot be caught, so the job "
+                       f"could not save its state: use SIGTERM, SIGINT, SIGUSR1 or SIGUSR2")
+    return number.name
+
+
+def _shown(seconds: int) -> str:
+    return format_duration(timedelta(seconds=seconds))
 
 
 def cancel(store: Store, config: Config, caller: Caller, job_id: int,
@@ -245,12 +346,27 @@ def list_pages(store: Store, query: JobQuery, names: Sequence[str]
 def _states(query: JobQuery) -> list[JobState]:
     states = list(query.states)
     if not states and not query.include_finished:
-        states = [*UNSTARTED, JobState.RUNNING]
+        states = [*UNSTARTED, JobState.RUNNING, JobState.PAUSED]
     return states
 
 
-def show(store: Store, job_id: int) -> tuple[Job, list[JobEvent]]:
-    return store.get_job(job_id), store.job_events(job_id)
+@dataclass(frozen=True)
+class JobDetail:
+    """What `show` tells of one job: the job, its history and, for an interruptible job,
+    its planned chunks and its runs (both empty for any other job)."""
+
+    job: Job
+    events: list[JobEvent]
+    chunks: list[ChunkPlan]
+    runs: list[JobRun]
+
+
+def show(store: Store, job_id: int) -> JobDetail:
+    job = store.get_job(job_id)
+    if job.interruptible is None:
+        return JobDetail(job, store.job_events(job_id), [], [])
+    return JobDetail(job, store.job_events(job_id), store.job_chunks(job_id),
+                     store.job_runs(job_id))
 
 
 def preview_regions(config: Config, names: Sequence[str] | None) -> list[str]:

@@ -123,6 +123,14 @@ class SubmitRequest:
     name: str | None = None
     power_watts: float | None = None
     array: list[int] | None = None  # --array indices; None = one job
+    # --interruptible and its settings as given (None: not given); the use case checks
+    # them and fills the defaults.
+    interruptible: str | None = None
+    min_chunk_s: int | None = None
+    max_pauses: int | None = None
+    restart_overhead_s: int | None = None
+    checkpoint_signal: str | None = None
+    checkpoint_grace_s: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +139,7 @@ class SubmitRequest:
             "cwd": self.cwd, "umask": self.umask, "environment": dict(self.environment),
             "env": dict(self.env), "regions": self.regions, "name": self.name,
             "power_watts": self.power_watts, "array": self.array,
+            **{name: getattr(self, name) for name in INTERRUPTIBLE_REQUEST_KEYS},
         }
 
     @classmethod
@@ -178,6 +187,15 @@ class SubmitRequest:
         cwd = document.get("cwd")
         if not isinstance(cwd, str):
             raise ValueError("cwd must be a string")
+        texts = {key: document.get(key) for key in ("interruptible", "checkpoint_signal")}
+        for key, value in texts.items():
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{key} must be a string")
+        numbers = {key: document.get(key) for key in INTERRUPTIBLE_REQUEST_KEYS
+                   if key not in texts}
+        for key, value in numbers.items():
+            if value is not None:
+                whole(value, key)
         return cls(
             argv=strings(document.get("argv"), "argv"),
             duration_s=whole(document.get("duration_s"), "duration_s"),
@@ -191,7 +209,14 @@ class SubmitRequest:
             name=name,
             power_watts=None if power is None else float(power),
             array=array,
+            **texts,
+            **numbers,
         )
+
+
+# The interruptible settings of a submit request, in its JSON form (None: not given).
+INTERRUPTIBLE_REQUEST_KEYS = ("interruptible", "min_chunk_s", "max_pauses",
+                              "restart_overhead_s", "checkpoint_signal", "checkpoint_grace_s")
 
 
 @dataclass(frozen=True)

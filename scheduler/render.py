@@ -24,6 +24,7 @@ import re
 import shlex
 import sys
 import unicodedata
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,11 +36,13 @@ from scheduler.timespec import format_duration, format_local, format_local_iso, 
 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
     from scheduler.config import Config
-    from scheduler.models import Job, JobEvent
+    from scheduler.models import Job, JobEvent, JobRun
+    from scheduler.records import ChunkPlan
 
 # The plan note of a job placed as asked: `submit` prints a note only for the others.
 USUAL_PLAN_NOTE = "cleanest covered window"
-STATE_ORDER = ("queued", "planned", "running", "succeeded", "failed", "cancelled", "lost")
+STATE_ORDER = ("queued", "planned", "running", "paused", "succeeded", "failed", "cancelled",
+               "lost")
 # An array's id cell lists at most this many index ranges (Slurm style), then "...".
 MAX_INDEX_RANGES = 6
 
@@ -94,8 +97,8 @@ class Form(Enum):
     MAYBE_FLAG = "maybe_flag"  # true, false or null (not yet known)
 
 
-# A derived key's values, a column at a time, from the document's keys before it (and
-# the config, which may be None).
+# A derived key's values, a column at a time, from the document's keys before it and the
+# stored columns (and the config, which may be None).
 Derive = Callable[[Mapping[str, Sequence[Any]], "Config | None"], list[Any]]
 
 
@@ -115,19 +118,23 @@ def _stored(name: str, form: Form = Form.VALUE, column: str | None = None) -> Do
 
 
 def _planned_end(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
-    # planned_start is iso_utc's text, so the sum keeps its UTC offset.
+    # planned_start is iso_utc's text, so the sum keeps its UTC offset. An interruptible
+    # job's planned start is that of its next chunk, which ends at chunk_end.
     parse = datetime.fromisoformat
     lengths = {seconds: timedelta(seconds=seconds) for seconds in set(document["duration_s"])}
-    return [None if start is None else (parse(start) + lengths[seconds]).isoformat()
-            for start, seconds in zip(document["planned_start"], document["duration_s"],
-                                      strict=True)]
+    return [chunk_end if chunk_end is not None and start is not None else
+            None if start is None else (parse(start) + lengths[seconds]).isoformat()
+            for start, seconds, chunk_end in zip(document["planned_start"],
+                                                 document["duration_s"],
+                                                 document["chunk_end"], strict=True)]
 
 
 def _embodied(document: Mapping[str, Sequence[Any]], config: Config | None) -> list[Any]:
     if config is None:  # the region's hardware is unknown
         return [None] * len(document["run_region"])
+    held = accounting.held_column(*(document[name] for name in accounting.HELD_READS))
     return accounting.embodied_column(config, document["run_region"], document["started_at"],
-                                      document["ended_at"])
+                                      document["ended_at"], held)
 
 
 def _sci(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
@@ -138,10 +145,11 @@ def _sci(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
 
 
 # The job document of every output (show, list --json, report --json and --csv), keys in
-# their order (fixed by the CLI contract). It never holds a value of the job's environment
-# or --env (the owner's secrets). Emissions are the store's figures (models.review_figures,
-# models.scheduled_grams); the embodied share of SCI needs the region's hardware from the
-# config. Owner keys are null for jobs stored before owners were recorded.
+# their order (fixed by the CLI contract: new keys go at the end). It never holds a value
+# of the job's environment or --env (the owner's secrets). Emissions are the store's
+# figures (models.review_figures, models.scheduled_grams); the embodied share of SCI needs
+# the region's hardware from the config. Owner keys are null for jobs stored before owners
+# were recorded.
 JOB_DOCUMENT: tuple[DocumentKey, ...] = (
     _stored("id"), _stored("name"), _stored("state"), _stored("argv", Form.LIST),
     _stored("cwd"), _stored("duration_s"), _stored("not_before", Form.TIME),
@@ -161,9 +169,20 @@ JOB_DOCUMENT: tuple[DocumentKey, ...] = (
     DocumentKey("embodied_g", derive=_embodied), DocumentKey("sci_g", derive=_sci),
     _stored("user", column="owner_name"), _stored("uid", column="owner_uid"),
     _stored("array_id"), _stored("array_index"), _stored("slurm_job_id"),
+    # Interruptible jobs (all null for a job run as one block): the settings, the progress
+    # (seconds of work done by the runs that ended, runs started) and the end of the chunk
+    # the job runs in or starts next.
+    _stored("interruptible"), _stored("min_chunk_s"), _stored("max_pauses"),
+    _stored("restart_overhead_s"), _stored("checkpoint_signal"),
+    _stored("checkpoint_grace_s"), _stored("work_done_s"), _stored("run_count"),
+    _stored("chunk_end", Form.TIME),
 )
 # The jobs columns the document is read from, in its order.
 DOCUMENT_COLUMNS = tuple(key.column for key in JOB_DOCUMENT if key.column is not None)
+# What `show --json` and `report --json` (and --csv, as JSON text) add after the job
+# document: an interruptible job's planned chunks (``chunk_json``) and its runs
+# (``run_json``), in order; empty lists for any other job.
+JOB_PARTS = ("chunks", "runs")
 
 
 def _typed(value: Any, form: Form) -> Any:
@@ -191,9 +210,11 @@ def document_columns(stored: Mapping[str, Sequence[Any]], config: Config | None 
     its document form, except that booleans may be 0/1 and lists JSON text (left so: the
     encoders embed it as it is)."""
     document: dict[str, Sequence[Any]] = {}
+    # A derived key reads the keys before it, and stored columns (in document form) too.
+    readable = ChainMap(document, dict(stored))
     for key in JOB_DOCUMENT:
         if key.derive is not None:
-            document[key.name] = key.derive(document, config)
+            document[key.name] = key.derive(readable, config)
             continue
         values = stored[key.column or key.name]
         if key.form is Form.FLAG:
@@ -216,10 +237,51 @@ def event_json(event: JobEvent) -> dict[str, Any]:
             "new_state": event.new_state, "reason": event.reason}
 
 
-def show_json(job: Job, events: Iterable[JobEvent], config: Config | None = None
+def chunk_json(chunk: ChunkPlan) -> dict[str, Any]:
+    """One planned chunk of an interruptible job (intensity: its mean forecast)."""
+    return {"start": iso_utc(chunk.start), "end": iso_utc(chunk.end), "region": chunk.region,
+            "intensity": chunk.intensity}
+
+
+def run_json(run: JobRun) -> dict[str, Any]:
+    """One run of an interruptible job: from its launch or resume to its pause or end
+    (end null while it runs); work_s excludes the restart overhead."""
+    return {"run": run.run, "start": iso_utc(run.started_at),
+            "end": None if run.ended_at is None else iso_utc(run.ended_at),
+            "region": run.region, "outcome": run.outcome, "work_s": run.work_s,
+            "energy_kwh": run.energy_kwh, "actual_intensity": run.actual_intensity}
+
+
+def parts_json(chunks: Iterable[ChunkPlan], runs: Iterable[JobRun]) -> dict[str, Any]:
+    """The ``JOB_PARTS`` of one job."""
+    return {"chunks": [chunk_json(chunk) for chunk in chunks],
+            "runs": [run_json(run) for run in runs]}
+
+
+def parts_columns(ids: Sequence[int], chunks: Mapping[int, Sequence[ChunkPlan]],
+                  runs: Mapping[int, Sequence[JobRun]]) -> dict[str, list[str]]:
+    """The ``JOB_PARTS`` of many jobs a column at a time, each value compact JSON text
+    (as lists are in ``document_columns``): a report's page."""
+    empty = "[]"
+    columns: dict[str, list[str]] = {name: [] for name in JOB_PARTS}
+    for job_id in ids:
+        if job_id not in chunks and job_id not in runs:
+            columns["chunks"].append(empty)
+            columns["runs"].append(empty)
+            continue
+        for name, value in parts_json(chunks.get(job_id, ()), runs.get(job_id, ())).items():
+            columns[name].append(json.dumps(_finite(value), separators=JSON_SEPARATORS,
+                                            allow_nan=False))
+    return columns
+
+
+def show_json(job: Job, events: Iterable[JobEvent], config: Config | None = None,
+              chunks: Iterable[ChunkPlan] = (), runs: Iterable[JobRun] = ()
               ) -> dict[str, Any]:
-    """The document of `show`: the job document, its history and its variable names."""
+    """The document of `show`: the job document, its planned chunks and runs
+    (``JOB_PARTS``), its history and its variable names."""
     document = job_json(job, config)
+    document.update(parts_json(chunks, runs))
     document["events"] = [event_json(event) for event in events]
     document["environment_names"] = environment_names(job)
     return document
@@ -356,6 +418,8 @@ def print_submitted(document: Mapping[str, Any]) -> None:
         return
     where = (f"{inert(document['planned_region'])} at {_local(document['planned_start'])}"
              if document.get("planned_start") else "not yet planned")
+    if document.get("planned_start") and document.get("chunk_end"):
+        where += f" (first chunk, until {_local(document['chunk_end'])})"
     sys.stdout.write(f"job {document['id']} queued: runs in {where}, "
                      f"{intensity(document.get('planned_intensity'))} g/kWh "
                      f"(run now: {intensity(document.get('run_now_intensity'))} g/kWh)\n")
@@ -446,10 +510,20 @@ def _job_cells(document: Mapping[str, Any], array_place: bool = False) -> list[A
         document["state"],
         document.get("run_region") or document.get("planned_region") or "-",
         document.get("started_at") or document.get("planned_start"),
-        _cached_duration(document.get("duration_s")),
+        (_cached_duration(document.get("duration_s")) if document.get("interruptible") is None
+         else progress_text(document)),
         "-" if planned is None else f"{planned:.0f}",
         document.get("deadline"),
     ]
+
+
+def progress_text(document: Mapping[str, Any]) -> str:
+    """An interruptible job's progress: work done by the runs that ended over its
+    duration, and the runs started: ``2h10m/6h, 3 runs``."""
+    done = document.get("work_done_s") or 0
+    runs = document.get("run_count") or 0
+    return (f"{_duration(done)}/{_duration(document.get('duration_s'))}, "
+            f"{runs} run{'' if runs == 1 else 's'}")
 
 
 def _array_cells(tasks: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -525,6 +599,9 @@ def print_job_detail(document: Mapping[str, Any]) -> None:
         ("exit code", "-" if document.get("exit_code") is None else str(document["exit_code"])),
         ("end reason", inert(document.get("end_reason") or "-")),
         ("log", inert(document.get("log_path") or "-")),
+        *([("interruptible", inert(interruptible_text(document))),
+           ("progress", progress_text(document))]
+          if document.get("interruptible") else []),
         *([("slurm job", inert(str(document["slurm_job_id"])))]
           if document.get("slurm_job_id") else []),
         ("energy", inert(energy_text(document))),
@@ -532,6 +609,8 @@ def print_job_detail(document: Mapping[str, Any]) -> None:
     ]
     width = max(len(label) for label, _ in fields)
     lines = [f"{label:<{width}}  {value}" for label, value in fields]
+    if document.get("interruptible"):
+        lines.extend(_parts_lines(document))
     events = document.get("events") or []
     lines.extend(["", "history"])
     lines.extend(_table_lines(("time", "from", "to", "reason"), [
@@ -539,6 +618,35 @@ def print_job_detail(document: Mapping[str, Any]) -> None:
          inert(event.get("new_state")), inert(event.get("reason") or "")]
         for event in events]))
     _write_lines(lines)
+
+
+def interruptible_text(document: Mapping[str, Any]) -> str:
+    """An interruptible job's mode and settings in one line."""
+    pauses = document.get("max_pauses")
+    parts = [f"chunks of at least {_duration(document.get('min_chunk_s'))}",
+             "no limit on pauses" if pauses is None else
+             f"at most {pauses} pause{'' if pauses == 1 else 's'}"]
+    if document["interruptible"] == "checkpoint":
+        parts.extend([f"restart overhead {_duration(document.get('restart_overhead_s') or 0)}",
+                      f"signal {document.get('checkpoint_signal') or '-'}",
+                      f"grace {_duration(document.get('checkpoint_grace_s'))}"])
+    return f"{document['interruptible']}: {', '.join(parts)}"
+
+
+def _parts_lines(document: Mapping[str, Any]) -> list[str]:
+    """`show`'s tables of an interruptible job's planned chunks and of its runs."""
+    lines = ["", "planned chunks"]
+    lines.extend(_table_lines(("start", "end", "region", "g/kWh"), [
+        [_local(chunk["start"]), _local(chunk["end"]), inert(chunk["region"]),
+         intensity(chunk.get("intensity"))] for chunk in document.get("chunks") or []]))
+    lines.extend(["", "runs"])
+    lines.extend(_table_lines(("run", "start", "end", "region", "kWh", "g/kWh", "outcome"), [
+        [str(run["run"]), _local(run["start"]), _local(run.get("end")), inert(run["region"]),
+         "-" if run.get("energy_kwh") is None else f"{run['energy_kwh']:.4g}",
+         intensity(run.get("actual_intensity")),
+         inert(run.get("outcome") or ("running" if run.get("end") is None else "-"))]
+        for run in document.get("runs") or []]))
+    return lines
 
 
 def _user(document: Mapping[str, Any]) -> str:

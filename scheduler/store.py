@@ -849,6 +849,42 @@ class Store:
             units=first.units if first else None,
         )
 
+    # Runs and chunks as show and report read them (scheduler/jobs.py, scheduler/report/) --
+
+    def job_runs(self, job_id: int) -> list[JobRun]:
+        """An interruptible job's runs, first first (empty for any other job)."""
+        query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.run)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
+    def record_run_actual(self, job_id: int, run: int, actual_intensity: float | None) -> None:
+        """Store the actual intensity (or its estimate) over one run's window."""
+        with self.writing() as session:
+            result = session.execute(
+                update(JobRun).where(JobRun.job_id == job_id, JobRun.run == run)
+                .values(actual_intensity=actual_intensity)
+                .execution_options(synchronize_session=False))
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise UnknownJob(job_id)
+
+    def parts_of_jobs(self, job_ids: Sequence[int], snapshot: Session | None = None
+                      ) -> tuple[dict[int, list[ChunkPlan]], dict[int, list[JobRun]]]:
+        """The planned chunks and the runs of each of ``job_ids`` (the interruptible jobs of
+        a report's page), in order; a job with none is left out."""
+        chunks: dict[int, list[ChunkPlan]] = {}
+        runs: dict[int, list[JobRun]] = {}
+        with self._reading_in(snapshot) as session:
+            for first in range(0, len(job_ids), _IDS_PER_QUERY):
+                ids = job_ids[first:first + _IDS_PER_QUERY]
+                for chunk in session.scalars(select(JobChunk).where(JobChunk.job_id.in_(ids))
+                                             .order_by(JobChunk.job_id, JobChunk.seq)):
+                    chunks.setdefault(chunk.job_id, []).append(
+                        ChunkPlan(chunk.region, chunk.start, chunk.end, chunk.intensity))
+                for run in session.scalars(select(JobRun).where(JobRun.job_id.in_(ids))
+                                           .order_by(JobRun.job_id, JobRun.run)):
+                    runs.setdefault(run.job_id, []).append(run)
+        return chunks, runs
+
     def report_pages(
         self,
         names: Sequence[str],

@@ -15,13 +15,14 @@ import pytest
 from scheduler import accounting
 from scheduler.daemon import Daemon
 from scheduler.energy import JOULES_PER_KWH, EnergyMonitor, RaplMeter
-from scheduler.models import JobState
+from scheduler.models import JobRun, JobState
 from scheduler.store import NewJob, PlanUpdate, PointRecord, Store
 from scheduler.timespec import utc_now
 from tests.conftest import Workspace, floor_hour, hourly, utc
 
 T10 = utc(2026, 11, 20, 10)
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 
 
 def finished_job(store: Store, *, region: str = "north", submitted: datetime = T10,
@@ -294,3 +295,61 @@ def test_real_daemon_declares_energy_and_backfills_actuals(
     assert document["energy_kwh"] == pytest.approx(energy)
     assert document["actual_intensity"] == pytest.approx(70.0)
     assert document["actual_emissions_g"] == pytest.approx(energy * 70)
+
+
+def interruptible_job(store: Store, runs: list[tuple[datetime, datetime, float | None]],
+                      work_done: timedelta) -> int:
+    """A finished interruptible job of 2 h with its runs (start, end, energy) recorded as
+    the daemon records them; its energy is their sum where every run's is known."""
+    energies = [energy for _, _, energy in runs]
+    total = None if None in energies else sum(e for e in energies if e is not None)
+    job_id = finished_job(store, planned_start=T10, planned_intensity=None,
+                          started=runs[0][0], ended=runs[-1][1], energy_kwh=total,
+                          duration=2 * HOUR)
+    store.update_job_fields(job_id, interruptible="suspend", min_chunk_s=1800,
+                            work_done_s=work_done.total_seconds(), run_count=len(runs))
+    with store.writing() as session:
+        session.add_all([JobRun(job_id=job_id, run=number, region="north", started_at=start,
+                                ended_at=end, outcome="suspended", energy_kwh=energy)
+                         for number, (start, end, energy) in enumerate(runs, start=1)])
+    return job_id
+
+
+def test_an_interruptible_jobs_actual_intensity_is_per_run_and_weighted_by_energy(
+        workspace: Workspace) -> None:
+    store, config = workspace.store(), workspace.config()
+    job_id = interruptible_job(store, [(T10 + HOUR, T10 + 2 * HOUR, 0.3),
+                                       (T10 + 4 * HOUR, T10 + 5 * HOUR, 0.1)], 2 * HOUR)
+    # Actuals up to 13:00: the first run (11:00-12:00) is covered, the second is not.
+    store.add_points("north", "north", actuals([500, 100, 400]), T10 + 6 * HOUR)
+    accounting.backfill_actuals(store, config, T10 + 6 * HOUR)
+    job = store.get_job(job_id)
+    assert (job.actuals_state, job.actual_intensity) == ("pending", None)
+    assert [run.actual_intensity for run in store.job_runs(job_id)] == [100.0, None]
+
+    store.add_points("north", "north", actuals([400, 300], T10 + 3 * HOUR), T10 + 7 * HOUR)
+    accounting.backfill_actuals(store, config, T10 + 7 * HOUR)
+    job = store.get_job(job_id)
+    assert [run.actual_intensity for run in store.job_runs(job_id)] == [100.0, 300.0]
+    # (0.3 kWh x 100 + 0.1 kWh x 300) / 0.4 kWh; the pauses (12:00-14:00 at 400) count not.
+    assert job.actual_intensity == pytest.approx(150.0)
+    assert job.actuals_state == "done" and job.intensity_estimated is False
+    # Run now: the same 2 h of work from submission (10:00-12:00).
+    assert job.run_now_actual_intensity == pytest.approx(300.0)
+    assert (job.actual_emissions_g, job.run_now_emissions_g, job.saved_g) == (
+        pytest.approx(60.0), pytest.approx(120.0), pytest.approx(60.0))
+    shown = workspace.cli("show", str(job_id), "--json").json()
+    assert [run["actual_intensity"] for run in shown["runs"]] == [100.0, 300.0]
+    assert shown["actual_emissions_g"] == pytest.approx(60.0)
+
+
+def test_runs_of_unknown_energy_are_weighted_by_their_length(workspace: Workspace) -> None:
+    store, config = workspace.store(), workspace.config()
+    job_id = interruptible_job(store, [(T10 + HOUR, T10 + 2 * HOUR, None),
+                                       (T10 + 4 * HOUR, T10 + 4.5 * HOUR, None)], 90 * MINUTE)
+    store.add_points("north", "north", actuals([500, 100, 400, 400, 300]), T10 + 6 * HOUR)
+    accounting.backfill_actuals(store, config, T10 + 6 * HOUR)
+    job = store.get_job(job_id)
+    assert job.actual_intensity == pytest.approx((100 * 60 + 300 * 30) / 90)
+    assert job.run_now_actual_intensity == pytest.approx((500 * 60 + 100 * 30) / 90)
+    assert job.actuals_state == "done" and job.actual_emissions_g is None  # energy unknown

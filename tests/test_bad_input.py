@@ -163,6 +163,38 @@ BAD_SUBMITS = [
     ["--duration", "1h", "--"],
     ["--duration", "1h", "--", ""],
     ["--duration", "1h", "--name", "n" * 201, "--", "true"],
+    # Interruptible jobs.
+    ["--duration", "1h", "--interruptible", "pause", "--", "true"],
+    ["--duration", "1h", "--min-chunk", "10m", "--", "true"],
+    ["--duration", "1h", "--max-pauses", "2", "--", "true"],
+    ["--duration", "1h", "--restart-overhead", "5m", "--", "true"],
+    ["--duration", "1h", "--checkpoint-signal", "USR1", "--", "true"],
+    ["--duration", "1h", "--checkpoint-grace", "1m", "--", "true"],
+    ["--duration", "1h", "--interruptible", "suspend", "--restart-overhead", "5m", "--",
+     "true"],
+    ["--duration", "1h", "--interruptible", "suspend", "--checkpoint-signal", "USR1", "--",
+     "true"],
+    ["--duration", "1h", "--interruptible", "suspend", "--checkpoint-grace", "1m", "--",
+     "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--min-chunk", "2h", "--", "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--min-chunk", "0s", "--", "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--max-pauses", "-1", "--", "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--max-pauses", "1.5", "--",
+     "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--max-pauses", "some", "--",
+     "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--restart-overhead", "-5m", "--",
+     "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--checkpoint-grace", "0s", "--",
+     "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--checkpoint-signal", "SIGKILL",
+     "--", "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--checkpoint-signal", "STOP",
+     "--", "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--checkpoint-signal", "SIGFOO",
+     "--", "true"],
+    ["--duration", "1h", "--interruptible", "checkpoint", "--checkpoint-signal", "9",
+     "--", "true"],
 ]
 
 
@@ -179,6 +211,21 @@ def test_bad_submissions_exit_2_with_one_line_and_write_nothing(
         assert len(lines) == 1 and lines[0].startswith("gridshift: "), (arguments, lines)
         assert "Traceback" not in result.stderr
     assert database_digest(ws) == before
+
+
+def test_an_interruptible_job_for_a_slurm_region_exits_2_and_writes_nothing(
+    make_workspace: Callable[..., Workspace], tmp_path: Path,
+) -> None:
+    csv = tmp_path / "a.csv"
+    csv.write_text("start,end,gco2_per_kwh\n", encoding="utf-8")
+    ws = make_workspace(f'[providers.a]\nkind = "csv"\npath = "{csv}"\n'
+                        '[regions.cluster]\nprovider = "a"\nzone = "a"\nexecutor = "slurm"\n')
+    for arguments in (["--region", "cluster"], []):
+        result = ws.cli("submit", "--duration", "1h", "--interruptible", "suspend",
+                        *arguments, "--", "true")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "Slurm region" in result.stderr
+    assert not ws.db_path.exists()
 
 
 @pytest.mark.parametrize("config_bytes", [

@@ -6,6 +6,8 @@ g/kWh except a clear 50 g/kWh dip from +5h to +7h; region ``b`` is a flat 200.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import sqlite3
@@ -19,6 +21,8 @@ from typing import Any
 import pytest
 
 from scheduler import forecasting
+from scheduler.models import JobRun, JobState
+from scheduler.records import ChunkPlan
 from scheduler.timespec import format_local
 from tests.conftest import Workspace, create_csv_workspace, floor_hour, hourly
 
@@ -358,3 +362,98 @@ def test_an_array_of_one_is_one_job(shared: Workspace) -> None:
     result = shared.cli("submit", "--duration", "1h", "--array", "7", "--", "true")
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"array \d+: 1 job queued \(ids \d+\)\n", result.stdout)
+
+
+# interruptible jobs -----------------------------------------------------------------------
+
+
+def test_an_interruptible_job_through_submit_list_show_and_report(
+    ws: tuple[Workspace, datetime]
+) -> None:
+    """Two runs (the second ended the job) and a plan of three chunks, as the daemon and the
+    planner write them, seen through every output."""
+    workspace, dip_start = ws
+    job = submit_json(workspace, "--duration", "3h", "--region", "a", "--interruptible",
+                      "checkpoint", "--max-pauses", "4", "--restart-overhead", "5m",
+                      "--checkpoint-signal", "usr1", "--", "python3", "train.py")
+    assert {key: job[key] for key in (
+        "interruptible", "min_chunk_s", "max_pauses", "restart_overhead_s",
+        "checkpoint_signal", "checkpoint_grace_s", "work_done_s", "run_count")} == {
+        "interruptible": "checkpoint", "min_chunk_s": 1800, "max_pauses": 4,
+        "restart_overhead_s": 300, "checkpoint_signal": "SIGUSR1", "checkpoint_grace_s": 120,
+        "work_done_s": None, "run_count": None}
+    job_id = job["id"]
+    hour = floor_hour(datetime.now(UTC))
+    chunks = [ChunkPlan("a", dip_start + i * HOUR, dip_start + (i + 1) * HOUR, 50.0 + i)
+              for i in (0, 2, 4)]
+    first_run = JobRun(job_id=job_id, run=1, region="a", started_at=hour - 3 * HOUR,
+                       ended_at=hour - 2 * HOUR, outcome="checkpointed", work_s=3600.0,
+                       energy_kwh=0.25)
+    store = workspace.store()
+    try:
+        store.save_chunks({job_id: chunks})
+        store.transition(job_id, [JobState.PLANNED], JobState.RUNNING, hour - 3 * HOUR,
+                         "launched", started_at=hour - 3 * HOUR, run_region="a", run_count=1)
+        with store.writing() as session:
+            session.add(first_run)
+        store.transition(job_id, [JobState.RUNNING], JobState.PAUSED, hour - 2 * HOUR,
+                         "paused at the end of its chunk (checkpointed)", work_done_s=3600.0)
+    finally:
+        store.close()
+
+    listed = workspace.cli("list")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith(f"{job_id} ")]
+    assert "paused" in row and "1h/3h, 1 run " in row
+    shown = workspace.cli("show", str(job_id))
+    assert shown.returncode == 0, shown.stderr
+    assert ("checkpoint: chunks of at least 30m, at most 4 pauses, restart overhead 5m, "
+            "signal SIGUSR1, grace 2m") in shown.stdout
+    chunk_table = shown.stdout.split("planned chunks\n")[1].split("\n\n")[0].splitlines()
+    assert chunk_table[2:] == [
+        f"{format_local(c.start)}  {format_local(c.end)}  a       {c.intensity:.0f}"
+        for c in chunks]
+    run_table = shown.stdout.split("\nruns\n")[1].split("\n\n")[0].splitlines()
+    assert len(run_table) == 3 and run_table[2].split()[0] == "1"
+    assert run_table[2].endswith("0.25  -      checkpointed")
+
+    store = workspace.store()
+    try:
+        store.transition(job_id, [JobState.PAUSED], JobState.RUNNING, hour - HOUR,
+                         "relaunched from its checkpoint (run 2)", run_count=2)
+        with store.writing() as session:
+            session.add(JobRun(job_id=job_id, run=2, region="a", started_at=hour - HOUR,
+                               ended_at=hour, outcome="succeeded", work_s=3600.0,
+                               energy_kwh=0.5))
+        store.transition(job_id, [JobState.RUNNING], JobState.SUCCEEDED, hour, "exited 0",
+                         ended_at=hour, exit_code=0, work_done_s=7200.0, energy_kwh=0.75)
+    finally:
+        store.close()
+
+    document = workspace.cli("show", str(job_id), "--json").json()
+    assert document["chunks"] == [
+        {"start": c.start.isoformat(), "end": c.end.isoformat(), "region": "a",
+         "intensity": c.intensity} for c in chunks]
+    assert document["runs"] == [
+        {"run": 1, "start": (hour - 3 * HOUR).isoformat(), "end": (hour - 2 * HOUR).isoformat(),
+         "region": "a", "outcome": "checkpointed", "work_s": 3600.0, "energy_kwh": 0.25,
+         "actual_intensity": None},
+        {"run": 2, "start": (hour - HOUR).isoformat(), "end": hour.isoformat(), "region": "a",
+         "outcome": "succeeded", "work_s": 3600.0, "energy_kwh": 0.5,
+         "actual_intensity": None}]
+    assert (document["work_done_s"], document["run_count"]) == (7200.0, 2)
+    everything = workspace.cli("list", "--all")
+    assert "2h/3h, 2 runs" in everything.stdout
+
+    reported = workspace.cli("report", "--json").json()
+    [in_report] = [j for j in reported["jobs"] if j["id"] == job_id]
+    del document["events"], document["environment_names"]  # show's own keys
+    assert in_report == document
+    assert reported["totals"]["average"]["energy_kwh"] == pytest.approx(0.75)
+    rows = list(csv.DictReader(io.StringIO(workspace.cli("report", "--csv").stdout)))
+    [row] = [r for r in rows if r["id"] == str(job_id)]
+    assert json.loads(row["runs"]) == document["runs"]
+    assert json.loads(row["chunks"]) == document["chunks"]
+    assert row["interruptible"] == "checkpoint" and row["run_count"] == "2"
+    text = workspace.cli("report")
+    assert text.returncode == 0 and f"\n{job_id} " in text.stdout

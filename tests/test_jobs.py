@@ -7,13 +7,16 @@ import os
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from scheduler import jobs
+from scheduler.api import handle_local
 from scheduler.errors import BadInput, PermissionDenied
-from scheduler.records import SubmitRequest
-from tests.conftest import Workspace, floor_hour, hourly
+from scheduler.models import JobRun, JobState
+from scheduler.records import ApiRequest, ChunkPlan, SubmitRequest
+from tests.conftest import Workspace, floor_hour, hourly, write_csv
 
 HOUR = timedelta(hours=1)
 ALICE = jobs.Caller(uid=60001, gid=60001, name="alice", admin=False)
@@ -138,3 +141,136 @@ def test_list_shows_unfinished_jobs_newest_first_and_filters_by_owner(
     assert ids(jobs.JobQuery(include_finished=True, user="alice")) == [third.id, first.id]
     assert ids(jobs.JobQuery(uid=BOB.uid)) == [second.id]
     assert ids(jobs.JobQuery(include_finished=True, limit=1)) == [third.id]
+
+
+# Interruptible jobs ---------------------------------------------------------------------
+
+
+def test_an_interruptible_job_is_stored_with_its_settings_and_defaults(
+        workspace: Workspace) -> None:
+    now = datetime.now(UTC)
+    store = workspace.store()
+    config = workspace.config()
+    [checkpoint] = jobs.submit(store, config, ALICE, request(
+        now, duration_s=4 * 3600, interruptible="checkpoint", checkpoint_signal="usr1",
+        restart_overhead_s=300), now)
+    [suspend] = jobs.submit(store, config, ALICE, request(
+        now, interruptible="suspend", min_chunk_s=600, max_pauses=2), now)
+    [whole] = jobs.submit(store, config, ALICE, request(now), now)
+
+    def settings(job_id: int) -> tuple[object, ...]:
+        job = store.get_job(job_id)
+        return (job.interruptible, job.min_chunk_s, job.max_pauses, job.restart_overhead_s,
+                job.checkpoint_signal, job.checkpoint_grace_s)
+
+    assert settings(checkpoint.id) == ("checkpoint", 1800, None, 300, "SIGUSR1", 120)
+    assert settings(suspend.id) == ("suspend", 600, 2, 0, None, None)
+    assert settings(whole.id) == (None,) * 6
+
+
+def test_an_array_may_be_interruptible(workspace: Workspace) -> None:
+    now = datetime.now(UTC)
+    store = workspace.store()
+    tasks = jobs.submit(store, workspace.config(), ALICE, request(
+        now, array=[0, 1], interruptible="suspend", min_chunk_s=900), now)
+    assert [(t.interruptible, t.min_chunk_s) for t in tasks] == [("suspend", 900)] * 2
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"interruptible": "pause"}, "unknown --interruptible mode 'pause'"),
+    ({"min_chunk_s": 600}, "--min-chunk is for interruptible jobs"),
+    ({"max_pauses": 2}, "--max-pauses is for interruptible jobs"),
+    ({"checkpoint_grace_s": 60}, "--checkpoint-grace is for interruptible jobs"),
+    ({"interruptible": "suspend", "restart_overhead_s": 60},
+     "--restart-overhead is for --interruptible checkpoint"),
+    ({"interruptible": "suspend", "checkpoint_signal": "SIGUSR1"},
+     "--checkpoint-signal is for --interruptible checkpoint"),
+    ({"interruptible": "checkpoint", "min_chunk_s": 0}, "--min-chunk must be above zero"),
+    ({"interruptible": "checkpoint", "min_chunk_s": 3601},
+     r"--min-chunk 1h1s is longer than the job \(--duration 1h\)"),
+    ({"interruptible": "checkpoint", "max_pauses": -1}, "--max-pauses must be a whole number"),
+    ({"interruptible": "checkpoint", "restart_overhead_s": -5},
+     "--restart-overhead must be from 0"),
+    ({"interruptible": "checkpoint", "checkpoint_grace_s": 0},
+     "--checkpoint-grace must be above zero"),
+    ({"interruptible": "checkpoint", "checkpoint_signal": "SIGKILL"}, "cannot be caught"),
+    ({"interruptible": "checkpoint", "checkpoint_signal": "stop"}, "SIGSTOP cannot be caught"),
+    ({"interruptible": "checkpoint", "checkpoint_signal": "SIGNOPE"},
+     "unknown --checkpoint-signal 'SIGNOPE'"),
+])
+def test_bad_interruptible_settings_are_refused_by_the_use_case(
+        workspace: Workspace, changes: dict[str, object], message: str) -> None:
+    now = datetime.now(UTC)
+    store = workspace.store()
+    with pytest.raises(BadInput, match=message):
+        jobs.submit(store, workspace.config(), ALICE, request(now, **changes), now)
+    assert store.list_jobs() == []
+
+
+def test_interruptible_jobs_keep_out_of_slurm_regions(make_workspace: Callable[..., Workspace],
+                                                      tmp_path: Path) -> None:
+    rows = hourly(floor_hour(datetime.now(UTC)), [100.0] * 30)
+    write_csv(tmp_path / "a.csv", rows)
+    workspace = make_workspace(
+        f'[providers.a]\nkind = "csv"\npath = "{tmp_path / "a.csv"}"\n'
+        '[regions.local]\nprovider = "a"\nzone = "a"\n'
+        '[regions.cluster]\nprovider = "a"\nzone = "a"\nexecutor = "slurm"\n')
+    now = datetime.now(UTC)
+    store = workspace.store()
+    config = workspace.config()
+    with pytest.raises(BadInput, match="cannot run in Slurm region 'cluster'"):
+        jobs.submit(store, config, ALICE, request(now, interruptible="suspend",
+                                                  regions=["local", "cluster"]), now)
+    assert store.list_jobs() == []
+    # Without --region: every region but the Slurm ones.
+    [job] = jobs.submit(store, config, ALICE, request(now, interruptible="suspend"), now)
+    assert job.regions == ["local"]
+    [whole] = jobs.submit(store, config, ALICE, request(now), now)
+    assert whole.regions == ["local", "cluster"]
+
+
+def test_the_api_refuses_a_bad_interruptible_body(workspace: Workspace) -> None:
+    now = datetime.now(UTC)
+    body = request(now, interruptible="checkpoint").as_json()
+    for bad in ({"max_pauses": "3"}, {"max_pauses": 1.5}, {"interruptible": 1},
+                {"max_pauses": -2}, {"checkpoint_signal": "SIGKILL"}):
+        answer = handle_local(workspace.config(), ApiRequest("POST", "/jobs",
+                                                             body={**body, **bad}), now)
+        assert (answer.status, answer.document()["exit_code"]) == (400, 2), bad
+    stored = workspace.store()
+    assert stored.list_jobs() == []
+    answer = handle_local(workspace.config(), ApiRequest("POST", "/jobs", body=body), now)
+    assert answer.status == 201 and answer.document()["interruptible"] == "checkpoint"
+
+
+def test_paused_jobs_are_listed_as_unfinished(workspace: Workspace) -> None:
+    now = datetime.now(UTC)
+    store = workspace.store()
+    [job] = jobs.submit(store, workspace.config(), ALICE,
+                        request(now, interruptible="suspend"), now)
+    store.transition(job.id, [JobState.PLANNED], JobState.RUNNING, now, "launched",
+                     started_at=now, run_region="a")
+    store.transition(job.id, [JobState.RUNNING], JobState.PAUSED, now,
+                     "paused at the end of its chunk (suspended)")
+    assert [j.id for j in jobs.list_jobs(store, jobs.JobQuery())] == [job.id]
+    assert [j.id for j in jobs.list_jobs(store, jobs.JobQuery(
+        states=[JobState.PAUSED]))] == [job.id]
+
+
+def test_show_reads_an_interruptible_jobs_chunks_and_runs(workspace: Workspace) -> None:
+    now = floor_hour(datetime.now(UTC))
+    store = workspace.store()
+    [job] = jobs.submit(store, workspace.config(), ALICE, request(
+        now, duration_s=3 * 3600, interruptible="checkpoint"), now)
+    chunks = [ChunkPlan("a", now + i * 2 * HOUR, now + (i * 2 + 1) * HOUR, 50.0 + i)
+              for i in range(3)]
+    store.save_chunks({job.id: chunks})
+    with store.writing() as session:
+        session.add_all([JobRun(job_id=job.id, run=2, region="a", started_at=now - HOUR),
+                         JobRun(job_id=job.id, run=1, region="a", started_at=now - 3 * HOUR,
+                                ended_at=now - 2 * HOUR, outcome="checkpointed")])
+    detail = jobs.show(store, job.id)
+    assert detail.chunks == chunks
+    assert [(r.run, r.outcome) for r in detail.runs] == [(1, "checkpointed"), (2, None)]
+    [whole] = jobs.submit(store, workspace.config(), ALICE, request(now), now)
+    assert (jobs.show(store, whole.id).chunks, jobs.show(store, whole.id).runs) == ([], [])

@@ -145,7 +145,7 @@ def test_scrape_matches_the_report_and_survives_a_restart(
     # Bounded labels: names from the config and gridshift's own words, never a job's.
     assert JOB_NAME not in text
     allowed = {"here", "file", "average", "succeeded", "failed", "cancelled", "lost",
-               "queued", "planned", "running", "scheduled", "actual", "run_now",
+               "queued", "planned", "running", "paused", "scheduled", "actual", "run_now",
                "rapl", "nvml", "nvml+rapl", "declared", "unknown"}
     for (name, labels), _ in samples.items():
         for label, label_value in labels:

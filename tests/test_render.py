@@ -8,6 +8,7 @@ stderr. Hostile strings (rich markup, terminal escapes) must come out as literal
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from scheduler import render
-from scheduler.records import NewJob
+from scheduler.records import ChunkPlan, NewJob
 from scheduler.store import Store
 from scheduler.timespec import format_local
 from tests.conftest import Workspace, create_csv_workspace, floor_hour, hourly
@@ -233,8 +234,6 @@ def test_job_document_has_owner_and_array_keys_null_for_old_jobs(store: Store) -
 
 def list_rows(out: str) -> list[list[str]]:
     """The cells of each row (columns are separated by two or more spaces)."""
-    import re
-
     return [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()[2:]]
 
 
@@ -482,3 +481,84 @@ def test_list_aligns_wide_characters_by_terminal_columns(
         return sum(2 if unicodedata.east_asian_width(c) == "W" else 1 for c in head)
 
     assert columns_before(lines[2], "planned") == columns_before(lines[3], "planned")
+
+
+# interruptible jobs -------------------------------------------------------------------------
+
+
+def interruptible_document(**changes: Any) -> dict[str, Any]:
+    document = show_document(duration_s=6 * 3600, interruptible="suspend", min_chunk_s=1800,
+                             max_pauses=None, restart_overhead_s=0, checkpoint_signal=None,
+                             checkpoint_grace_s=None, work_done_s=None, run_count=None,
+                             chunks=[], runs=[])
+    document.update(changes)
+    return document
+
+
+def test_list_shows_an_interruptible_jobs_progress_where_its_duration_goes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    render.print_jobs([
+        job_document(id=1),
+        interruptible_document(id=2),
+        interruptible_document(id=3, state="paused", work_done_s=7800.0, run_count=1),
+        interruptible_document(id=4, state="running", work_done_s=7800.0, run_count=3),
+    ])
+    rows = list_rows(capsys.readouterr().out)
+    assert [(row[0], row[3], row[6]) for row in rows] == [
+        ("1", "planned", "1h"), ("2", "planned", "0s/6h, 0 runs"),
+        ("3", "paused", "2h10m/6h, 1 run"), ("4", "running", "2h10m/6h, 3 runs")]
+
+
+def test_an_arrays_paused_tasks_are_counted_after_its_running_ones(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    states = {0: "paused", 1: "running", 2: "planned"}
+    render.print_jobs(array_tasks(7, [0, 1, 2], states.__getitem__))
+    assert list_rows(capsys.readouterr().out)[0][3] == "planned 1, running 1, paused 1"
+
+
+def test_show_of_a_suspend_job_names_its_settings_and_its_run_in_progress(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = {"run": 1, "start": NOW.isoformat(), "end": None, "region": "north\x1b[2J",
+           "outcome": None, "work_s": None, "energy_kwh": None, "actual_intensity": None}
+    render.print_job_detail(interruptible_document(state="running", max_pauses=1,
+                                                   run_count=1, runs=[run]))
+    page = capsys.readouterr().out
+    assert _field(page, "interruptible") == ("suspend: chunks of at least 30m, "
+                                             "at most 1 pause")
+    assert _field(page, "progress") == "0s/6h, 1 run"
+    chunks = page.split("planned chunks\n")[1].split("\n\n")[0].splitlines()
+    assert chunks == ["start  end  region  g/kWh", "-----  ---  ------  -----"]
+    runs = page.split("\nruns\n")[1].split("\n\n")[0].splitlines()
+    assert re.split(r"\s{2,}", runs[2]) == ["1", format_local(NOW), "-", "north\\x1b[2J", "-",
+                                            "-", "running"]
+    assert_no_raw_controls(page)
+
+
+def test_a_job_run_as_one_block_shows_no_interruptible_lines(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    render.print_job_detail(show_document(interruptible=None, chunks=[], runs=[]))
+    page = capsys.readouterr().out
+    assert "interruptible" not in page and "planned chunks" not in page
+
+
+def test_an_interruptible_jobs_planned_end_is_its_chunks_end(store: Store) -> None:
+    job = store.add_job(new_job(duration_s=6 * 3600, interruptible="suspend",
+                                min_chunk_s=1800), NOW)
+    store.update_job_fields(job.id, planned_region="north", planned_start=NOW + HOUR)
+    store.save_chunks({job.id: [ChunkPlan("north", NOW + HOUR, NOW + 3 * HOUR, 80.0),
+                                ChunkPlan("north", NOW + 5 * HOUR, NOW + 9 * HOUR, 90.0)]})
+    document = render.job_json(store.get_job(job.id))
+    assert (document["planned_end"], document["chunk_end"]) == (
+        (NOW + 3 * HOUR).isoformat(), (NOW + 3 * HOUR).isoformat())
+    whole = render.job_json(store.add_job(new_job(), NOW))
+    store.update_job_fields(whole["id"], planned_region="north", planned_start=NOW)
+    assert render.job_json(store.get_job(whole["id"]))["planned_end"] == (
+        NOW + HOUR).isoformat()
+
+
+def test_submit_of_an_interruptible_job_says_where_its_first_chunk_ends(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    render.print_submitted(interruptible_document(id=9, chunk_end=(NOW + 7 * HOUR).isoformat()))
+    assert capsys.readouterr().out == (
+        f"job 9 queued: runs in north at {format_local(NOW + 5 * HOUR)} (first chunk, until "
+        f"{format_local(NOW + 7 * HOUR)}), 50 g/kWh (run now: 300 g/kWh)\n")

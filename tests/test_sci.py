@@ -121,3 +121,22 @@ def test_the_column_path_equals_the_one_job_path(workspace: Workspace) -> None:
         single = one_by_one[job["id"]]
         assert (job["embodied_g"], job["sci_g"]) == (single["embodied_g"], single["sci_g"])
     assert [job["embodied_g"] is None for job in jobs] == [False, False, True]
+
+
+def test_an_interruptible_jobs_share_counts_its_runs_not_its_pauses(
+        workspace: Workspace) -> None:
+    """A checkpointed job that ran 1 h of work in each of two runs (the second reloading
+    its state for 6 min), over a 4 h span with a pause: it held the hardware 2.1 h."""
+    store = workspace.store()
+    job_id = finished_job(store, planned_start=T10, planned_intensity=None, started=T10,
+                          ended=T10 + 4 * HOUR, energy_kwh=None, duration=2 * HOUR)
+    store.update_job_fields(job_id, interruptible="checkpoint", min_chunk_s=1800,
+                            restart_overhead_s=360, work_done_s=7200.0, run_count=2)
+    store.close()
+    # 2.1 h of north's 4-year life on one of its 2 slots: 22.5 g an hour.
+    assert shown(workspace, job_id)["embodied_g"] == pytest.approx(2.1 * 22.5)
+    totals = workspace.cli("report", "--json").json()["totals"]["average"]
+    assert totals["embodied_g"] == pytest.approx(22.5 + 45.0 + 2.1 * 22.5)
+    table = workspace.cli("report").stdout
+    [row] = [line for line in table.splitlines() if line.startswith(f"{job_id} ")]
+    assert " 2.10 " in row  # the hours column

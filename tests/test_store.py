@@ -15,7 +15,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from scheduler.errors import StateConflict, UnknownJob
-from scheduler.models import TRANSITIONS, ForecastPoint, JobState
+from scheduler.models import TRANSITIONS, ForecastPoint, JobRun, JobState
 from scheduler.records import ChunkPlan
 from scheduler.store import NewJob, PlanUpdate, PointRecord, Store
 
@@ -223,6 +223,27 @@ def test_a_new_plan_of_chunks_replaces_the_old_one(store: Store) -> None:
     store.save_chunks({job.id: [ChunkPlan("fr", NOW + HOUR, NOW + 2 * HOUR, 50.0)]})
     assert store.job_chunks(job.id) == [ChunkPlan("fr", NOW + HOUR, NOW + 2 * HOUR, 50.0)]
     assert store.get_job(job.id).chunk_end == NOW + 2 * HOUR
+
+
+def test_runs_and_chunks_are_read_per_job_and_a_runs_actual_is_stored(store: Store) -> None:
+    first, second, whole = (store.add_job(new_job(name), NOW) for name in ("a", "b", "c"))
+    store.save_chunks({first.id: [ChunkPlan("gb", NOW + HOUR, NOW + 2 * HOUR, 80.0)],
+                       second.id: [ChunkPlan("fr", NOW, NOW + HOUR)]})
+    with store.writing() as session:
+        session.add_all([
+            JobRun(job_id=first.id, run=2, region="gb", started_at=NOW - HOUR),
+            JobRun(job_id=first.id, run=1, region="gb", started_at=NOW - 3 * HOUR,
+                   ended_at=NOW - 2 * HOUR, outcome="suspended", energy_kwh=0.5)])
+    store.record_run_actual(first.id, 1, 210.0)
+    assert [(run.run, run.actual_intensity) for run in store.job_runs(first.id)] == [
+        (1, 210.0), (2, None)]
+    with pytest.raises(UnknownJob):
+        store.record_run_actual(second.id, 1, 100.0)  # it has no run 1
+    chunks, runs = store.parts_of_jobs([first.id, second.id, whole.id])
+    assert chunks == {first.id: [ChunkPlan("gb", NOW + HOUR, NOW + 2 * HOUR, 80.0)],
+                      second.id: [ChunkPlan("fr", NOW, NOW + HOUR)]}
+    assert {job_id: [run.run for run in job_runs] for job_id, job_runs in runs.items()} == {
+        first.id: [1, 2]}
 
 
 def test_unknown_job_is_reported(store: Store) -> None:

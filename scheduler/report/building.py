@@ -116,7 +116,8 @@ class _Sums:
 
 
 # What the embodied totals read of each job, besides its signal.
-_EMBODIED_READS = ("signal", "run_region", "started_at", "ended_at", "actual_emissions_g")
+_EMBODIED_READS = ("signal", "run_region", "started_at", "ended_at", "actual_emissions_g",
+                   *accounting.HELD_READS)
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,17 @@ class Report:
             yield dict(zip(names, zip(*rows, strict=True), strict=True))
 
     def document_pages(self) -> Iterator[dict[str, Sequence[Any]]]:
-        """Pages of the jobs' documents (``render.document_columns``: lists as JSON text)."""
+        """Pages of the jobs' documents (``render.document_columns``: lists as JSON text),
+        each followed by its ``render.JOB_PARTS`` (read for the page's interruptible jobs)."""
         for stored in self.pages(render.DOCUMENT_COLUMNS):
-            yield render.document_columns(stored, self.config)
+            document = dict(render.document_columns(stored, self.config))
+            ids = document["id"]
+            interruptible = [job_id for job_id, mode in zip(ids, document["interruptible"],
+                                                             strict=True) if mode is not None]
+            chunks, runs = (self.store.parts_of_jobs(interruptible, snapshot=self.snapshot)
+                            if interruptible else ({}, {}))
+            document.update(render.parts_columns(ids, chunks, runs))
+            yield document
 
     def totals(self) -> dict[str, SignalTotals]:
         """Totals per signal, signals in the order of their first job."""
@@ -173,8 +182,9 @@ class Report:
             return
         within = Report(self.store, self.config, self.since, self.until, stated, self.snapshot)
         for page in within.pages(_EMBODIED_READS):
+            held = accounting.held_column(*(page[name] for name in accounting.HELD_READS))
             embodied = accounting.embodied_column(self.config, page["run_region"],
-                                                  page["started_at"], page["ended_at"])
+                                                  page["started_at"], page["ended_at"], held)
             for planned, region, share, actual in zip(page["signal"], page["run_region"],
                                                       embodied, page["actual_emissions_g"],
                                                       strict=True):

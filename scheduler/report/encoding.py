@@ -1,6 +1,7 @@
 """A report's jobs as one JSON document or as CSV, a page of jobs at a time, each page
 encoded a column at a time (json.dumps or csv.writer over 100,000 job rows costs seconds).
-The job objects are those of ``show --json`` (``render.JOB_DOCUMENT``)."""
+The job objects are those of ``show --json`` (``render.JOB_DOCUMENT`` and
+``render.JOB_PARTS``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import IO, Any
 import orjson
 
 from scheduler import documents
-from scheduler.render import JOB_DOCUMENT
+from scheduler.render import JOB_DOCUMENT, JOB_PARTS
 from scheduler.report.building import Report, SignalTotals
 
 
@@ -33,9 +34,11 @@ def json_tail(totals: Mapping[str, SignalTotals]) -> str:
 
 
 def write_csv(report: Report, out: IO[str]) -> None:
-    """One row per job with the keys of the JSON job objects; lists as JSON text. Cells as
-    the csv module writes them (minimal quoting)."""
-    out.write(",".join(_csv_text(key.name) for key in JOB_DOCUMENT) + "\n")
+    """One row per job with the keys of the JSON job objects; lists (an interruptible
+    job's chunks and runs too) as JSON text. Cells as the csv module writes them (minimal
+    quoting)."""
+    names = [*(key.name for key in JOB_DOCUMENT), *JOB_PARTS]
+    out.write(",".join(map(_csv_text, names)) + "\n")
     for page in report.document_pages():  # one write a page
         out.write("\n".join(map(",".join, zip(*map(_csv_cells, page.values()), strict=True)))
                   + "\n")

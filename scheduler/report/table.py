@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from scheduler import render
+from scheduler import accounting, render
 from scheduler.report.building import Report, SignalTotals
 from scheduler.timespec import format_local, format_local_iso
 
@@ -34,16 +34,21 @@ def parse_time(text: str | None) -> datetime | None:
 # The jobs columns the table reads (each a key of the job document too).
 TABLE_READS = ("id", "name", "state", "run_region", "started_at", "ended_at", "energy_kwh",
                "energy_method", "planned_intensity", "actual_intensity", "intensity_estimated",
-               "scheduled_emissions_g", "actual_emissions_g", "run_now_emissions_g", "saved_g")
+               "scheduled_emissions_g", "actual_emissions_g", "run_now_emissions_g", "saved_g",
+               *accounting.HELD_READS)
 
 
 def page_cells(jobs: Mapping[str, Sequence[Any]]) -> list[Sequence[str]]:
     """The cells of the human table (TABLE_COLUMNS) for a page of jobs (TABLE_READS ->
     one value per job), a column at a time."""
     starts = [parse_time(text) for text in jobs["started_at"]]
-    hours = [None if started is None or ended is None else
+    # An interruptible job's hours are those its runs held the hardware, not its pauses.
+    held = (accounting.held_column(*(jobs[name] for name in accounting.HELD_READS))
+            or [None] * len(starts))
+    hours = [seconds / 3600 if seconds is not None else
+             None if started is None or ended is None else
              (datetime.fromisoformat(ended) - started).total_seconds() / 3600
-             for started, ended in zip(starts, jobs["ended_at"], strict=True)]
+             for started, ended, seconds in zip(starts, jobs["ended_at"], held, strict=True)]
     actual = [cell + "*" if estimated else cell for cell, estimated in
               zip(_numbers(jobs["actual_intensity"]), jobs["intensity_estimated"], strict=True)]
     return [
