@@ -855,6 +855,14 @@ def _trim(job: ChunkJob, cells: _Cells, runs: list[list[float]], wanted: float,
     excess = sum(end - start for start, end in runs) - wanted
     starts, ends, values = cells.start_list, cells.end_list, cells.value_list
     while excess > _TIME_EPS:
+        # A whole run no longer than the excess may go (ties at the threshold can choose
+        # more runs of the minimum chunk than the work needs): the dirtiest such run, when
+        # it is dirtier than any end that could be cut instead.
+        droppable = [(cells.cost(start, end) / (end - start), index)
+                     for index, (start, end) in enumerate(runs)
+                     if len(runs) > 1 and end - start <= excess + _TIME_EPS
+                     and not (index == 0 and first_min is not None)]
+        dropping = max(droppable, default=None)
         best: tuple[float, int, bool] | None = None
         for index, (start, end) in enumerate(runs):
             shortest = first_min if index == 0 and first_min is not None else job.min_chunk_s
@@ -868,6 +876,11 @@ def _trim(job: ChunkJob, cells: _Cells, runs: list[list[float]], wanted: float,
             lead = bisect_right(ends, start)  # the cell holding its first second
             if lead < len(values) and (best is None or values[lead] > best[0]):
                 best = (values[lead], index, False)
+        if dropping is not None and (best is None or dropping[0] >= best[0]):
+            start, end = runs.pop(dropping[1])
+            # One chunk fewer: one relaunch's overhead less to hold.
+            excess -= (end - start) - (job.target(len(runs) + 1) - job.target(len(runs)))
+            continue
         if best is None:
             return None
         _, index, at_end = best

@@ -248,6 +248,21 @@ def test_a_two_hour_job_runs_in_both_valleys_its_whole_twin_in_one_block(step: f
     assert whole.intensity == 250.0  # one clean hour and one dirty one, at best
 
 
+def test_ties_at_the_threshold_leave_out_a_whole_spare_chunk() -> None:
+    """Half-hour steps, a half-hour minimum chunk, a 1.5-hour job, a day's window (the fast
+    path): the three cleanest half-hours are apart and two tie for the third place, so one
+    chunk too many qualifies; the plan drops the spare and keeps the three cleanest."""
+    step = 1800.0
+    values = np.full(48, 300.0)
+    values[[5, 20, 31, 40]] = [44.0, 0.0, 46.0, 46.0]
+    starts = np.arange(48) * step
+    job = ChunkJob(1, 3 * step, 0.0, 48 * step, ("north",), step, None)
+    [placed] = plan_chunks([job], {"north": Forecast(starts, starts + step, values)},
+                           {"north": 1}, 0.0)
+    assert len(placed.chunks) == 3
+    assert placed.intensity == pytest.approx((44.0 + 0.0 + 46.0) / 3)
+
+
 def test_max_chunks_one_is_a_single_block_and_the_limit_holds() -> None:
     forecast = two_valleys(UNIT)
     single = ChunkJob(1, 2 * HOUR, 0.0, 12 * HOUR, ("north",), 1800.0, 1)
