@@ -123,7 +123,7 @@ def test_now_waits_for_a_free_slot_and_goes_over_capacity_at_the_latest_start() 
     runs = simulate("now", jobs, actuals, KnownSeries(actuals), slots=1)
     # Job 2 waits for job 1's slot; job 3 has no slack, so it starts at once, over capacity.
     assert starts_h(runs) == {1: 0.0, 2: 1.0, 3: 0.0}
-    assert totals_by_group(runs, actuals)["GB"].deadline_misses == 0
+    assert totals_by_group(runs, actuals)[("GB", "whole")].deadline_misses == 0
 
 
 def test_capacity_gives_the_cleanest_hour_to_the_least_slack() -> None:
@@ -145,7 +145,7 @@ def test_a_job_with_no_room_waits_then_starts_at_its_latest_start() -> None:
     for policy in ("once", "gridshift"):
         runs = simulate(policy, jobs, actuals, KnownSeries(actuals), slots=1)
         assert starts_h(runs) == {1: 0.0, 2: 2.0}, policy
-        assert totals_by_group(runs, actuals)["GB"].deadline_misses == 0
+        assert totals_by_group(runs, actuals)[("GB", "whole")].deadline_misses == 0
 
 
 def test_a_job_that_cannot_make_its_deadline_counts_as_missed_by_every_policy() -> None:
@@ -154,7 +154,7 @@ def test_a_job_that_cannot_make_its_deadline_counts_as_missed_by_every_policy() 
     for policy in ("now", "once", "gridshift", "oracle"):
         runs = simulate(policy, jobs, actuals, KnownSeries(actuals))
         assert starts_h(runs) == {1: 0.0}
-        assert totals_by_group(runs, actuals)["GB"].deadline_misses == 1
+        assert totals_by_group(runs, actuals)[("GB", "whole")].deadline_misses == 1
 
 
 def test_moving_between_regions_counts_under_all_and_now_runs_at_home() -> None:
@@ -163,7 +163,7 @@ def test_moving_between_regions_counts_under_all_and_now_runs_at_home() -> None:
     assert grams("now", jobs, actuals) == pytest.approx(100.0)
     runs = simulate("gridshift", jobs, actuals, KnownSeries(actuals))
     assert [(r.region, (r.start - T0) / H) for r in runs] == [("FR", 0.0)]
-    assert list(totals_by_group(runs, actuals)) == ["all"]
+    assert list(totals_by_group(runs, actuals)) == [("all", "whole")]
 
 
 def test_repeats_average_the_noise_seeds() -> None:
