@@ -221,8 +221,10 @@ class _Engine:
                 self._set_chunks(by_id[chunking.job_id], chunking.region, chunking.chunks, now)
 
     def _chunk_job(self, entry: _Active, now: float) -> ChunkJob:
+        """Its work left from ``now``: a running job's current run counts as done so far."""
         job = entry.job
-        return ChunkJob(job.job_id, entry.remaining_s, job.submit, job.deadline,
+        running_s = 0.0 if entry.running_since is None else now - entry.running_since
+        return ChunkJob(job.job_id, entry.remaining_s - running_s, job.submit, job.deadline,
                         (entry.region,) if entry.has_run else job.regions, job.min_chunk_s,
                         None, running_since=entry.running_since)
 
