@@ -39,6 +39,8 @@ POLICY_MEANINGS = {
 }
 POLICY_NAMES = ("now", "once", "gridshift", "oracle")
 SCOPES = ("region", "all", "both")
+COMPARE_NEEDS_INTERRUPTIBLE = ("--compare-whole needs interruptible jobs (--interruptible, "
+                               "or the interruptible column of a jobs CSV)")
 
 simulate_app = typer.Typer(
     help="Replay real grid data and forecasts: what would shifting jobs have saved?",
@@ -179,6 +181,8 @@ def simulate(
                        "in its interruptible column")
     if min_chunk is not None and not interruptible:
         raise BadInput("--min-chunk needs --interruptible")
+    if compare_whole and workload is not None and not interruptible:
+        raise BadInput(COMPARE_NEEDS_INTERRUPTIBLE)
     min_chunk_s = _duration(min_chunk, "--min-chunk") if min_chunk is not None else None
     if min_chunk_s is not None and not min_chunk_s > 0:
         raise BadInput("--min-chunk must be above zero")
@@ -266,8 +270,7 @@ def _scenario(
                                     DEMO_ISSUE_EVERY_S, seed)
         label = "forecasts revised hourly, 48 h ahead"
     if compare_whole and not any(job.interruptible for s in job_sets for job in s):
-        raise BadInput("--compare-whole needs interruptible jobs (--interruptible, or the "
-                       "interruptible column of the jobs CSV)")
+        raise BadInput(COMPARE_NEEDS_INTERRUPTIBLE)
     choice = ForecastChoice(archive, forecast_error or 0.0, seed, repeats, label)
     return Scenario(actuals, job_sets, choice, policies, slots, compare_whole)
 
