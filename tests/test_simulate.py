@@ -475,6 +475,15 @@ def test_a_paused_job_frees_its_slot() -> None:
         assert spans_h(runs) == {1: [(0.0, 1.0), (3.0, 4.0)], 2: [(1.0, 2.0)]}, policy
 
 
+def test_once_plans_around_the_later_chunks_of_a_running_job() -> None:
+    actuals = {"GB": hourly([10, 100, 100, 10])}
+    # Job 2, submitted at 00:30 while job 1 runs its first chunk, would take 03:00-04:00
+    # (the cleanest hour) but job 1 holds the only slot then: it takes 01:00-02:00.
+    jobs = [chunked(1, 0, 2, 4, min_chunk_h=1), job(2, 0.5, 1, 4)]
+    runs = simulate("once", jobs, actuals, KnownSeries(actuals), slots=1)
+    assert spans_h(runs) == {1: [(0.0, 1.0), (3.0, 4.0)], 2: [(1.0, 2.0)]}
+
+
 def test_a_chunk_missed_while_waiting_for_a_slot_is_made_up_before_the_deadline() -> None:
     actuals = {"GB": hourly([10, 100, 100, 10, 100, 100])}
     # Job 1 holds the only slot 00:00-02:00 (no slack); interruptible job 2 planned around

@@ -180,8 +180,13 @@ class _Engine:
         for entry in self.active.values():
             mine = entry.job.job_id in replanned
             if entry.running_since is not None:
-                if not mine or keep_running:
-                    busy.append(Busy(entry.region, now, self._run_end(entry, now)))
+                if mine and not keep_running:
+                    continue
+                run_end = self._run_end(entry, now)
+                busy.append(Busy(entry.region, now, run_end))
+                if hold_planned and not mine:  # and the chunks after its current run
+                    busy += [Busy(entry.region, start, end) for start, end in entry.chunks
+                             if start >= run_end]
             elif hold_planned and not mine and entry.planned:
                 if entry.chunks:
                     busy += [Busy(entry.region, start, end) for start, end in entry.chunks]
