@@ -6,7 +6,8 @@ simulator: ML jobs, next-workday deadlines, 5% forecast error, whole and interru
 ``DIR`` is a copy of the public repository dos-group/lets-wait-awhile: a checkout, or its
 git directory (the files are read with ``git show HEAD:data/<region>_ci.csv``). Its data
 carry no licence, so nothing of them is kept here. Prints, per region and kind, the
-paper's saving, ours, and ours against a strict run-now baseline.
+paper's saving, ours, ours against a strict run-now baseline, and the CPU seconds spent on
+the region so far.
 
 The experiment is the paper's own, as its code (``simulate.py``, ``strategy.py``,
 ``evaluation.ipynb``) defines it; each point below is a choice of that code, reproduced:

@@ -431,6 +431,7 @@ def test_a_region_runs_more_than_its_slots_only_to_keep_a_deadline(
             assert current.start >= current.job.deadline - left - 1e-6
         done[current.job.job_id] = done.get(current.job.job_id, 0.0) + current.end - current.start
     assert all(done[j.job_id] == pytest.approx(j.duration_s) for j in jobs)
+    assert all(r.end <= r.job.deadline + 1e-6 for r in runs)  # no deadline missed
 
 
 # Interruptible jobs -----------------------------------------------------------------------
