@@ -72,9 +72,11 @@ from scheduler.planner import (
     Holds,
     PlacementReason,
     _cleanest_windows,
+    _listed_positions,
     _Occupancy,
     _prefix_that_fits,
     _PrefixIntegral,
+    _rank_regions,
     _Region,
 )
 
@@ -169,7 +171,11 @@ class _Cells:
     value_list: list[float]
     gaps_before: list[int]  # how many cells up to i (included) start after a gap
     typical_length: float  # the shortest cell: a block of ceil(m / it) cells is >= m
-    blocks: dict[float, tuple[int, FloatArray]] = field(default_factory=dict)
+    step: float | None  # the cells' common length, None where they differ
+    has_gaps: bool
+    cost_list: list[float]  # cost_before as a list
+    region: _Region  # the planner's per-duration windows, kept across jobs
+    blocks: dict[float, tuple[int, FloatArray, FloatArray]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, forecast: Forecast) -> _Cells:
@@ -178,28 +184,45 @@ class _Cells:
         gap_before = np.ones(len(starts), dtype=np.bool_)
         gap_before[1:] = starts[1:] != ends[:-1]
         gaps = [0, *np.cumsum(gap_before[1:], dtype=np.int64).tolist()]
-        return cls(_PrefixIntegral(forecast), starts, ends, values, lengths, gap_before,
-                   np.concatenate(([0.0], np.cumsum(values * lengths))),
-                   np.concatenate(([0.0], np.cumsum(lengths))), starts.tolist(), ends.tolist(),
-                   values.tolist(), gaps, float(lengths.min()) if len(lengths) else 1.0)
+        cost_before = np.concatenate(([0.0], np.cumsum(values * lengths)))
+        equal = len(lengths) > 0 and bool(np.all(lengths == lengths[0]))
+        integral = _PrefixIntegral(forecast)
+        return cls(integral, starts, ends, values, lengths, gap_before,
+                   cost_before, np.concatenate(([0.0], np.cumsum(lengths))), starts.tolist(),
+                   ends.tolist(), values.tolist(), gaps,
+                   float(lengths.min()) if len(lengths) else 1.0,
+                   float(lengths[0]) if equal else None, bool(gap_before[1:].any()),
+                   cost_before.tolist(), _Region(integral))
 
-    def block_means(self, min_chunk: float) -> tuple[int, FloatArray]:
-        """(width, means): means[p] is the mean over cells p .. p + width - 1, +inf where
-        those cells are not contiguous; width cells are at least ``min_chunk`` long."""
+    def covering(self, min_chunk: float) -> tuple[int, FloatArray, FloatArray]:
+        """(width, means, covering) for chunks of at least ``min_chunk``: means[p] is the
+        mean over cells p .. p + width - 1 (+inf where they are not contiguous), width
+        cells being at least ``min_chunk`` long; covering[i] is the lowest mean of the
+        blocks that contain cell i."""
         cached = self.blocks.get(min_chunk)
         if cached is None:
             width = max(1, math.ceil(min_chunk / self.typical_length - 1e-9))
             count = len(self.starts) - width + 1
             if count <= 0:
-                cached = (width, np.zeros(0))
+                means = np.zeros(0)
             else:
                 cost = self.cost_before[width:] - self.cost_before[:count]
                 length = self.length_before[width:] - self.length_before[:count]
                 gaps = np.concatenate(([0], np.cumsum(self.gap_before[1:])))
                 broken = (gaps[width - 1:] - gaps[:count]) > 0
-                cached = (width, np.where(broken, _INF, cost / length))
+                means = np.where(broken, _INF, cost / length)
+            cached = (width, means, _covering_min(means, width, len(self.starts)))
             self.blocks[min_chunk] = cached
         return cached
+
+    def integral_to(self, time: float) -> float:
+        """The forecast's integral from its first cell to ``time`` (gaps count nothing)."""
+        index = bisect_right(self.start_list, time) - 1
+        if index < 0:
+            return 0.0
+        covered = min(time - self.start_list[index],
+                      self.end_list[index] - self.start_list[index])
+        return self.cost_list[index] + self.value_list[index] * covered
 
     def cost(self, start: float, end: float) -> float:
         """Forecast integral over [start, end), +inf unless data covers all of it."""
@@ -240,7 +263,8 @@ def plan_chunks(
     names = sorted({name for job in order for name in job.regions})
     cells = {name: _Cells.of(forecasts.get(name, Forecast.empty())) for name in names}
     singles = _single_blocks(order, names, cells, now)
-    best = [_cheapest(job, cells, singles[row], now) for row, job in enumerate(order)]
+    best = [_cheapest(job, cells, single, now) for job, single in zip(order, singles,
+                                                                         strict=True)]
 
     column = {name: i for i, name in enumerate(names)}
     held_column, held_start, held_end = (
@@ -301,75 +325,69 @@ def _placement(job: ChunkJob, plan: _Plan, reason: PlacementReason) -> ChunkPlac
 
 
 def _single_blocks(order: Sequence[ChunkJob], names: Sequence[str],
-                   cells: Mapping[str, _Cells], now: float) -> list[list[_Plan]]:
-    """Per job, its cleanest single block in each of its regions, capacity ignored: the
-    planner's vectorised search over every job at once. A running job's block is fixed:
-    it runs on from now."""
-    count = len(order)
+                   cells: Mapping[str, _Cells], now: float) -> list[_Plan]:
+    """Per job, its cleanest single block over its regions, capacity ignored: the
+    planner's vectorised search over every job at once, ranked by the planner's rules. A
+    running job's block is fixed: it runs on from now."""
     duration = np.array([job.target(1) for job in order])
     earliest = np.array([_earliest(job, now) for job in order])
     deadline = np.array([job.deadline for job in order])
     running = np.array([job.running_since is not None for job in order])
     latest = np.where(running, earliest, np.maximum(deadline - duration, earliest))
-    column = {name: i for i, name in enumerate(names)}
-    allowed = np.zeros((count, len(names)), dtype=np.bool_)
-    for row, job in enumerate(order):
-        allowed[row, [column[name] for name in job.regions]] = True
-    regions = [_Region(cells[name].integral) for name in names]
-    keys, starts = _cleanest_windows(regions, duration, earliest, latest, allowed)
-    singles = []
-    for row, job in enumerate(order):
-        plans = []
-        for name in job.regions:
-            start = float(starts[row, column[name]])
-            key = float(keys[row, column[name]])
-            cost = _INF if key == _INF else key / _KEY_SCALE * float(duration[row])
-            plans.append(_Plan(name, ((start, start + float(duration[row])),), cost, True))
-        singles.append(plans)
-    return singles
+    _, position = _listed_positions([job.regions for job in order])  # columns: ``names``
+    regions = [cells[name].region for name in names]
+    keys, starts = _cleanest_windows(regions, duration, earliest, latest,
+                                     position < len(names))
+    best = _rank_regions(keys, starts, position)
+    rows = np.arange(len(order))
+    costs = keys[rows, best] / _KEY_SCALE * duration
+    return [_Plan(names[col], ((start, start + length),), cost, True)
+            for col, start, length, cost in zip(best.tolist(), starts[rows, best].tolist(),
+                                                 duration.tolist(), costs.tolist(), strict=True)]
 
 
 def _cheapest(
-    job: ChunkJob, cells: Mapping[str, _Cells], singles: Sequence[_Plan], now: float,
+    job: ChunkJob, cells: Mapping[str, _Cells], single: _Plan, now: float,
 ) -> tuple[PlacementReason, _Plan]:
     """The job's cheapest plan over its regions, capacity ignored, and why."""
     earliest = _earliest(job, now)
-    first = singles[0].region
+    first = job.regions[0]
     block = ((earliest, earliest + job.target(1)),)
     if block[0][1] > job.deadline:
         cost = cells[first].chunks_cost(block)
         covered = PlacementReason.COVERED_WINDOW if cost < _INF else (
             PlacementReason.NO_COVERAGE)
         return PlacementReason.CANNOT_MEET_DEADLINE | covered, _Plan(first, block, cost, True)
-    found = _cheapest_covered(job, cells, singles, now, None)
+    found = _cheapest_covered(job, cells, single, now, None)
     if found is None:
         return PlacementReason.NO_COVERAGE, _Plan(first, block, _INF, True)
     return PlacementReason.COVERED_WINDOW, found
 
 
 def _cheapest_covered(
-    job: ChunkJob, cells: Mapping[str, _Cells], singles: Sequence[_Plan], now: float,
+    job: ChunkJob, cells: Mapping[str, _Cells], single: _Plan, now: float,
     occupancy: Mapping[str, _Occupancy] | None,
 ) -> _Plan | None:
     """The cheapest covered plan over the job's regions (with ``occupancy``: with room at
-    every moment), or None. ``singles``: its cleanest block per region, capacity ignored."""
+    every moment), or None. ``single``: its cleanest block, capacity ignored."""
     earliest = _earliest(job, now)
-    rank_of = {name: i for i, name in enumerate(job.regions)}
-    candidates: list[_Plan] = []
-    exact = all(_cell_count(cells[name], earliest, job.deadline) <= EXACT_MAX_CELLS
-                for name in job.regions)
-    if occupancy is None:
-        candidates.extend(singles)
-    else:
-        candidates.extend(_single_with_room(job, cells, earliest, occupancy))
-    if exact:
+    candidates = ([single] if occupancy is None
+                  else _single_with_room(job, cells, earliest, occupancy))
+    # The single block's region first: most often the one with too many cells.
+    if _cell_count(cells[single.region], earliest, job.deadline) <= EXACT_MAX_CELLS and all(
+            _cell_count(cells[name], earliest, job.deadline) <= EXACT_MAX_CELLS
+            for name in job.regions):
+        bound = min((plan.cost for plan in candidates), default=_INF)
         for name in job.regions:
             full = occupancy[name].full_stretches() if occupancy is not None else None
+            if full is None and _lower_bound(job, cells[name], earliest) > bound + 1e-3:
+                continue  # no plan here can beat one already found
             found = _exact_plan(job, cells[name], earliest, now, full)
             if found is not None:
                 candidates.append(_Plan(name, found[1], found[0], False))
+                bound = min(bound, found[0])
     else:
-        region = min(singles, key=lambda p: p.key(rank_of[p.region])).region
+        region = single.region
         full = occupancy[region].full_stretches() if occupancy is not None else None
         found = _fast_plan(job, cells[region], earliest, now, full)
         if found is not None:
@@ -377,7 +395,19 @@ def _cheapest_covered(
     covered = [plan for plan in candidates if plan.cost < _INF]
     if not covered:
         return None
+    if len(covered) == 1:
+        return covered[0]
+    rank_of = {name: i for i, name in enumerate(job.regions)}
     return min(covered, key=lambda p: p.key(rank_of[p.region]))
+
+
+def _lower_bound(job: ChunkJob, cells: _Cells, earliest: float) -> float:
+    """No plan in this region costs less: its lowest value in the window for as many
+    seconds as the shortest plan holds (none when a value is negative)."""
+    first = bisect_right(cells.end_list, earliest)
+    stop = bisect_left(cells.start_list, job.deadline)
+    lowest = min(cells.value_list[first:stop], default=_INF)
+    return -_INF if lowest < 0 else lowest * job.target(1)
 
 
 def _cell_count(cells: _Cells, earliest: float, deadline: float) -> int:
@@ -403,7 +433,7 @@ def _single_with_room(job: ChunkJob, cells: Mapping[str, _Cells], earliest: floa
         lo, hi = occupancy[name].room_ranges(earliest, latest, duration)
         if not lo:
             continue
-        key, start = _Region(cells[name].integral).options_for(duration).best_of_ranges(lo, hi)
+        key, start = cells[name].region.options_for(duration).best_of_ranges(lo, hi)
         cost = _INF if key == _INF else key / _KEY_SCALE * duration
         plans.append(_Plan(name, ((start, start + duration),), cost, True))
     return plans
@@ -427,7 +457,9 @@ def _exact_plan(job: ChunkJob, cells: _Cells, earliest: float, now: float,
                 full: tuple[FloatArray, FloatArray] | None) -> tuple[float, Chunks] | None:
     """(cost, chunks) of the cheapest plan in one region whose boundaries are grid points
     but for one end of one chunk, or None when no plan is covered (and has room)."""
-    inner = [t for t in (*cells.start_list, *cells.end_list) if earliest < t < job.deadline]
+    starts, ends = cells.start_list, cells.end_list
+    inner = [*starts[bisect_right(starts, earliest):bisect_left(starts, job.deadline)],
+             *ends[bisect_right(ends, earliest):bisect_left(ends, job.deadline)]]
     if full is not None:
         inner.extend(t for t in (*full[0].tolist(), *full[1].tolist())
                      if earliest < t < job.deadline)
@@ -562,6 +594,18 @@ def _exact_plan(job: ChunkJob, cells: _Cells, earliest: float, now: float,
     return best
 
 
+def _touching_full(full: tuple[FloatArray, FloatArray], starts: FloatArray, ends: FloatArray
+                   ) -> BoolArray:
+    """Per [starts[i], ends[i]): whether it overlaps a full stretch."""
+    full_start, full_end = full
+    if not len(full_start):
+        return np.zeros(len(starts), dtype=np.bool_)
+    index = full_end.searchsorted(starts, side="right")
+    inside = index < len(full_start)
+    touching: BoolArray = inside & (full_start[np.minimum(index, len(full_start) - 1)] < ends)
+    return touching
+
+
 def _touches_full(full: tuple[FloatArray, FloatArray], start: float, end: float) -> bool:
     """Whether [start, end) overlaps a full stretch."""
     index = int(full[1].searchsorted(start, side="right"))
@@ -589,9 +633,10 @@ def _covering_min(means: FloatArray, width: int, count: int) -> FloatArray:
 def _fast_plan(job: ChunkJob, cells: _Cells, earliest: float, now: float,
                full: tuple[FloatArray, FloatArray] | None) -> tuple[float, Chunks] | None:
     """(cost, chunks) by the threshold heuristic of the module docstring, or None."""
-    if job.one_chunk_only():
-        return None
     running_min = _first_min(job, now)
+    first_shortest = job.min_chunk_s if running_min is None else running_min
+    if job.one_chunk_only() or job.target(2) < first_shortest + job.min_chunk_s:
+        return None  # no room for two chunks: the single block is the plan
     running = running_min is not None
     first_min = running_min or 0.0
     lo = bisect_left(cells.start_list, earliest)
@@ -605,37 +650,44 @@ def _fast_plan(job: ChunkJob, cells: _Cells, earliest: float, now: float,
         if cells.cost(now, head_end) == _INF:
             return None
         head = (now, head_end)
-    width, means = cells.block_means(job.min_chunk_s)
-    local = means[lo:max(hi - width + 1, lo)]
-    lengths = cells.lengths[lo:hi]
-    blocked = np.zeros(count, dtype=np.bool_)
+    width, means, covering = cells.covering(job.min_chunk_s)
+    local = means[lo:max(hi - width + 1, lo)]  # the blocks inside the window
+    blocked = None
     if full is not None:
-        blocked = np.array([_touches_full(full, s, e) for s, e in
-                            zip(cells.start_list[lo:hi], cells.end_list[lo:hi], strict=True)])
-        if blocked.any():
-            bad = np.concatenate(([0], np.cumsum(blocked)))
-            local = np.where(bad[width:width + len(local)] - bad[:len(local)] > 0, _INF, local)
-    qualifying = _covering_min(local, width, count)
+        blocked = _touching_full(full, cells.starts[lo:hi], cells.ends[lo:hi])
+        bad = np.concatenate(([0], np.cumsum(blocked)))
+        local = np.where(bad[width:width + len(local)] - bad[:len(local)] > 0, _INF, local)
+    if blocked is None and count >= 2 * width:
+        # The region's covering minimum, but for the cells within a block of either end,
+        # whose blocks reaching out of the window do not count.
+        qualifying = covering[lo:hi].copy()
+        if width > 1:
+            qualifying[:width - 1] = np.minimum.accumulate(means[lo:lo + width - 1])
+            tail = means[hi - 2 * width + 2:hi - width + 1][::-1]
+            qualifying[count - width + 1:] = np.minimum.accumulate(tail)[::-1]
+    else:
+        qualifying = _covering_min(local, width, count)
     if running:
         forced = bisect_left(cells.start_list, now + first_min, lo, hi) - lo
         if head is None:
             forced = max(forced, 1)  # the running chunk is never empty
-        qualifying[:forced] = -_INF
-        if blocked[:forced].any():
+        if blocked is not None and blocked[:forced].any():
             return None
+        qualifying[:forced] = -_INF
         if first_min <= 0:  # it may stop at the first boundary, not before
             first_min = (cells.end_list[lo + forced - 1] if forced else cells.start_list[lo]
                          ) - now
-    head_length = head[1] - head[0] if head else 0.0
-    by_value = np.argsort(qualifying, kind="stable")
-    placed = np.cumsum(lengths[by_value])
+    # The cells must hold what the head's shortest part leaves: the rest of the head is
+    # one more chunk end that trimming may cut.
+    head_credit = min(head[1] - head[0], running_min or 0.0) if head else 0.0
+    lengths = cells.lengths[lo:hi]
     target = job.target(1)
     for _ in range(_RETARGETS):
-        enough = int(placed.searchsorted(target - head_length - _TIME_EPS))
-        if enough >= count or qualifying[by_value[enough]] == _INF:
+        threshold = _threshold(cells, qualifying, lengths, target - head_credit)
+        if threshold == _INF:
             return None
-        chosen = _choose(qualifying, local, width, lengths, target - head_length,
-                         float(qualifying[by_value[enough]]))
+        chosen = _choose(qualifying, local, width, lengths, cells.step, target - head_credit,
+                         threshold)
         chunks = _merge_to(job, cells, _runs(cells, lo, chosen, head), full)
         if chunks is None:
             return None
@@ -646,17 +698,40 @@ def _fast_plan(job: ChunkJob, cells: _Cells, earliest: float, now: float,
         trimmed = _trim(job, cells, chunks, wanted, first_min if running else None)
         if trimmed is None:
             return None
-        cost = cells.chunks_cost(trimmed)
-        return (cost, trimmed) if cost < _INF else None
+        return sum(cells.integral_to(end) - cells.integral_to(start)
+                   for start, end in trimmed), trimmed
     return None
 
 
+def _threshold(cells: _Cells, qualifying: FloatArray, lengths: FloatArray, needed: float
+               ) -> float:
+    """The lowest value v such that the cells with qualifying <= v hold ``needed`` seconds
+    (+inf if even every covered cell does not)."""
+    if cells.step is not None:  # equal cells: the k-th smallest value
+        rank = math.ceil((needed - _TIME_EPS) / cells.step) - 1
+        if rank >= len(qualifying):
+            return _INF
+        return float(np.partition(qualifying, max(rank, 0))[max(rank, 0)])
+    by_value = np.argsort(qualifying, kind="stable")
+    enough = int(np.cumsum(lengths[by_value]).searchsorted(needed - _TIME_EPS))
+    return _INF if enough >= len(qualifying) else float(qualifying[by_value[enough]])
+
+
 def _choose(qualifying: FloatArray, means: FloatArray, width: int, lengths: FloatArray,
-            needed: float, threshold: float) -> BoolArray:
-    """The cells below ``threshold``, then blocks at it, earliest first, until ``needed``
-    seconds: every cell with a mean at the threshold would often be far too many."""
-    chosen: BoolArray = qualifying < threshold
-    missing = needed - float(lengths[chosen].sum())
+            step: float | None, needed: float, threshold: float) -> BoolArray:
+    """The cells at or below ``threshold`` when they hold at most two blocks more than
+    ``needed`` seconds (trimming takes the rest); else those below it, then the blocks at
+    it, earliest first, until ``needed`` seconds (a flat forecast ties everything)."""
+    chosen: BoolArray = qualifying <= threshold
+
+    def held(cells: BoolArray) -> float:
+        return (int(np.count_nonzero(cells)) * step if step is not None
+                else float(lengths[cells].sum()))
+
+    if held(chosen) - needed <= 2 * width * float(lengths.max()):
+        return chosen
+    chosen = (qualifying < threshold) | (qualifying == -_INF)
+    missing = needed - held(chosen)
     for block in np.flatnonzero(means == threshold).tolist():
         if missing <= _TIME_EPS:
             break
@@ -671,14 +746,22 @@ def _runs(cells: _Cells, lo: int, chosen: BoolArray, head: tuple[float, float] |
     """The chosen cells (from cell ``lo``) as [start, end] runs, split at gaps in the data;
     a running job's head (now to the first cell) joins the first run if it touches it."""
     count = len(chosen)
-    gap = cells.gap_before[lo:lo + count]
-    previous = np.concatenate(([False], chosen[:-1]))
-    following = np.concatenate((chosen[1:], [False]))
-    gap_after = np.concatenate((gap[1:], [True]))
-    first = np.flatnonzero(chosen & (~previous | gap)) + lo
-    last = np.flatnonzero(chosen & (~following | gap_after)) + lo
-    runs = [[cells.start_list[a], cells.end_list[b]]
-            for a, b in zip(first.tolist(), last.tolist(), strict=True)]
+    if cells.has_gaps:
+        gap = cells.gap_before[lo:lo + count]
+        previous = np.concatenate(([False], chosen[:-1]))
+        following = np.concatenate((chosen[1:], [False]))
+        gap_after = np.concatenate((gap[1:], [True]))
+        first = (np.flatnonzero(chosen & (~previous | gap)) + lo).tolist()
+        last = (np.flatnonzero(chosen & (~following | gap_after)) + lo).tolist()
+    else:
+        edges = (np.flatnonzero(chosen[1:] != chosen[:-1]) + (lo + 1)).tolist()
+        if chosen[0]:
+            edges.insert(0, lo)
+        if chosen[-1]:
+            edges.append(lo + count)
+        first, last = edges[0::2], [end - 1 for end in edges[1::2]]
+    start_list, end_list = cells.start_list, cells.end_list
+    runs = [[start_list[a], end_list[b]] for a, b in zip(first, last, strict=True)]
     if head is not None:
         if runs and abs(runs[0][0] - head[1]) <= _TIME_EPS:
             runs[0][0] = head[0]
@@ -748,3 +831,29 @@ def _trim(job: ChunkJob, cells: _Cells, runs: list[list[float]], wanted: float,
     return tuple((start, end) for start, end in runs)
 
 
+
+
+def chunk_means(forecasts: Mapping[str, Forecast], placements: Sequence[ChunkPlacement]
+                ) -> list[list[float | None]]:
+    """Per placement, each chunk's mean forecast (None where data does not cover it): one
+    prefix integral per region, every chunk of that region at once."""
+    means: list[list[float | None]] = [[None] * len(p.chunks) for p in placements]
+    by_region: dict[str, list[int]] = {}
+    for row, placement in enumerate(placements):
+        by_region.setdefault(placement.region, []).append(row)
+    for region, rows in by_region.items():
+        bounds = np.array([chunk for row in rows for chunk in placements[row].chunks],
+                          dtype=np.float64).reshape(-1, 2)
+        value, cover = _PrefixIntegral(forecasts.get(region, Forecast.empty())).at(
+            bounds.ravel())
+        lengths = bounds[:, 1] - bounds[:, 0]
+        covered = cover[1::2] - cover[0::2] >= lengths - _TIME_EPS
+        mean = np.round((value[1::2] - value[0::2]) / lengths, 6)
+        flat = [float(m) if ok else None for m, ok in zip(mean.tolist(), covered.tolist(),
+                                                            strict=True)]
+        at = 0
+        for row in rows:
+            count = len(placements[row].chunks)
+            means[row] = flat[at:at + count]
+            at += count
+    return means
