@@ -178,8 +178,8 @@ def _hours(seconds: float) -> str:
 
 
 def print_table(result: Sequence[Row], title: str) -> None:
-    """A compact rich table on stdout (120 columns when stdout is not a terminal); the
-    ``kind`` and ``runs`` columns appear where some jobs are interruptible."""
+    """A compact rich table on stdout (120 columns when stdout is not a terminal, 140 with
+    the ``kind`` and ``runs`` columns, which appear where some jobs are interruptible)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -201,7 +201,7 @@ def print_table(result: Sequence[Row], title: str) -> None:
                       *([f"{r.mean_runs:.1f}"] if kinds else []))
     # markup=False: region names and titles come from data files and are printed as text.
     console = Console(highlight=False, soft_wrap=False, markup=False,
-                      width=None if sys.stdout.isatty() else 120)
+                      width=None if sys.stdout.isatty() else 140 if kinds else 120)
     console.print(table)
 
 
