@@ -32,7 +32,8 @@ What is exact and what is not:
   that gives enough seconds; the excess is trimmed from the dirtiest chunk ends that can
   spare it, the cheapest gaps are filled while there are more than ``max_chunks`` chunks,
   and in checkpoint mode the target is recomputed for the number of chunks found. It is a
-  heuristic, not the optimum.
+  heuristic, not the optimum. It is not tried for a job whose single block is already as
+  clean as the cleanest block of the minimum chunk in its window.
 - Both paths compare their chunks with the job's cleanest single block (the answer for a
   job that is not interruptible, under the same constraints) and keep the block unless the
   chunks cost strictly less, so a plan is never worse than the block.
@@ -59,8 +60,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -70,8 +72,10 @@ from scheduler.planner import (
     FloatArray,
     Forecast,
     Holds,
+    IntArray,
     PlacementReason,
     _cleanest_windows,
+    _cleanest_with_room,
     _listed_positions,
     _Occupancy,
     _prefix_that_fits,
@@ -263,7 +267,7 @@ def plan_chunks(
     names = sorted({name for job in order for name in job.regions})
     cells = {name: _Cells.of(forecasts.get(name, Forecast.empty())) for name in names}
     singles = _single_blocks(order, names, cells, now)
-    best = [_cheapest(job, cells, single, now) for job, single in zip(order, singles,
+    best = [_cheapest(job, cells, single, now) for job, single in zip(order, singles.plans,
                                                                          strict=True)]
 
     column = {name: i for i, name in enumerate(names)}
@@ -294,7 +298,10 @@ def plan_chunks(
             if not all(room.has_room(start, end) for start, end in plan.chunks):
                 moved = None
                 if PlacementReason.COVERED_WINDOW in reason:
-                    moved = _cheapest_covered(job, cells, singles[row], now, occupancy)
+                    moved = _cheapest_covered(
+                        job, cells, singles.plans[row], now,
+                        partial(_single_with_room, job, row, singles, names, cells,
+                                occupancy=occupancy), occupancy)
                 if moved is None or not all(occupancy[moved.region].has_room(start, end)
                                             for start, end in moved.chunks):
                     reason |= PlacementReason.WAITING_FOR_SLOT
@@ -324,8 +331,20 @@ def _placement(job: ChunkJob, plan: _Plan, reason: PlacementReason) -> ChunkPlac
     return ChunkPlacement(job.job_id, plan.region, plan.chunks, intensity, reason)
 
 
+@dataclass(frozen=True)
+class _Singles:
+    """Every job's cleanest single block, capacity ignored: ``plans[row]`` over its
+    regions; ``keys``/``starts``/``position`` per region column, as the planner's greedy
+    reads them to find the cleanest block with room."""
+
+    plans: list[_Plan]
+    keys: FloatArray
+    starts: FloatArray
+    position: IntArray
+
+
 def _single_blocks(order: Sequence[ChunkJob], names: Sequence[str],
-                   cells: Mapping[str, _Cells], now: float) -> list[_Plan]:
+                   cells: Mapping[str, _Cells], now: float) -> _Singles:
     """Per job, its cleanest single block over its regions, capacity ignored: the
     planner's vectorised search over every job at once, ranked by the planner's rules. A
     running job's block is fixed: it runs on from now."""
@@ -341,9 +360,10 @@ def _single_blocks(order: Sequence[ChunkJob], names: Sequence[str],
     best = _rank_regions(keys, starts, position)
     rows = np.arange(len(order))
     costs = keys[rows, best] / _KEY_SCALE * duration
-    return [_Plan(names[col], ((start, start + length),), cost, True)
-            for col, start, length, cost in zip(best.tolist(), starts[rows, best].tolist(),
-                                                 duration.tolist(), costs.tolist(), strict=True)]
+    plans = [_Plan(names[col], ((start, start + length),), cost, True)
+             for col, start, length, cost in zip(best.tolist(), starts[rows, best].tolist(),
+                                                  duration.tolist(), costs.tolist(), strict=True)]
+    return _Singles(plans, keys, starts, position)
 
 
 def _cheapest(
@@ -358,7 +378,7 @@ def _cheapest(
         covered = PlacementReason.COVERED_WINDOW if cost < _INF else (
             PlacementReason.NO_COVERAGE)
         return PlacementReason.CANNOT_MEET_DEADLINE | covered, _Plan(first, block, cost, True)
-    found = _cheapest_covered(job, cells, single, now, None)
+    found = _cheapest_covered(job, cells, single, now)
     if found is None:
         return PlacementReason.NO_COVERAGE, _Plan(first, block, _INF, True)
     return PlacementReason.COVERED_WINDOW, found
@@ -366,17 +386,16 @@ def _cheapest(
 
 def _cheapest_covered(
     job: ChunkJob, cells: Mapping[str, _Cells], single: _Plan, now: float,
-    occupancy: Mapping[str, _Occupancy] | None,
+    with_room: Callable[[float], list[_Plan]] | None = None,
+    occupancy: Mapping[str, _Occupancy] | None = None,
 ) -> _Plan | None:
     """The cheapest covered plan over the job's regions (with ``occupancy``: with room at
-    every moment), or None. ``single``: its cleanest block, capacity ignored."""
+    every moment, the single block from ``with_room``), or None. ``single``: its cleanest
+    block, capacity ignored."""
     earliest = _earliest(job, now)
-    candidates = ([single] if occupancy is None
-                  else _single_with_room(job, cells, earliest, occupancy))
-    # The single block's region first: most often the one with too many cells.
-    if _cell_count(cells[single.region], earliest, job.deadline) <= EXACT_MAX_CELLS and all(
-            _cell_count(cells[name], earliest, job.deadline) <= EXACT_MAX_CELLS
-            for name in job.regions):
+    candidates = [single] if with_room is None else with_room(earliest)
+    if _small(cells[single.region], earliest, job.deadline) and all(
+            _small(cells[name], earliest, job.deadline) for name in job.regions):
         bound = min((plan.cost for plan in candidates), default=_INF)
         for name in job.regions:
             full = occupancy[name].full_stretches() if occupancy is not None else None
@@ -386,7 +405,7 @@ def _cheapest_covered(
             if found is not None:
                 candidates.append(_Plan(name, found[1], found[0], False))
                 bound = min(bound, found[0])
-    else:
+    elif not _block_is_cleanest(job, cells[single.region], single, earliest):
         region = single.region
         full = occupancy[region].full_stretches() if occupancy is not None else None
         found = _fast_plan(job, cells[region], earliest, now, full)
@@ -397,8 +416,27 @@ def _cheapest_covered(
         return None
     if len(covered) == 1:
         return covered[0]
+    if len(covered) == 2 and covered[0].region == covered[1].region:
+        first, second = covered
+        return first if first.key(0) <= second.key(0) else second
     rank_of = {name: i for i, name in enumerate(job.regions)}
     return min(covered, key=lambda p: p.key(rank_of[p.region]))
+
+
+def _block_is_cleanest(job: ChunkJob, cells: _Cells, single: _Plan, earliest: float
+                       ) -> bool:
+    """Whether the single block is already as clean as the cleanest block of the minimum
+    chunk in the window: chunks, each at least that long, could hardly beat it, so the
+    fast path is not tried."""
+    if single.cost == _INF or job.running_since is not None:
+        return False
+    width, means, _ = cells.covering(job.min_chunk_s)
+    first = bisect_left(cells.start_list, earliest)
+    stop = bisect_right(cells.end_list, job.deadline) - width + 1
+    if stop <= first:
+        return False
+    block_mean = single.cost / (single.chunks[0][1] - single.chunks[0][0])
+    return block_mean <= float(means[first:stop].min()) + 1e-9
 
 
 def _lower_bound(job: ChunkJob, cells: _Cells, earliest: float) -> float:
@@ -408,6 +446,16 @@ def _lower_bound(job: ChunkJob, cells: _Cells, earliest: float) -> float:
     stop = bisect_left(cells.start_list, job.deadline)
     lowest = min(cells.value_list[first:stop], default=_INF)
     return -_INF if lowest < 0 else lowest * job.target(1)
+
+
+def _small(cells: _Cells, earliest: float, deadline: float) -> bool:
+    """Whether the exact path takes a window: at most EXACT_MAX_CELLS cells. Where cells of
+    one length cover it without a gap, a window longer than that many is not: no count."""
+    if (cells.step is not None and not cells.has_gaps
+            and deadline - earliest > (EXACT_MAX_CELLS + 1) * cells.step
+            and cells.start_list[0] <= earliest and deadline <= cells.end_list[-1]):
+        return False
+    return _cell_count(cells, earliest, deadline) <= EXACT_MAX_CELLS
 
 
 def _cell_count(cells: _Cells, earliest: float, deadline: float) -> int:
@@ -422,21 +470,27 @@ def _cell_count(cells: _Cells, earliest: float, deadline: float) -> int:
             + (cells.end_list[stop - 1] < deadline))
 
 
-def _single_with_room(job: ChunkJob, cells: Mapping[str, _Cells], earliest: float,
+def _single_with_room(job: ChunkJob, row: int, singles: _Singles, names: Sequence[str],
+                      cells: Mapping[str, _Cells], earliest: float,
                       occupancy: Mapping[str, _Occupancy]) -> list[_Plan]:
-    """The cleanest single block with room in each region (the greedy's whole-job answer)."""
+    """The cleanest single block with room over the job's regions (the greedy's whole-job
+    answer): the planner's search, region by region while a region's block with capacity
+    ignored could still beat the one found."""
     duration = job.target(1)
     latest = earliest if job.running_since is not None else max(job.deadline - duration,
                                                                 earliest)
-    plans = []
-    for name in job.regions:
-        lo, hi = occupancy[name].room_ranges(earliest, latest, duration)
-        if not lo:
-            continue
-        key, start = cells[name].region.options_for(duration).best_of_ranges(lo, hi)
-        cost = _INF if key == _INF else key / _KEY_SCALE * duration
-        plans.append(_Plan(name, ((start, start + duration),), cost, True))
-    return plans
+    count = len(names)
+    bounds = sorted((key, start, rank, col) for key, start, rank, col in zip(
+        singles.keys[row].tolist(), singles.starts[row].tolist(),
+        singles.position[row].tolist(), range(count), strict=True) if rank < count)
+    found = _cleanest_with_room(bounds, [cells[name].region for name in names],
+                                [occupancy[name] for name in names], duration, earliest,
+                                latest)
+    if found is None:
+        return []
+    col, start, key = found
+    cost = _INF if key == _INF else key / _KEY_SCALE * duration
+    return [_Plan(names[col], ((start, start + duration),), cost, True)]
 
 
 # --- the exact path ------------------------------------------------------------------------
@@ -728,7 +782,7 @@ def _choose(qualifying: FloatArray, means: FloatArray, width: int, lengths: Floa
         return (int(np.count_nonzero(cells)) * step if step is not None
                 else float(lengths[cells].sum()))
 
-    if held(chosen) - needed <= 2 * width * float(lengths.max()):
+    if held(chosen) - needed <= 2 * width * (step or float(lengths.max())):
         return chosen
     chosen = (qualifying < threshold) | (qualifying == -_INF)
     missing = needed - held(chosen)

@@ -383,7 +383,10 @@ def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCach
                 row.state == JobState.RUNNING.value
                 or (row.state != JobState.QUEUED.value
                     and (row.planned_intensity, row.plan_note, row.plan_reason)
-                    == (placement.intensity, note, int(placement.reason)))):
+                    == (placement.intensity, note, int(placement.reason))
+                    and ((row.planned_vintage is None and vintage is None)
+                         or (vintage is not None and _same_time(row.planned_vintage,
+                                                                vintage))))):
             continue
         chunks[row.id] = [ChunkPlan(placement.region, from_epoch(start), from_epoch(end),
                                     intensity)

@@ -396,7 +396,8 @@ class Store:
                         c.min_chunk_s, c.max_pauses, c.restart_overhead_s, c.work_done_s,
                         c.run_count, c.run_region, _EpochSeconds(c.started_at),
                         c.planned_region, _EpochSeconds(c.planned_start),
-                        c.planned_intensity, c.plan_note, c.plan_reason)
+                        c.planned_intensity, _EpochSeconds(c.planned_vintage), c.plan_note,
+                        c.plan_reason)
                  .where(mine).order_by(c.id))
         chunks_query = (select(chunk.job_id, chunk.region, _EpochSeconds(chunk.start),
                                _EpochSeconds(chunk.end))
@@ -1136,6 +1137,7 @@ class InterruptibleRow:
     planned_region: str | None
     planned_start: float | None
     planned_intensity: float | None
+    planned_vintage: float | None
     plan_note: str | None
     plan_reason: int | None
     chunks: tuple[tuple[str, float, float], ...] = ()

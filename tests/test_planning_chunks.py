@@ -280,3 +280,42 @@ def test_a_submitted_interruptible_job_is_stored_with_its_chunks(
     for chunk in second.chunks:
         assert all(chunk.end <= begin or chunk.start >= end for begin, end in taken)
     store.close()
+
+
+def test_a_paused_job_at_its_latest_resume_point_resumes_now_in_one_block(
+        make_workspace: Callable[..., Workspace], tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    start = floor_hour(now)
+    workspace = workspace_with(make_workspace, tmp_path, {"here": valleys(5, 6)}, start)
+    store = workspace.store()
+    refreshed(workspace, store, now)
+    # Two hours of work, one done: the hour left just fits before the deadline.
+    job = store.add_job(new_job(workspace, now - HOUR, ["here"], 2 * HOUR,
+                                deadline=2 * HOUR), now)
+    run_then_pause(store, job.id, "here", now - HOUR, now)
+
+    planning.replan(store, workspace.config(), now)
+
+    assert chunks_of(store, job.id) == [("here", now, now + HOUR)]
+    assert store.get_job(job.id).planned_start == now
+    store.close()
+
+
+def test_a_job_that_used_its_pauses_runs_the_rest_in_one_chunk(
+        make_workspace: Callable[..., Workspace], tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    start = floor_hour(now) + HOUR
+    workspace = workspace_with(make_workspace, tmp_path, {"here": valleys(3, 9)}, start)
+    store = workspace.store()
+    refreshed(workspace, store, now)
+    limited = store.add_job(new_job(workspace, now - HOUR, ["here"], 3 * HOUR,
+                                    max_pauses=1), now)
+    run_then_pause(store, limited.id, "here", now - HOUR, now)  # its one pause
+    free = store.add_job(new_job(workspace, now - HOUR, ["here"], 3 * HOUR), now)
+    run_then_pause(store, free.id, "here", now - HOUR, now)
+
+    planning.replan(store, workspace.config(), now)
+
+    assert len(chunks_of(store, limited.id)) == 1
+    assert len(chunks_of(store, free.id)) == 2  # both valleys
+    store.close()
