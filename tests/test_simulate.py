@@ -485,6 +485,29 @@ def test_once_plans_around_the_later_chunks_of_a_running_job() -> None:
     assert spans_h(runs) == {1: [(0.0, 1.0), (3.0, 4.0)], 2: [(1.0, 2.0)]}
 
 
+def test_gridshift_extends_a_running_chunk_when_a_revision_makes_the_next_hour_clean() -> None:
+    actuals = {"GB": hourly([10, 10, 100, 100])}
+    # Issued before the start: 01:00 looks dirty, so the plan is 00:00-01:00 + 03:00-04:00.
+    # Issued at 00:30, while the first chunk runs: 01:00 is clean after all.
+    archive = _archive([(T0 - H, 0, [10, 100, 100, 10]), (T0 + 0.5 * H, 0, [10, 10, 100, 100])])
+    jobs = [chunked(1, 0, 2, 4, min_chunk_h=1)]
+    once = simulate("once", jobs, actuals, archive)
+    gridshift = simulate("gridshift", jobs, actuals, archive)
+    assert spans_h(once) == {1: [(0.0, 1.0), (3.0, 4.0)]}
+    assert spans_h(gridshift) == {1: [(0.0, 2.0)]}  # one run: the chunk grew, no pause
+    assert np.sum(run_emissions(gridshift, actuals)) == pytest.approx(20.0)
+
+
+def test_gridshift_cuts_a_running_chunk_when_a_revision_makes_its_rest_dirty() -> None:
+    actuals = {"GB": hourly([10, 100, 10, 100])}
+    archive = _archive([(T0 - H, 0, [10, 10, 100, 100]), (T0 + 0.5 * H, 0, [10, 100, 10, 100])])
+    jobs = [chunked(1, 0, 2, 4, min_chunk_h=0.5)]
+    assert spans_h(simulate("once", jobs, actuals, archive)) == {1: [(0.0, 2.0)]}
+    gridshift = simulate("gridshift", jobs, actuals, archive)
+    assert spans_h(gridshift) == {1: [(0.0, 1.0), (2.0, 3.0)]}
+    assert np.sum(run_emissions(gridshift, actuals)) == pytest.approx(20.0)
+
+
 def test_a_chunk_missed_while_waiting_for_a_slot_is_made_up_before_the_deadline() -> None:
     actuals = {"GB": hourly([10, 100, 100, 10, 100, 100])}
     # Job 1 holds the only slot 00:00-02:00 (no slack); interruptible job 2 planned around
