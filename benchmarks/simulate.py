@@ -2,7 +2,7 @@
 
     python benchmarks/simulate.py savings --intensity DIR [--errors 0,0.05,0.1] [--repeats K]
     python benchmarks/simulate.py uk --summary FILE
-    python benchmarks/simulate.py speed --intensity DIR [--policy gridshift]
+    python benchmarks/simulate.py speed --intensity DIR [--policy gridshift] [--interruptible]
 
 ``DIR`` holds Electricity Maps yearly exports named ``<ZONE>_<YEAR>_hourly.csv`` (the
 region is the part before the first ``_``); ``FILE`` is the UK ``summary_national_fw48h.csv``.
@@ -102,8 +102,11 @@ def uk(args: argparse.Namespace) -> None:
 
 def speed(args: argparse.Namespace) -> None:
     actuals = load_year(Path(args.intensity))
-    alone, together = ml_workday_sets(actuals, args.count, args.seed)
+    options = workloads.WorkloadOptions(count=args.count, seed=args.seed,
+                                        interruptible=args.interruptible)
+    alone, together = ml_workday_sets(actuals, args.count, args.seed, options)
     choice = ForecastChoice(None, args.error, args.seed, 1)
+    kind = "interruptible (30-minute chunks)" if args.interruptible else "whole"
     for label, jobs in ((f"{len(together)} jobs, each free to use all {len(actuals)} regions",
                          together),
                         (f"{len(alone)} jobs, {args.count} confined to each region", alone)):
@@ -111,7 +114,7 @@ def speed(args: argparse.Namespace) -> None:
         run(Scenario(actuals, [jobs], choice, [args.policy]))
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
-        print(f"{args.policy}: one year, {label}, {100 * args.error:g}% error: "
+        print(f"{args.policy}: one year, {label}, {kind}, {100 * args.error:g}% error: "
               f"{seconds:.1f} s wall, {cpu:.1f} s CPU (includes the 'now' baseline)")
         sys.stdout.flush()
 
@@ -131,6 +134,8 @@ def main() -> None:
     third.add_argument("--intensity", required=True)
     third.add_argument("--policy", default="gridshift")
     third.add_argument("--error", type=float, default=0.05)
+    third.add_argument("--interruptible", action="store_true",
+                       help="every job interruptible, with the default 30-minute minimum chunk")
     for command in (first, second, third):
         command.add_argument("--count", type=int, default=ML_WORKDAY_JOBS)
         command.add_argument("--seed", type=int, default=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import combinations, pairwise
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_now_waits_for_a_free_slot_and_goes_over_capacity_at_the_latest_start() 
     runs = simulate("now", jobs, actuals, KnownSeries(actuals), slots=1)
     # Job 2 waits for job 1's slot; job 3 has no slack, so it starts at once, over capacity.
     assert starts_h(runs) == {1: 0.0, 2: 1.0, 3: 0.0}
-    assert totals_by_group(runs, actuals)["GB"].deadline_misses == 0
+    assert totals_by_group(runs, actuals)[("GB", "whole")].deadline_misses == 0
 
 
 def test_capacity_gives_the_cleanest_hour_to_the_least_slack() -> None:
@@ -145,7 +146,7 @@ def test_a_job_with_no_room_waits_then_starts_at_its_latest_start() -> None:
     for policy in ("once", "gridshift"):
         runs = simulate(policy, jobs, actuals, KnownSeries(actuals), slots=1)
         assert starts_h(runs) == {1: 0.0, 2: 2.0}, policy
-        assert totals_by_group(runs, actuals)["GB"].deadline_misses == 0
+        assert totals_by_group(runs, actuals)[("GB", "whole")].deadline_misses == 0
 
 
 def test_a_job_that_cannot_make_its_deadline_counts_as_missed_by_every_policy() -> None:
@@ -154,7 +155,7 @@ def test_a_job_that_cannot_make_its_deadline_counts_as_missed_by_every_policy() 
     for policy in ("now", "once", "gridshift", "oracle"):
         runs = simulate(policy, jobs, actuals, KnownSeries(actuals))
         assert starts_h(runs) == {1: 0.0}
-        assert totals_by_group(runs, actuals)["GB"].deadline_misses == 1
+        assert totals_by_group(runs, actuals)[("GB", "whole")].deadline_misses == 1
 
 
 def test_moving_between_regions_counts_under_all_and_now_runs_at_home() -> None:
@@ -163,7 +164,7 @@ def test_moving_between_regions_counts_under_all_and_now_runs_at_home() -> None:
     assert grams("now", jobs, actuals) == pytest.approx(100.0)
     runs = simulate("gridshift", jobs, actuals, KnownSeries(actuals))
     assert [(r.region, (r.start - T0) / H) for r in runs] == [("FR", 0.0)]
-    assert list(totals_by_group(runs, actuals)) == ["all"]
+    assert list(totals_by_group(runs, actuals)) == [("all", "whole")]
 
 
 def test_repeats_average_the_noise_seeds() -> None:
@@ -352,7 +353,8 @@ levels = st.integers(0, 20).map(lambda k: 25.0 * k)  # coarse values: ties happe
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[dict[str, Series], list[SimJob]]:
+def scenarios(draw: st.DrawFn, interruptible: st.SearchStrategy[bool] = st.just(False)
+              ) -> tuple[dict[str, Series], list[SimJob]]:
     hours = draw(st.integers(12, 36))
     names = ["A", "B"][: draw(st.integers(1, 2))]
     actuals = {name: hourly(draw(st.lists(levels, min_size=hours, max_size=hours)))
@@ -366,7 +368,9 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Series], list[SimJob]]:
         if deadline < submit + duration:
             deadline = submit + duration
         regions = tuple(draw(st.permutations(names))[: draw(st.integers(1, len(names)))])
-        jobs.append(SimJob(job_id, T0 + submit, duration, T0 + deadline, regions, 1000.0))
+        jobs.append(SimJob(job_id, T0 + submit, duration, T0 + deadline, regions, 1000.0,
+                           interruptible=draw(interruptible),
+                           min_chunk_s=draw(st.integers(1, 4)) * 1800.0))
     return actuals, jobs
 
 
@@ -408,17 +412,189 @@ def test_rows_compare_against_now_and_oracle() -> None:
     assert result[0].oracle_share_pct == pytest.approx(0.0)
 
 
-@settings(max_examples=40, deadline=None)
-@given(scenarios(), st.integers(1, 2), st.sampled_from(["now", "once", "gridshift", "oracle"]))
+@settings(max_examples=60, deadline=None)
+@given(scenarios(st.booleans()), st.integers(1, 2),
+       st.sampled_from(["now", "once", "gridshift", "oracle"]))
 def test_a_region_runs_more_than_its_slots_only_to_keep_a_deadline(
     case: tuple[dict[str, Series], list[SimJob]], slots: int, policy: str,
 ) -> None:
     actuals, jobs = case
     runs = simulate(policy, jobs, actuals, noisy_copy(actuals, 0.2, 1), slots)
-    assert sorted(r.job.job_id for r in runs) == sorted(j.job_id for j in jobs)
+    assert sorted({r.job.job_id for r in runs}) == sorted(j.job_id for j in jobs)
+    done: dict[int, float] = {}
     for index, current in enumerate(runs):  # runs come in the order they started
         assert current.start >= current.job.submit
+        left = current.job.duration_s - done.get(current.job.job_id, 0.0)
         busy = sum(1 for other in runs[:index]
                    if other.region == current.region and other.end > current.start)
-        if busy >= slots:
-            assert current.start >= current.job.latest_start - 1e-6
+        if busy >= slots:  # over capacity: only at its latest (re)start
+            assert current.start >= current.job.deadline - left - 1e-6
+        done[current.job.job_id] = done.get(current.job.job_id, 0.0) + current.end - current.start
+    assert all(done[j.job_id] == pytest.approx(j.duration_s) for j in jobs)
+    assert all(r.end <= r.job.deadline + 1e-6 for r in runs)  # no deadline missed
+
+
+# Interruptible jobs -----------------------------------------------------------------------
+
+
+def chunked(job_id: int, submit_h: float, duration_h: float, deadline_h: float,
+            min_chunk_h: float = 0.5, regions: tuple[str, ...] = ("GB",)) -> SimJob:
+    return SimJob(job_id, T0 + submit_h * H, duration_h * H, T0 + deadline_h * H, regions,
+                  1000.0, interruptible=True, min_chunk_s=min_chunk_h * H)
+
+
+def spans_h(runs: Sequence[Run]) -> dict[int, list[tuple[float, float]]]:
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        spans.setdefault(r.job.job_id, []).append(((r.start - T0) / H, (r.end - T0) / H))
+    return spans
+
+
+@pytest.mark.parametrize("policy", ["once", "gridshift", "oracle"])
+def test_an_interruptible_job_runs_in_the_clean_hours_and_pauses_in_between(policy: str) -> None:
+    actuals = {"GB": hourly([10, 100, 100, 10])}
+    runs = simulate(policy, [chunked(1, 0, 2, 4, min_chunk_h=1)], actuals, KnownSeries(actuals))
+    assert spans_h(runs) == {1: [(0.0, 1.0), (3.0, 4.0)]}
+    totals = totals_by_group(runs, actuals)[("GB", "interruptible")]
+    assert (totals.emissions_g, totals.energy_kwh, totals.mean_runs) == (20.0, 2.0, 2.0)
+    assert totals.mean_delay_s == 0 and totals.deadline_misses == 0
+
+
+def test_now_runs_an_interruptible_job_uninterrupted_from_submission() -> None:
+    actuals = {"GB": hourly([10, 100, 100, 10])}
+    runs = simulate("now", [chunked(1, 0, 2, 4)], actuals, KnownSeries(actuals))
+    assert spans_h(runs) == {1: [(0.0, 2.0)]}
+
+
+def test_a_paused_job_frees_its_slot() -> None:
+    actuals = {"GB": hourly([10, 100, 100, 10])}
+    # Job 1 runs 00:00-01:00 and 03:00-04:00; job 2 (whole, submitted at 01:00, due by
+    # 03:00) takes the one slot while job 1 is paused.
+    jobs = [chunked(1, 0, 2, 4, min_chunk_h=1), job(2, 1, 1, 3)]
+    for policy in ("once", "gridshift", "oracle"):
+        runs = simulate(policy, jobs, actuals, KnownSeries(actuals), slots=1)
+        assert spans_h(runs) == {1: [(0.0, 1.0), (3.0, 4.0)], 2: [(1.0, 2.0)]}, policy
+
+
+def test_once_plans_around_the_later_chunks_of_a_running_job() -> None:
+    actuals = {"GB": hourly([10, 100, 100, 10])}
+    # Job 2, submitted at 00:30 while job 1 runs its first chunk, would take 03:00-04:00
+    # (the cleanest hour) but job 1 holds the only slot then: it takes 01:00-02:00.
+    jobs = [chunked(1, 0, 2, 4, min_chunk_h=1), job(2, 0.5, 1, 4)]
+    runs = simulate("once", jobs, actuals, KnownSeries(actuals), slots=1)
+    assert spans_h(runs) == {1: [(0.0, 1.0), (3.0, 4.0)], 2: [(1.0, 2.0)]}
+
+
+def test_gridshift_extends_a_running_chunk_when_a_revision_makes_the_next_hour_clean() -> None:
+    actuals = {"GB": hourly([10, 10, 100, 100])}
+    # Issued before the start: 01:00 looks dirty, so the plan is 00:00-01:00 + 03:00-04:00.
+    # Issued at 00:30, while the first chunk runs: 01:00 is clean after all.
+    archive = _archive([(T0 - H, 0, [10, 100, 100, 10]), (T0 + 0.5 * H, 0, [10, 10, 100, 100])])
+    jobs = [chunked(1, 0, 2, 4, min_chunk_h=1)]
+    once = simulate("once", jobs, actuals, archive)
+    gridshift = simulate("gridshift", jobs, actuals, archive)
+    assert spans_h(once) == {1: [(0.0, 1.0), (3.0, 4.0)]}
+    assert spans_h(gridshift) == {1: [(0.0, 2.0)]}  # one run: the chunk grew, no pause
+    assert np.sum(run_emissions(gridshift, actuals)) == pytest.approx(20.0)
+
+
+def test_gridshift_cuts_a_running_chunk_when_a_revision_makes_its_rest_dirty() -> None:
+    actuals = {"GB": hourly([10, 100, 10, 100])}
+    archive = _archive([(T0 - H, 0, [10, 10, 100, 100]), (T0 + 0.5 * H, 0, [10, 100, 10, 100])])
+    jobs = [chunked(1, 0, 2, 4, min_chunk_h=0.5)]
+    assert spans_h(simulate("once", jobs, actuals, archive)) == {1: [(0.0, 2.0)]}
+    gridshift = simulate("gridshift", jobs, actuals, archive)
+    assert spans_h(gridshift) == {1: [(0.0, 1.0), (2.0, 3.0)]}
+    assert np.sum(run_emissions(gridshift, actuals)) == pytest.approx(20.0)
+
+
+def test_a_chunk_missed_while_waiting_for_a_slot_is_made_up_before_the_deadline() -> None:
+    actuals = {"GB": hourly([10, 100, 100, 10, 100, 100])}
+    # Job 1 holds the only slot 00:00-02:00 (no slack); interruptible job 2 planned around
+    # it at submission cannot take a slot it did not plan for, yet finishes by 06:00.
+    jobs = [job(1, 0, 2, 2), chunked(2, 0, 2, 6, min_chunk_h=1)]
+    runs = simulate("once", jobs, actuals, KnownSeries(actuals), slots=1)
+    spans = spans_h(runs)
+    assert spans[1] == [(0.0, 2.0)]
+    assert sum(end - start for start, end in spans[2]) == pytest.approx(2.0)
+    assert all(start >= 2.0 for start, _ in spans[2]) and spans[2][-1][1] <= 6.0
+
+
+def test_jobs_csv_interruptible_columns(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text("id,submit_time,duration,deadline,regions,power_w,interruptible,min_chunk\n"
+                    "1,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,GB,100,suspend,1h\n"
+                    "2,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,GB,100,checkpoint,\n"
+                    "3,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,GB,100,,\n", encoding="utf-8")
+    jobs = read_jobs(path)
+    assert [(j.interruptible, j.min_chunk_s) for j in jobs] == [
+        (True, 3600.0), (True, 1800.0), (False, 1800.0)]
+
+
+@pytest.mark.parametrize(("cells", "message"), [
+    ("sometimes,", "interruptible 'sometimes' is not suspend or checkpoint"),
+    (",1h", "min_chunk is given but the job is not interruptible"),
+    ("suspend,0", "min_chunk must be above zero"),
+    ("suspend,soon", "min_chunk:"),
+])
+def test_bad_interruptible_columns_are_bad_input(tmp_path: Path, cells: str,
+                                                 message: str) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text("id,submit_time,duration,deadline,regions,power_w,interruptible,min_chunk\n"
+                    f"1,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,GB,100,{cells}\n",
+                    encoding="utf-8")
+    with pytest.raises(BadInput, match=f"row 2: {message}"):
+        read_jobs(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios(st.just(True)), st.sampled_from(["once", "gridshift", "oracle"]))
+def test_interruptible_jobs_never_emit_more_than_the_same_jobs_whole(
+    case: tuple[dict[str, Series], list[SimJob]], policy: str,
+) -> None:
+    actuals, jobs = case
+    whole = [j.as_whole() for j in jobs]
+    assert grams(policy, jobs, actuals) <= grams(policy, whole, actuals) + 1e-6
+    runs = simulate(policy, jobs, actuals, KnownSeries(actuals))
+    for job_id, spans in spans_h(runs).items():
+        done = next(j for j in jobs if j.job_id == job_id)
+        assert sum(end - start for start, end in spans) * H == pytest.approx(done.duration_s)
+        assert spans == sorted(spans)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in pairwise(spans))
+
+
+def _cheapest_steps(values: Sequence[float], first: int, last: int, work: int,
+                    min_chunk: int) -> float:
+    """Brute force: the cheapest set of ``work`` steps in [first, last) whose runs of
+    consecutive steps are each at least ``min_chunk`` long (one run if work < min_chunk)."""
+    best = float("inf")
+    for chosen in combinations(range(first, last), work):
+        runs, length = [], 1
+        for a, b in pairwise(chosen):
+            if b == a + 1:
+                length += 1
+            else:
+                runs.append(length)
+                length = 1
+        runs.append(length)
+        if (len(runs) == 1 if work < min_chunk else min(runs) >= min_chunk):
+            best = min(best, sum(values[i] for i in chosen))
+    return best
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_oracle_places_interruptible_jobs_at_the_brute_force_optimum(data: st.DataObject) -> None:
+    steps = data.draw(st.integers(4, 12))
+    values = data.draw(st.lists(levels, min_size=steps, max_size=steps))
+    starts = T0 + 1800.0 * np.arange(steps, dtype=np.float64)
+    actuals = {"GB": Series(starts, starts + 1800.0, np.asarray(values, dtype=np.float64))}
+    jobs, best = [], 0.0
+    for job_id in range(1, data.draw(st.integers(1, 3)) + 1):
+        first = data.draw(st.integers(0, steps - 1))
+        work = data.draw(st.integers(1, steps - first))
+        last = data.draw(st.integers(first + work, steps))
+        min_chunk = data.draw(st.integers(1, 3))
+        jobs.append(chunked(job_id, first / 2, work / 2, last / 2, min_chunk_h=min_chunk / 2))
+        best += _cheapest_steps(values, first, last, work, min_chunk) * 0.5  # 1 kW, 0.5 h
+    assert grams("oracle", jobs, actuals) == pytest.approx(best)

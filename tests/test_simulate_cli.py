@@ -130,6 +130,14 @@ def test_forecast_archive_through_the_cli(workspace: Workspace, tmp_path: Path) 
     (["--actuals", "GB.csv", "--workload", "nightly", "--region", "FR"], "unknown region 'FR'"),
     (["--actuals", "bad.csv", "--workload", "nightly"], "unknown columns"),
     (["--actuals", "GB.csv", "--jobs", "outside.csv"], "do not cover"),
+    (["--actuals", "GB.csv", "--jobs", "outside.csv", "--interruptible"],
+     "--interruptible is for --workload jobs"),
+    (["--actuals", "GB.csv", "--workload", "nightly", "--min-chunk", "1h"],
+     "--min-chunk needs --interruptible"),
+    (["--actuals", "GB.csv", "--workload", "nightly", "--interruptible", "--min-chunk", "soon"],
+     "--min-chunk: "),
+    (["--actuals", "GB.csv", "--workload", "nightly", "--compare-whole"],
+     "--compare-whole needs interruptible jobs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(workspace: Workspace, args: list[str],
                                           message: str) -> None:
@@ -143,6 +151,52 @@ def test_bad_input_is_one_line_and_exit_2(workspace: Workspace, args: list[str],
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and result.stdout == ""
     assert not (workspace.root / "out.png").exists()
+
+
+def test_interruptible_jobs_file_under_every_policy_beside_the_same_jobs_whole(
+        workspace: Workspace, tmp_path: Path) -> None:
+    actuals = _actuals(tmp_path / "actuals", GB=[10, 100, 100, 10])
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("id,submit_time,duration,deadline,regions,power_w,interruptible,min_chunk\n"
+                    "1,2023-03-06T00:00Z,2h,2023-03-06T04:00Z,GB,1000,checkpoint,1h\n",
+                    encoding="utf-8")
+    result = workspace.cli("simulate", "--actuals", str(actuals), "--jobs", str(jobs),
+                           "--compare-whole", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = result.json()["results"]
+    assert [(r["policy"], r["kind"]) for r in rows] == [
+        (p, k) for p in ("now", "once", "gridshift", "oracle")
+        for k in ("whole", "interruptible")]
+    by = {(r["policy"], r["kind"]): r for r in rows}
+    # now runs both kinds 00:00-02:00 (110 g); whole at best 110 g; interruptible runs
+    # 00:00-01:00 and 03:00-04:00 (20 g).
+    for kind in ("whole", "interruptible"):
+        assert by[("now", kind)]["emissions_g"] == pytest.approx(110)
+        assert by[("now", kind)]["mean_runs"] == 1
+    for policy in ("once", "gridshift", "oracle"):
+        assert by[(policy, "whole")]["emissions_g"] == pytest.approx(110)
+        assert by[(policy, "interruptible")]["emissions_g"] == pytest.approx(20)
+        assert by[(policy, "interruptible")]["saving_pct"] == pytest.approx(100 * 90 / 110)
+        assert by[(policy, "interruptible")]["mean_runs"] == 2
+        assert by[(policy, "interruptible")]["energy_kwh"] == pytest.approx(2)
+        assert by[(policy, "interruptible")]["deadline_misses"] == 0
+
+
+def test_an_interruptible_workload_beside_the_same_workload_whole(workspace: Workspace) -> None:
+    data = Path(__file__).resolve().parent.parent / "scheduler" / "data"
+    result = workspace.cli("simulate", "--actuals", str(data), "--region", "GB",
+                           "--workload", "ml-workday", "--count", "40", "--interruptible",
+                           "--min-chunk", "1h", "--compare-whole", "--forecast-error", "0.05")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[:3] == ["policy", "region", "kind"]
+    assert lines[1].split()[-1] == "runs"
+    rows = [line.split() for line in lines[3:-1]]  # title, header, rule ... meanings
+    assert [(r[0], r[2]) for r in rows] == [(p, k) for p in ("now", "once", "gridshift", "oracle")
+                                            for k in ("whole", "interruptible")]
+    saved = {(r[0], r[2]): float(r[7].rstrip("%")) for r in rows}
+    assert saved[("oracle", "interruptible")] >= saved[("oracle", "whole")] > 0
+    assert all(r[9] == "0" for r in rows)  # no deadline missed
 
 
 # Converters on slices of the real archives --------------------------------------------

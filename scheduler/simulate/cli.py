@@ -39,6 +39,8 @@ POLICY_MEANINGS = {
 }
 POLICY_NAMES = ("now", "once", "gridshift", "oracle")
 SCOPES = ("region", "all", "both")
+COMPARE_NEEDS_INTERRUPTIBLE = ("--compare-whole needs interruptible jobs (--interruptible, "
+                               "or the interruptible column of a jobs CSV)")
 
 simulate_app = typer.Typer(
     help="Replay real grid data and forecasts: what would shifting jobs have saved?",
@@ -94,7 +96,8 @@ def simulate(
                                          help="Average K noise seeds.")] = 1,
     jobs: Annotated[Path | None, typer.Option(
         "--jobs", metavar="FILE",
-        help="Jobs CSV: id,submit_time,duration,deadline,regions,power_w.")] = None,
+        help="Jobs CSV: id,submit_time,duration,deadline,regions,power_w"
+        "[,interruptible,min_chunk].")] = None,
     workload: Annotated[str | None, typer.Option(
         "--workload", metavar="NAME", help="Built-in workload: ml-workday or nightly.")] = None,
     count: Annotated[int | None, typer.Option(
@@ -111,6 +114,15 @@ def simulate(
                                         )] = "3h",
     power: Annotated[float, typer.Option("--power", metavar="WATTS",
                                          help="Workload jobs' power draw.")] = 300.0,
+    interruptible: Annotated[bool, typer.Option(
+        "--interruptible", help="Workload jobs may pause between chunks of at least "
+        "--min-chunk.")] = False,
+    min_chunk: Annotated[str | None, typer.Option(
+        "--min-chunk", metavar="DUR", help="Interruptible workload jobs' shortest chunk "
+        "(default 30m).")] = None,
+    compare_whole: Annotated[bool, typer.Option(
+        "--compare-whole", help="Also simulate every interruptible job as a whole job and "
+        "show both kinds side by side.")] = False,
     scope: Annotated[str, typer.Option(
         "--scope", metavar="region|all|both", help="Workload jobs confined to each region "
         "(region), free to move between all regions (all), or both as separate runs (both).")
@@ -164,12 +176,23 @@ def simulate(
             raise BadInput(f"unknown policy {name!r} (policies: {', '.join(POLICY_NAMES)})")
     if plot is not None and plot.suffix.lower() != ".png":
         raise BadInput(f"--plot {plot}: give a .png file name")
+    if interruptible and workload is None:
+        raise BadInput("--interruptible is for --workload jobs; a jobs CSV says it per job "
+                       "in its interruptible column")
+    if min_chunk is not None and not interruptible:
+        raise BadInput("--min-chunk needs --interruptible")
+    if compare_whole and workload is not None and not interruptible:
+        raise BadInput(COMPARE_NEEDS_INTERRUPTIBLE)
+    min_chunk_s = _duration(min_chunk, "--min-chunk") if min_chunk is not None else None
+    if min_chunk_s is not None and not min_chunk_s > 0:
+        raise BadInput("--min-chunk must be above zero")
 
     scenario = _scenario(
         actuals, forecasts, forecast_error, seed, repeats, jobs, workload, count,
         (_duration(min_duration, "--min-duration"), _duration(max_duration, "--max-duration"),
          _duration(step, "--step"), _duration(window, "--window")),
         power, scope, slots, policies, region, revising,
+        interruptible, min_chunk_s, compare_whole,
     )
     from scheduler.simulate import results
     from scheduler.simulate.scenario import run
@@ -200,7 +223,8 @@ def _scenario(
     repeats: int, jobs_path: Path | None, workload: str | None, count: int | None,
     durations: tuple[float, float, float, float], power: float, scope: str,
     slots: int | None, policies: list[str], chosen_regions: list[str] | None,
-    revising: bool = False,
+    revising: bool = False, interruptible: bool = False,
+    min_chunk_s: float | None = None, compare_whole: bool = False,
 ) -> Scenario:
     from scheduler.simulate import workloads
     from scheduler.simulate.scenario import ForecastChoice, Scenario
@@ -229,7 +253,8 @@ def _scenario(
         options = workloads.WorkloadOptions(
             count=count or (3387 if workload == "ml-workday" else 100_000), seed=seed,
             min_duration_s=shortest, max_duration_s=longest, step_s=step_s,
-            window_s=window_s, power_w=power,
+            window_s=window_s, power_w=power, interruptible=interruptible,
+            min_chunk_s=min_chunk_s or workloads.DEFAULT_MIN_CHUNK_S,
         )
         scopes = {"region": ["region"], "all": ["all"], "both": ["region", "all"]}[scope]
         if len(regions) == 1:
@@ -244,8 +269,10 @@ def _scenario(
         archive = revised_forecasts(actuals, DEMO_ERROR_AT_HORIZON, DEMO_HORIZON_S,
                                     DEMO_ISSUE_EVERY_S, seed)
         label = "forecasts revised hourly, 48 h ahead"
+    if compare_whole and not any(job.interruptible for s in job_sets for job in s):
+        raise BadInput(COMPARE_NEEDS_INTERRUPTIBLE)
     choice = ForecastChoice(archive, forecast_error or 0.0, seed, repeats, label)
-    return Scenario(actuals, job_sets, choice, policies, slots)
+    return Scenario(actuals, job_sets, choice, policies, slots, compare_whole)
 
 
 class _LateProgress:

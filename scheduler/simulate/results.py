@@ -2,8 +2,11 @@
 
 Emissions of a run = power x the sum over the actuals' intervals it overlaps of
 intensity x overlap: every policy, the ``now`` baseline included, is measured on the same
-actuals. One row per policy and group: a region name for jobs confined to that region, or
-"all" for jobs that may move between regions.
+actuals; an interruptible job's emissions are summed over every run (chunk) it ran. One
+row per policy, group and kind: a region name for jobs confined to that region, or "all"
+for jobs that may move between regions; "whole", "interruptible" or "mixed" for the jobs'
+kind. Savings are against ``now`` on the same jobs, which runs every job uninterrupted
+from its earliest start, so whole and interruptible rows are measured alike.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from scheduler.errors import BadInput
 from scheduler.render import inert
 from scheduler.simulate.engine import POLICIES, Run
 from scheduler.simulate.series import Series
+from scheduler.simulate.workloads import SimJob
 
 DEADLINE_TOLERANCE_S = 1e-3
-JSON_KEYS = ("policy", "region", "jobs", "energy_kwh", "emissions_g", "mean_intensity",
-             "saving_pct", "oracle_share_pct", "deadline_misses", "mean_delay_s", "p95_delay_s")
+JSON_KEYS = ("policy", "region", "kind", "jobs", "energy_kwh", "emissions_g",
+             "mean_intensity", "saving_pct", "oracle_share_pct", "deadline_misses",
+             "mean_delay_s", "p95_delay_s", "mean_runs")
+KINDS = ("whole", "interruptible", "mixed")
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Totals:
     deadline_misses: float
     mean_delay_s: float
     p95_delay_s: float
+    mean_runs: float  # runs (chunks that ran) per job: 1 for whole jobs
 
     @property
     def mean_intensity(self) -> float | None:
@@ -46,6 +53,7 @@ class Totals:
 class Row:
     policy: str
     region: str
+    kind: str
     jobs: int
     energy_kwh: float
     emissions_g: float
@@ -55,6 +63,7 @@ class Row:
     deadline_misses: float
     mean_delay_s: float
     p95_delay_s: float
+    mean_runs: float
 
 
 def run_emissions(runs: Sequence[Run], actuals: Mapping[str, Series]) -> np.ndarray:
@@ -75,23 +84,42 @@ def run_emissions(runs: Sequence[Run], actuals: Mapping[str, Series]) -> np.ndar
     return grams
 
 
-def totals_by_group(runs: Sequence[Run], actuals: Mapping[str, Series]) -> dict[str, Totals]:
+def kind_of(jobs: Sequence[SimJob]) -> str:
+    """"whole", "interruptible", or "mixed" when the jobs are of both kinds."""
+    interruptible = sum(job.interruptible for job in jobs)
+    return "whole" if not interruptible else (
+        "interruptible" if interruptible == len(jobs) else "mixed")
+
+
+Group = tuple[str, str]  # (region or "all", kind)
+
+
+def totals_by_group(runs: Sequence[Run], actuals: Mapping[str, Series]) -> dict[Group, Totals]:
+    """Totals per (region group, kind of its jobs); a job's runs count once for delay
+    (its first start), deadline (its last end) and jobs, all of them for energy."""
     grams = run_emissions(runs, actuals)
-    groups: dict[str, list[int]] = {}
+    by_job: dict[int, list[int]] = {}
     for i, run in enumerate(runs):
-        groups.setdefault(run.job.group, []).append(i)
+        by_job.setdefault(run.job.job_id, []).append(i)
+    groups: dict[str, list[list[int]]] = {}
+    for index in by_job.values():
+        groups.setdefault(runs[index[0]].job.group, []).append(index)
     totals = {}
-    for group, index in groups.items():
-        chosen = [runs[i] for i in index]
-        delays = np.array([r.start - r.job.submit for r in chosen])
-        energy = sum(r.job.power_w * r.job.duration_s for r in chosen) / 3.6e6
-        misses = sum(r.end > r.job.deadline + DEADLINE_TOLERANCE_S for r in chosen)
-        totals[group] = Totals(len(chosen), energy, float(np.sum(grams[index])), float(misses),
-                               float(np.mean(delays)), float(np.percentile(delays, 95)))
+    for group, jobs in groups.items():
+        firsts = [runs[min(index, key=lambda i: runs[i].start)] for index in jobs]
+        lasts = [max(runs[i].end for i in index) for index in jobs]
+        delays = np.array([r.start - r.job.submit for r in firsts])
+        chosen = [i for index in jobs for i in index]
+        energy = sum(runs[i].job.power_w * (runs[i].end - runs[i].start) for i in chosen) / 3.6e6
+        misses = sum(end > r.job.deadline + DEADLINE_TOLERANCE_S
+                     for r, end in zip(firsts, lasts, strict=True))
+        totals[(group, kind_of([r.job for r in firsts]))] = Totals(
+            len(jobs), energy, float(np.sum(grams[chosen])), float(misses),
+            float(np.mean(delays)), float(np.percentile(delays, 95)), len(chosen) / len(jobs))
     return totals
 
 
-def average(repeats: Sequence[Mapping[str, Totals]]) -> dict[str, Totals]:
+def average(repeats: Sequence[Mapping[Group, Totals]]) -> dict[Group, Totals]:
     """Totals averaged over repeats (seeds) of one policy."""
     if len(repeats) == 1:
         return dict(repeats[0])
@@ -103,19 +131,22 @@ def average(repeats: Sequence[Mapping[str, Totals]]) -> dict[str, Totals]:
             float(np.mean([r[group].deadline_misses for r in repeats])),
             float(np.mean([r[group].mean_delay_s for r in repeats])),
             float(np.mean([r[group].p95_delay_s for r in repeats])),
+            float(np.mean([r[group].mean_runs for r in repeats])),
         )
         for group in repeats[0]
     }
 
 
-def rows(per_policy: Mapping[str, Mapping[str, Totals]], shown: Sequence[str]) -> list[Row]:
-    """Rows for the policies in ``shown``; savings against ``now``, share against ``oracle``
-    (None where that baseline was not simulated or saves nothing)."""
+def rows(per_policy: Mapping[str, Mapping[Group, Totals]], shown: Sequence[str]) -> list[Row]:
+    """Rows for the policies in ``shown``, the kinds of one region side by side; savings
+    against ``now``, share against ``oracle`` (None where that baseline was not simulated
+    or saves nothing)."""
     baseline = per_policy["now"]
     oracle = per_policy.get("oracle")
     result = []
     for policy in shown:
-        for group in sorted(per_policy[policy], key=lambda g: (g == "all", g)):
+        for group in sorted(per_policy[policy],
+                            key=lambda g: (g[0] == "all", g[0], KINDS.index(g[1]))):
             totals = per_policy[policy][group]
             base = baseline[group].emissions_g
             saving = 100.0 * (base - totals.emissions_g) / base if base else None
@@ -124,9 +155,10 @@ def rows(per_policy: Mapping[str, Mapping[str, Totals]], shown: Sequence[str]) -
                 best_saving = base - oracle[group].emissions_g
                 if best_saving > 1e-9 * max(base, 1.0):
                     share = 100.0 * (base - totals.emissions_g) / best_saving
-            result.append(Row(policy, group, totals.jobs, totals.energy_kwh, totals.emissions_g,
-                              totals.mean_intensity, saving, share, totals.deadline_misses,
-                              totals.mean_delay_s, totals.p95_delay_s))
+            result.append(Row(policy, group[0], group[1], totals.jobs, totals.energy_kwh,
+                              totals.emissions_g, totals.mean_intensity, saving, share,
+                              totals.deadline_misses, totals.mean_delay_s, totals.p95_delay_s,
+                              totals.mean_runs))
     return result
 
 
@@ -146,24 +178,30 @@ def _hours(seconds: float) -> str:
 
 
 def print_table(result: Sequence[Row], title: str) -> None:
-    """A compact rich table on stdout (120 columns when stdout is not a terminal)."""
+    """A compact rich table on stdout (120 columns when stdout is not a terminal, 140 with
+    the ``kind`` and ``runs`` columns, which appear where some jobs are interruptible)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
+    kinds = any(r.kind != "whole" for r in result)
     table = Table(title=inert(title), title_justify="left", box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False)
-    for column in ("policy", "region", "jobs", "kWh", "kg CO2", "g/kWh", "saved",
-                   "of oracle", "missed", "delay", "p95 delay"):
-        table.add_column(column, justify="left" if column in ("policy", "region") else "right")
+    columns = ["policy", "region", *(["kind"] if kinds else []), "jobs", "kWh", "kg CO2",
+               "g/kWh", "saved", "of oracle", "missed", "delay", "p95 delay",
+               *(["runs"] if kinds else [])]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("policy", "region", "kind")
+                         else "right")
     for r in result:
-        table.add_row(inert(r.policy), inert(r.region), str(r.jobs), f"{r.energy_kwh:,.0f}",
-                      f"{r.emissions_g / 1000:,.1f}", _number(r.mean_intensity),
-                      _pct(r.saving_pct), _pct(r.oracle_share_pct), f"{r.deadline_misses:g}",
-                      _hours(r.mean_delay_s), _hours(r.p95_delay_s))
+        table.add_row(inert(r.policy), inert(r.region), *([r.kind] if kinds else []),
+                      str(r.jobs), f"{r.energy_kwh:,.0f}", f"{r.emissions_g / 1000:,.1f}",
+                      _number(r.mean_intensity), _pct(r.saving_pct), _pct(r.oracle_share_pct),
+                      f"{r.deadline_misses:g}", _hours(r.mean_delay_s), _hours(r.p95_delay_s),
+                      *([f"{r.mean_runs:.1f}"] if kinds else []))
     # markup=False: region names and titles come from data files and are printed as text.
     console = Console(highlight=False, soft_wrap=False, markup=False,
-                      width=None if sys.stdout.isatty() else 120)
+                      width=None if sys.stdout.isatty() else 140 if kinds else 120)
     console.print(table)
 
 
@@ -172,19 +210,25 @@ def _pct(value: float | None) -> str:
 
 
 def plot(result: Sequence[Row], path: Path, title: str) -> None:
-    """Bar chart of saving vs ``now`` per policy, grouped by region, written to ``path``."""
+    """Bar chart of saving vs ``now`` per policy, grouped by region (and kind), written to
+    ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(dict.fromkeys(r.region for r in result))
+    kinds = any(r.kind != "whole" for r in result)
+
+    def label(row: Row) -> str:
+        return f"{row.region}\n{row.kind}" if kinds else row.region
+
+    groups = list(dict.fromkeys(label(r) for r in result))
     policies = [p for p in POLICIES if any(r.policy == p for r in result)]
     width = 0.8 / max(len(policies), 1)
     figure, axes = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4))
     for k, policy in enumerate(policies):
         values = [next((r.saving_pct or 0.0 for r in result
-                        if r.policy == policy and r.region == g), 0.0) for g in groups]
+                        if r.policy == policy and label(r) == g), 0.0) for g in groups]
         axes.bar(np.arange(len(groups)) + k * width, values, width, label=policy)
     axes.set_xticks(np.arange(len(groups)) + width * (len(policies) - 1) / 2, groups)
     axes.set_ylabel("emissions saved vs run-now (%)")

@@ -2,7 +2,9 @@
 
 Job sets are simulated separately (jobs confined to one region each, and jobs free to move
 between regions), so a workload's two scopes never compete for slots. ``now`` is always
-simulated, as every saving is measured against it; ``oracle`` only when asked for.
+simulated, as every saving is measured against it; ``oracle`` only when asked for. With
+``compare_whole``, every job set is simulated a second time with each job as a whole job,
+so interruptible and whole rows of the same jobs come side by side.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduler.simulate.engine import simulate
-from scheduler.simulate.results import Row, Totals, average, rows, totals_by_group
+from scheduler.simulate.results import Group, Row, Totals, average, rows, totals_by_group
 from scheduler.simulate.series import ForecastArchive, KnownSeries, Series, noisy_copy
 from scheduler.simulate.workloads import SimJob
 
@@ -44,6 +46,15 @@ class Scenario:
     forecasts: ForecastChoice
     policies: Sequence[str]
     slots: int | None = None
+    compare_whole: bool = False
+
+    @property
+    def variants(self) -> list[Sequence[Sequence[SimJob]]]:
+        """The job sets as given and, with ``compare_whole``, the same jobs all whole."""
+        given = list(self.job_sets)
+        if not self.compare_whole or not any(j.interruptible for s in given for j in s):
+            return [given]
+        return [given, [[job.as_whole() for job in s] for s in given]]
 
     @property
     def job_count(self) -> int:
@@ -55,7 +66,8 @@ class Scenario:
         forecast_dependent = len(needed & {"once", "gridshift"})
         repeats = 1 if self.forecasts.archive is not None or not self.forecasts.error_fraction \
             else self.forecasts.repeats
-        return len(needed) - forecast_dependent + forecast_dependent * repeats
+        return (len(needed) - forecast_dependent + forecast_dependent * repeats) \
+            * len(self.variants)
 
 
 def run(scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> list[Row]:
@@ -72,13 +84,13 @@ def run(scenario: Scenario, progress: Callable[[int, int], None] | None = None) 
         if progress is not None:
             progress(done + count, total)
 
-    per_policy: dict[str, dict[str, Totals]] = {}
+    per_policy: dict[str, dict[Group, Totals]] = {}
     for policy in needed:
-        repeats: list[dict[str, Totals]] = []
+        repeats: list[dict[Group, Totals]] = []
         for seed in (seeds if policy in ("once", "gridshift") else seeds[:1]):
-            merged: dict[str, Totals] = {}
+            merged: dict[Group, Totals] = {}
             source = _source(scenario.actuals, choice, seed)
-            for job_set in scenario.job_sets:
+            for job_set in (s for variant in scenario.variants for s in variant):
                 runs = []
                 for jobs in independent_parts(job_set):
                     runs += simulate(policy, jobs, scenario.actuals, source, scenario.slots,

@@ -1,9 +1,11 @@
 """The jobs a simulation replays: a jobs CSV or a seeded built-in workload.
 
-Jobs CSV: ``id,submit_time,duration,deadline,regions,power_w``. ``duration`` is a DUR
-(``90s``, ``2h``, ``1h30m``) or plain seconds; times are ISO-8601 (naive = UTC);
-``regions`` are separated by ``;`` (the first is where ``now`` runs it); ``deadline`` is
-the finish-by time.
+Jobs CSV: ``id,submit_time,duration,deadline,regions,power_w[,interruptible,min_chunk]``.
+``duration`` is a DUR (``90s``, ``2h``, ``1h30m``) or plain seconds; times are ISO-8601
+(naive = UTC); ``regions`` are separated by ``;`` (the first is where ``now`` runs it);
+``deadline`` is the finish-by time. ``interruptible`` is ``suspend`` or ``checkpoint`` (the
+simulator treats both alike: no restart overhead) or blank for a whole job; ``min_chunk``
+(a DUR or seconds, blank = 30 minutes) is its shortest chunk.
 
 Built-in workloads (all times UTC):
 - ``ml-workday``: the ML training scenario of "Let's Wait Awhile" (Wiesner et al.,
@@ -16,25 +18,32 @@ Built-in workloads (all times UTC):
 
 Generated jobs are kept only where the actuals cover [submit, deadline] in every region the
 job may use (data gaps and the ends of the data are skipped), so emissions are always
-measured, never guessed.
+measured, never guessed. ``WorkloadOptions.interruptible`` makes every generated job
+interruptible, with ``min_chunk_s`` as its shortest chunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scheduler.errors import BadInput
 from scheduler.simulate.series import Series, epoch_seconds, numbers
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 WORKLOADS = ("ml-workday", "nightly")
 WORKDAY_START_H = 9
 WORKDAY_END_H = 17
 HOUR = 3600.0
+DEFAULT_MIN_CHUNK_S = 1800.0  # as ``gridshift submit --min-chunk``
+INTERRUPTIBLE_MODES = ("suspend", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,12 @@ class SimJob:
     regions: tuple[str, ...]
     power_w: float
     usual_start: float | None = None  # when the ``now`` policy runs it; None: at submission
+    interruptible: bool = False  # may pause between chunks of at least min_chunk_s
+    min_chunk_s: float = DEFAULT_MIN_CHUNK_S
+
+    def as_whole(self) -> SimJob:
+        """The same job run as one block."""
+        return replace(self, interruptible=False)
 
     @property
     def baseline_start(self) -> float:
@@ -72,12 +87,13 @@ class WorkloadOptions:
     step_s: float = 0.5 * HOUR
     window_s: float = 3 * HOUR  # nightly: how far the job may move either way
     power_w: float = 300.0
+    interruptible: bool = False
+    min_chunk_s: float = DEFAULT_MIN_CHUNK_S
 
 
 def read_jobs(path: Path) -> list[SimJob]:
     """Jobs from a CSV file; BadInput names the file, row and problem."""
     from scheduler.simulate.series import read_table
-    from scheduler.timespec import parse_duration
 
     frame = read_table(path)
     needed = ["id", "submit_time", "duration", "deadline", "regions", "power_w"]
@@ -91,6 +107,8 @@ def read_jobs(path: Path) -> list[SimJob]:
     submits = epoch_seconds(frame["submit_time"], what)
     deadlines = epoch_seconds(frame["deadline"], what)
     powers = numbers(frame["power_w"], what)
+    modes = _optional_column(frame, "interruptible")
+    min_chunks = _optional_column(frame, "min_chunk")
     jobs = []
     seen: set[int] = set()
     for row, (raw_id, raw_duration, raw_regions) in enumerate(
@@ -104,16 +122,7 @@ def read_jobs(path: Path) -> list[SimJob]:
         if job_id in seen:
             raise BadInput(f"{where}: id {job_id} appears twice")
         seen.add(job_id)
-        text = str(raw_duration).strip()
-        try:
-            duration = float(text)
-        except ValueError:
-            try:
-                duration = parse_duration(text).total_seconds()
-            except BadInput as error:
-                raise BadInput(f"{where}: {error}") from None
-        if not duration > 0:
-            raise BadInput(f"{where}: duration must be above zero")
+        duration = _seconds(str(raw_duration).strip(), where, "duration")
         regions = tuple(r.strip() for r in str(raw_regions).split(";") if r.strip())
         if not regions or str(raw_regions) == "nan":
             raise BadInput(f"{where}: no regions")
@@ -121,9 +130,43 @@ def read_jobs(path: Path) -> list[SimJob]:
             raise BadInput(f"{where}: power_w must be above zero")
         if deadlines[row] <= submits[row]:
             raise BadInput(f"{where}: deadline is not after submit_time")
+        mode = modes[row].lower()
+        if mode and mode not in INTERRUPTIBLE_MODES:
+            raise BadInput(f"{where}: interruptible {modes[row]!r} is not "
+                           f"{' or '.join(INTERRUPTIBLE_MODES)} (or blank for a whole job)")
+        min_chunk = DEFAULT_MIN_CHUNK_S
+        if min_chunks[row]:
+            if not mode:
+                raise BadInput(f"{where}: min_chunk is given but the job is not interruptible")
+            min_chunk = _seconds(min_chunks[row], where, "min_chunk")
         jobs.append(SimJob(job_id, float(submits[row]), duration, float(deadlines[row]),
-                           tuple(dict.fromkeys(regions)), float(powers[row])))
+                           tuple(dict.fromkeys(regions)), float(powers[row]),
+                           interruptible=bool(mode), min_chunk_s=min_chunk))
     return jobs
+
+
+def _optional_column(frame: pd.DataFrame, name: str) -> list[str]:
+    """A column's cells as stripped text; blank where the cell or the column is missing."""
+    if name not in frame.columns:
+        return [""] * len(frame)
+    return ["" if cell is None or (isinstance(cell, float) and np.isnan(cell))
+            else str(cell).strip() for cell in frame[name]]
+
+
+def _seconds(text: str, where: str, column: str) -> float:
+    """A DUR or plain seconds, above zero."""
+    from scheduler.timespec import parse_duration
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text).total_seconds()
+        except BadInput as error:
+            raise BadInput(f"{where}: {column}: {error}") from None
+    if not seconds > 0:
+        raise BadInput(f"{where}: {column} must be above zero")
+    return seconds
 
 
 def check_jobs(jobs: Sequence[SimJob], actuals: Mapping[str, Series]) -> None:
@@ -245,7 +288,9 @@ def _ml_workday(regions: Sequence[str], actuals: Mapping[str, Series], scope: st
                 job_regions = (region_set if scope == "region" else
                                _home_first(regions, int(homes[index])))
                 jobs.append(SimJob(next_id, float(submits[index]), float(lengths[index]),
-                                   float(deadlines[index]), job_regions, options.power_w))
+                                   float(deadlines[index]), job_regions, options.power_w,
+                                   interruptible=options.interruptible,
+                                   min_chunk_s=options.min_chunk_s))
                 next_id += 1
                 made += 1
             attempts += batch
@@ -290,7 +335,9 @@ def _nightly(regions: Sequence[str], actuals: Mapping[str, Series], scope: str,
             job_regions = (use if scope == "region" else
                            _home_first(regions, int(generator.integers(0, len(regions)))))
             jobs.append(SimJob(next_id, float(submits[index]), run_s, float(deadlines[index]),
-                               job_regions, options.power_w, usual_start=float(usual[index])))
+                               job_regions, options.power_w, usual_start=float(usual[index]),
+                               interruptible=options.interruptible,
+                               min_chunk_s=options.min_chunk_s))
             next_id += 1
     if not jobs:
         raise BadInput("the actuals cover no full nightly window")
