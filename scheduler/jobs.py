@@ -32,7 +32,7 @@ from scheduler.models import (
     JobRun,
     JobState,
 )
-from scheduler.records import ChunkPlan, NewJob, SubmitRequest
+from scheduler.records import DEFAULT_MIN_CHUNK_S, ChunkPlan, NewJob, SubmitRequest
 from scheduler.store import Store
 from scheduler.timespec import MAX_DURATION, check_fits, format_duration
 
@@ -100,7 +100,6 @@ MAX_ARRAY_TASKS = 10_000
 # Interruptible jobs: the modes, and the settings a job gets where --interruptible is given
 # without them (no --max-pauses: no limit).
 INTERRUPTIBLE_MODES = ("suspend", "checkpoint")
-DEFAULT_MIN_CHUNK_S = 30 * 60
 DEFAULT_RESTART_OVERHEAD_S = 0
 DEFAULT_CHECKPOINT_SIGNAL = "SIGTERM"
 DEFAULT_CHECKPOINT_GRACE_S = 2 * 60

@@ -21,7 +21,7 @@ from scheduler import chunking, planner
 from scheduler.config import REPLAY_BASIS, Config
 from scheduler.errors import StateConflict
 from scheduler.models import Job, JobState
-from scheduler.records import ChunkPlan
+from scheduler.records import DEFAULT_MIN_CHUNK_S, ChunkPlan
 from scheduler.store import (
     InterruptibleRow,
     NewJob,
@@ -42,8 +42,6 @@ LOOKBACK = timedelta(days=1)
 MOVES_LOGGED = 20
 # Stored times keep microseconds: a placement within one of the stored time is the same.
 SAME_TIME_S = 1e-6
-# An interruptible job's shortest chunk when it does not say (the submit default).
-DEFAULT_MIN_CHUNK_S = 1800
 # A job not running whose declared work is all done still gets a chunk this long: it
 # has not finished, so it must be resumed.
 MIN_REMAINING_S = 60.0

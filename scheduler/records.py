@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# An interruptible job's shortest chunk when its submitter does not say (submit, the
+# planner for jobs stored without one, the simulator's workloads).
+DEFAULT_MIN_CHUNK_S = 30 * 60
+
 
 @dataclass(frozen=True)
 class NewJob:
@@ -36,7 +40,8 @@ class NewJob:
     umask: int | None = None
     array_id: int | None = None
     array_index: int | None = None
-    # Interruptible jobs (see models.Job): None runs the job as one block.
+    # Interruptible jobs (see models.Job): None runs the job as one block; min_chunk_s is
+    # DEFAULT_MIN_CHUNK_S where the submitter gave none.
     interruptible: str | None = None  # 'suspend' | 'checkpoint'
     min_chunk_s: int | None = None
     max_pauses: int | None = None  # None: no limit

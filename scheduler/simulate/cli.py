@@ -17,6 +17,7 @@ import typer
 
 from scheduler.clihelp import Command, Group
 from scheduler.errors import BadInput, GridshiftError
+from scheduler.records import DEFAULT_MIN_CHUNK_S
 
 if TYPE_CHECKING:
     from scheduler.simulate.scenario import Scenario
@@ -254,7 +255,7 @@ def _scenario(
             count=count or (3387 if workload == "ml-workday" else 100_000), seed=seed,
             min_duration_s=shortest, max_duration_s=longest, step_s=step_s,
             window_s=window_s, power_w=power, interruptible=interruptible,
-            min_chunk_s=min_chunk_s or workloads.DEFAULT_MIN_CHUNK_S,
+            min_chunk_s=min_chunk_s or DEFAULT_MIN_CHUNK_S,
         )
         scopes = {"region": ["region"], "all": ["all"], "both": ["region", "all"]}[scope]
         if len(regions) == 1:

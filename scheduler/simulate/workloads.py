@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scheduler.errors import BadInput
+from scheduler.records import DEFAULT_MIN_CHUNK_S
 from scheduler.simulate.series import Series, epoch_seconds, numbers
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ WORKLOADS = ("ml-workday", "nightly")
 WORKDAY_START_H = 9
 WORKDAY_END_H = 17
 HOUR = 3600.0
-DEFAULT_MIN_CHUNK_S = 1800.0  # as ``gridshift submit --min-chunk``
 INTERRUPTIBLE_MODES = ("suspend", "checkpoint")
 
 
@@ -134,7 +134,7 @@ def read_jobs(path: Path) -> list[SimJob]:
         if mode and mode not in INTERRUPTIBLE_MODES:
             raise BadInput(f"{where}: interruptible {modes[row]!r} is not "
                            f"{' or '.join(INTERRUPTIBLE_MODES)} (or blank for a whole job)")
-        min_chunk = DEFAULT_MIN_CHUNK_S
+        min_chunk = float(DEFAULT_MIN_CHUNK_S)
         if min_chunks[row]:
             if not mode:
                 raise BadInput(f"{where}: min_chunk is given but the job is not interruptible")
