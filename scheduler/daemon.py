@@ -32,7 +32,7 @@ from scheduler.jobwrapper import COULD_NOT_START, PAUSE_POLL_S
 from scheduler.metrics import DaemonMetrics
 from scheduler.models import Job, JobRun, JobState
 from scheduler.providers import Provider, build_provider
-from scheduler.records import RunEnd
+from scheduler.records import ChunkPlan, RunEnd
 from scheduler.service import notify, watchdog_interval
 from scheduler.store import (
     DAEMON_LOCK_KEY,
@@ -715,12 +715,14 @@ class Daemon:
             return False
         return now < self._latest_resume(job, remaining)
 
-    def _next_chunk(self, job: Job, now: datetime) -> dict[str, object]:
-        """The plan columns of the job's next chunk (the first starting at or after
-        ``now``); with none left, now in its region, run to its end. The remaining chunks
-        are kept as its plan."""
-        chunks = [c for c in self.store.job_chunks(job.id) if c.start >= now]
-        self.store.save_chunks({job.id: chunks})
+    def _next_chunks(self, job: Job, now: datetime) -> list[ChunkPlan]:
+        """The job's chunks still ahead at a pause: those starting at or after ``now``."""
+        return [chunk for chunk in self.store.job_chunks(job.id) if chunk.start >= now]
+
+    @staticmethod
+    def _plan_of(job: Job, chunks: list[ChunkPlan], now: datetime) -> dict[str, object]:
+        """A paused job's plan columns: its next chunk's; with none left, now in its region,
+        to run to its end."""
         if not chunks:
             return {"planned_start": now, "planned_region": job.run_region, "chunk_end": None}
         return {"planned_start": chunks[0].start, "planned_region": chunks[0].region,
@@ -731,14 +733,16 @@ class Daemon:
         paused and stops it at start (``_restore_suspension``)."""
         assert job.pid is not None
         energy = self._meters.stop(job.id, now, job.power_watts, run.started_at, now)
+        ahead = self._next_chunks(job, now)
         try:
             self.store.end_run(job.id, (JobState.RUNNING,), JobState.PAUSED, now,
                                "paused at the end of its chunk (suspended)",
                                RunEnd(now, SUSPENDED, self._run_work(job, run, now),
                                       energy.energy_kwh, energy.method),
-                               **self._next_chunk(job, now))
+                               **self._plan_of(job, ahead, now))
         except StateConflict:
             return
+        self.store.save_chunks({job.id: ahead})  # seq 0 is now the chunk it resumes in
         self._pause("after-pause-stored", job.id)
         launcher.signal_job(job.pid, job.pid_started_at, signal.SIGSTOP)
         log.info("job %d: paused at the end of its chunk (suspended)", job.id)
@@ -781,15 +785,17 @@ class Daemon:
         # The work counts until the checkpoint signal: saving it is not the job's work.
         worked_until = min(job.checkpoint_sent_at or ended_at, ended_at)
         work = 0.0 if run is None else self._run_work(job, run, worked_until)
+        ahead = self._next_chunks(job, now)
         try:
             self.store.end_run(job.id, (JobState.RUNNING,), JobState.PAUSED, now,
                                "paused at the end of its chunk (checkpointed)",
                                RunEnd(ended_at, CHECKPOINTED, work, energy.energy_kwh,
                                       energy.method),
                                pid=None, pid_started_at=None, checkpoint_sent_at=None,
-                               **self._next_chunk(job, now))
+                               **self._plan_of(job, ahead, now))
         except StateConflict:
             return
+        self.store.save_chunks({job.id: ahead})
         log.info("job %d: paused at the end of its chunk (checkpointed)", job.id)
 
     def _end_interruptible(self, job: Job, outcome: launcher.Outcome, state: JobState,

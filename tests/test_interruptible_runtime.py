@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scheduler.daemon import KILLED_AFTER_GRACE, Daemon
@@ -173,6 +174,25 @@ def test_a_job_still_running_after_its_checkpoint_grace_is_killed_and_failed(
     assert ended.checkpoint_sent_at is not None
     assert ended.ended_at is None or ended.ended_at >= (
         ended.checkpoint_sent_at + timedelta(seconds=1))
+    daemon.store.close()
+
+
+def test_an_exit_other_than_the_configured_requeue_code_is_a_failure(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    """With [daemon] requeue_exit_code = 76, the worker's exit 75 after its checkpoint
+    signal asks for nothing: the job fails with that status and is not relaunched."""
+    ws = csv_workspace(flat_forecast(),
+                       daemon='tick = "1s"\nkill_grace = "2s"\nrequeue_exit_code = 76')
+    work = ws.root / "work"
+    job_id, _ = add_chunked_job(ws, checkpoint_worker(work, units=20, unit_s=0.1),
+                                "checkpoint", duration_s=2, chunks=[(0, 0.5), (1, 30)])
+    daemon = in_process_daemon(ws)
+    ended = drive(daemon, lambda: daemon.store.get_job(job_id))
+
+    assert (ended.state, ended.exit_code) == (JobState.FAILED, 75)
+    assert lines(work / "runs") == ["1 -"]
+    assert [r.outcome for r in runs_of(ws, job_id)] == ["failed"]
     daemon.store.close()
 
 
@@ -361,3 +381,42 @@ def test_a_suspend_job_survives_a_daemon_kill_between_storing_and_signalling(
                     if origin.timestamp() + 8 + 1 + SLACK_S < t
                     < origin.timestamp() + 12 - SLACK_S]
     assert not second_pause
+
+
+# Cancel while paused ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["suspend", "checkpoint"])
+def test_a_paused_job_cancelled_ends_cancelled_and_never_resumes(
+    csv_workspace: Callable[..., Workspace], mode: str,
+) -> None:
+    ws = csv_workspace(flat_forecast())
+    work = ws.root / "work"
+    argv = (stamp_command(ws, steps=100)[0] if mode == "suspend"
+            else checkpoint_worker(work, units=100, unit_s=0.1))
+    job_id, origin = add_chunked_job(ws, argv, mode, duration_s=10,
+                                     chunks=[(0, 1), (3, 30)])
+    daemon = in_process_daemon(ws)
+    wait_for(lambda: (daemon.tick(datetime.now(UTC)), time.sleep(TICK_S),
+                      daemon.store.get_job(job_id).state == JobState.PAUSED)[-1],
+             timeout=30, what="the job to pause")
+    paused = daemon.store.get_job(job_id)
+
+    cancelled = ws.cli("cancel", str(job_id))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "is being cancelled" in cancelled.stdout
+    ended = drive(daemon, lambda: daemon.store.get_job(job_id))
+    # Past its next chunk's start: nothing resumed it.
+    while datetime.now(UTC) < origin + timedelta(seconds=3.5):
+        daemon.tick(datetime.now(UTC))
+        time.sleep(TICK_S)
+
+    assert ended.state == JobState.CANCELLED
+    assert [r.outcome for r in runs_of(ws, job_id)] == [
+        "suspended" if mode == "suspend" else "checkpointed"]
+    if mode == "suspend":
+        assert paused.pid is not None
+        wait_for(lambda: not psutil.pid_exists(paused.pid or 0), timeout=10,
+                 what="the suspended process to be gone")
+    else:
+        assert lines(work / "runs") == ["1 -"]
+    daemon.store.close()
