@@ -17,10 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler.daemon import KILLED_AFTER_GRACE, Daemon
+from scheduler.daemon import KILLED_AFTER_GRACE, RETURNED_TO_PAUSE, Daemon
 from scheduler.energy import EnergyMonitor
 from scheduler.models import FINISHED, Job, JobRun, JobState
-from scheduler.records import ChunkPlan, NewJob
+from scheduler.records import ChunkPlan, NewJob, RunEnd
 from tests.conftest import Workspace, floor_hour, hourly
 from tests.daemon_process import (
     DaemonProcess,
@@ -420,3 +420,65 @@ def test_a_paused_job_cancelled_ends_cancelled_and_never_resumes(
     else:
         assert lines(work / "runs") == ["1 -"]
     daemon.store.close()
+
+
+# Crash safety of a relaunch ------------------------------------------------------------------
+
+def checkpointed_job(ws: Workspace, argv: list[str], position: int, work: Path) -> int:
+    """A checkpoint-mode job whose first run saved ``position`` and exited 75: paused, its
+    next chunk due now (as the daemon leaves it)."""
+    (work / "position").write_text(str(position))
+    store = ws.store()
+    now = datetime.now(UTC)
+    try:
+        created = store.add_job(NewJob(
+            name="checkpointed", argv=argv, cwd=str(ws.root), env={}, duration_s=4,
+            not_before=now, deadline=now + timedelta(hours=1), regions=["a"],
+            power_watts=POWER_W, interruptible="checkpoint", min_chunk_s=1), now)
+        store.transition(created.id, (JobState.QUEUED,), JobState.PLANNED, now, "test setup",
+                         planned_region="a", planned_start=now)
+        store.begin_run(created.id, (JobState.PLANNED,), now, "test setup", "a",
+                        run_region="a", started_at=now)
+        store.end_run(created.id, (JobState.RUNNING,), JobState.PAUSED, now, "test setup",
+                      RunEnd(now, "checkpointed", 1.0, None, None), planned_start=now,
+                      planned_region="a", chunk_end=None)
+        return created.id
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("gap", ["after-claim", "before-spec", "after-spawn",
+                                 "after-start-record"])
+def test_a_relaunch_killed_in_each_launch_gap_runs_once(
+    csv_workspace: Callable[..., Workspace], gap: str,
+) -> None:
+    """The daemon is killed with -9 in one gap of a relaunch: before its command provably
+    started, the restarted daemon pauses the job again (the run forgotten) and relaunches
+    it; after, it re-adopts the command. Either way run 2 runs once, from the checkpoint."""
+    ws = csv_workspace(flat_forecast())
+    work = ws.root / "work"
+    job_id = checkpointed_job(ws, checkpoint_worker(work, units=10, unit_s=0.1), 4, work)
+    pauses = ws.root / "pauses"
+    pauses.mkdir()
+    held = DaemonProcess(ws, extra_env={"GRIDSHIFT_TEST_PAUSE_AT": gap,
+                                        "GRIDSHIFT_TEST_PAUSE_DIR": str(pauses)})
+    wait_for((pauses / f"{gap}-job-{job_id}.reached").exists, what=f"the relaunch to reach {gap}")
+    held.kill()
+    command_ran = gap in ("after-spawn", "after-start-record")
+
+    second = DaemonProcess(ws)
+    if command_ran:
+        second.wait_started()
+        assert job(ws, job_id).state == JobState.RUNNING
+        (pauses / f"{gap}-job-{job_id}.release").touch()
+    ended = wait_finished(ws, [job_id], 60)[0]
+    assert second.stop() == 0
+
+    assert (ended.state, ended.exit_code) == (JobState.SUCCEEDED, 0)
+    assert lines(work / "runs") == ["2 1"]
+    assert lines(work / "units") == [str(unit) for unit in range(4, 10)]
+    assert [(r.run, r.outcome) for r in runs_of(ws, job_id)] == [
+        (1, "checkpointed"), (2, "succeeded")]
+    history = reasons(ws, job_id)
+    assert history.count("relaunched from its checkpoint (run 2)") == (1 if command_ran else 2)
+    assert (RETURNED_TO_PAUSE in history) != command_ran
