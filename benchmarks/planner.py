@@ -15,7 +15,13 @@ seeded, so every run plans the same jobs:
   (capacity ignored), which the target requires to be at least 20%, and how many found no
   window with room at all.
 
-Only ``plan()`` is timed. For each run the script prints every repeat's wall and CPU time
+With ``--interruptible SHARE`` (e.g. 0.1), that share of the jobs (chosen by the seed) is
+interruptible (30-minute minimum chunk, no pause limit) and each run is timed twice in
+the same process: every job placed whole by ``plan()``, and the others placed by
+``plan()`` then the interruptible ones by ``chunking.plan_chunks()`` around them (what a
+re-plan does). The issue's target: the second within 2x of the first.
+
+Only the planners are timed. For each run the script prints every repeat's wall and CPU time
 and their medians, and the process's peak RSS so far (on a shared machine the CPU time
 shows what the planner itself costs). Targets: unlimited < 1 s and < 500 MB; binding < 3 s.
 """
@@ -31,7 +37,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scheduler.planner import Forecast, JobRequest, PlacementReason, Placements, plan
+from scheduler.chunking import ChunkJob, plan_chunks
+from scheduler.planner import (
+    Forecast,
+    Holds,
+    JobColumns,
+    JobRequest,
+    PlacementReason,
+    Placements,
+    plan,
+)
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP_S = 300.0
@@ -39,6 +54,7 @@ HOUR = 3600.0
 ROUND_DURATIONS_H = (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12)
 ROUND_WEIGHTS = (8, 12, 6, 16, 8, 14, 8, 10, 6, 5, 2)
 SLOTS = 14_000  # per region in the binding run: about 23% of jobs lose their best window
+MIN_CHUNK_S = 1800.0
 
 
 def make_forecasts(rng: np.random.Generator, regions: int, steps: int) -> dict[str, Forecast]:
@@ -106,6 +122,33 @@ def timed_runs(
     return placements, timings, cpu_timings
 
 
+def as_chunk_job(job: JobRequest) -> ChunkJob:
+    return ChunkJob(job.job_id, job.duration_s, job.not_before, job.deadline, job.regions,
+                    MIN_CHUNK_S, None)
+
+
+def timed_mixed_runs(
+    whole: Sequence[JobRequest], chunked: Sequence[ChunkJob], forecasts: dict[str, Forecast],
+    slots: dict[str, int], repeat: int,
+) -> tuple[int, list[float], list[float]]:
+    """plan() for the whole jobs, then plan_chunks() for the others around their slots.
+    Returns how many interruptible jobs got more than one chunk, and the timings."""
+    timings, cpu_timings = [], []
+    split = 0
+    columns = JobColumns.from_requests(whole)
+    durations = dict(zip(columns.job_ids.tolist(), columns.durations.tolist(), strict=True))
+    for _ in range(repeat):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        placements = plan(columns, forecasts, slots, NOW)
+        held = Holds.from_placements(placements, np.array(
+            [durations[job_id] for job_id in placements.job_ids.tolist()]))
+        chunk_placements = plan_chunks(chunked, forecasts, slots, NOW, held)
+        timings.append(time.perf_counter() - started)
+        cpu_timings.append(time.process_time() - cpu_started)
+        split = sum(1 for p in chunk_placements if len(p.chunks) > 1)
+    return split, timings, cpu_timings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -114,11 +157,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=SLOTS)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--interruptible", type=float, default=0.0, metavar="SHARE",
+                        help="share of the jobs that are interruptible, e.g. 0.1")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.interruptible <= 1.0:
+        parser.error("--interruptible takes a share between 0 and 1")
 
     rng = np.random.default_rng(args.seed)
     forecasts = make_forecasts(rng, args.regions, args.steps)
     jobs = make_jobs(rng, args.jobs, list(forecasts))
+    # Drawn from their own generator, so the jobs are those of a run without the option.
+    chosen = np.random.default_rng(args.seed + 1).random(len(jobs)) < args.interruptible
+    whole = [job for job, pick in zip(jobs, chosen, strict=True) if not pick]
+    chunked = [as_chunk_job(job) for job, pick in zip(jobs, chosen, strict=True) if pick]
     out = sys.stdout
     out.write(f"{args.jobs} jobs x {args.regions} regions x {args.steps} steps; "
               f"distinct durations: {len({j.duration_s for j in jobs})}\n")
@@ -139,6 +190,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.write(f"  {label}: planned {len(placements)} jobs in "
                   f"{statistics.median(timings):.3f} s wall, "
                   f"{statistics.median(cpu_timings):.3f} s CPU (medians)\n")
+        if args.interruptible > 0:
+            split, mixed, mixed_cpu = timed_mixed_runs(whole, chunked, forecasts, slots,
+                                                       args.repeat)
+            out.write(f"  with {len(chunked)} interruptible ({100 * args.interruptible:g}%), "
+                      f"{split} of them in more than one chunk; peak RSS "
+                      f"{peak_rss_mb():.0f} MB\n")
+            out.write("  wall per run: " + ", ".join(f"{t:.3f}" for t in mixed)
+                      + " s; CPU per run: " + ", ".join(f"{t:.3f}" for t in mixed_cpu)
+                      + " s\n")
+            ratio = statistics.median(mixed_cpu) / statistics.median(cpu_timings)
+            out.write(f"  {label}: all whole {statistics.median(cpu_timings):.3f} s CPU, "
+                      f"with the interruptible share {statistics.median(mixed_cpu):.3f} s CPU "
+                      f"(medians; {ratio:.2f}x)\n")
     return 0
 
 

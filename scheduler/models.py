@@ -146,6 +146,7 @@ class Job(Base):
         Index("ix_jobs_array_id", "array_id"),
         Index("ix_jobs_state_planned_start", "state", "planned_start"),  # due launches
         Index("ix_jobs_slurm_region", "slurm_region"),  # the jobs held in Slurm, every tick
+        Index("ix_jobs_interruptible", "interruptible"),  # what a re-plan chunks
         # Report order, covering what a report filters on first (migration 0003; the store
         # names it in report queries, where SQLite would otherwise pick ix_jobs_state).
         Index(REPORT_ORDER_INDEX, "started_at", "id", "state",

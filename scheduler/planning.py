@@ -17,10 +17,19 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import planner
+from scheduler import chunking, planner
 from scheduler.config import REPLAY_BASIS, Config
+from scheduler.errors import StateConflict
 from scheduler.models import Job, JobState
-from scheduler.store import NewJob, PlanUpdate, Series, Store, UnstartedJobs
+from scheduler.records import ChunkPlan
+from scheduler.store import (
+    InterruptibleRow,
+    NewJob,
+    PlanUpdate,
+    Series,
+    Store,
+    UnstartedJobs,
+)
 from scheduler.timespec import from_epoch, iso_utc, to_epoch
 
 log = logging.getLogger("gridshift.planning")
@@ -33,6 +42,12 @@ LOOKBACK = timedelta(days=1)
 MOVES_LOGGED = 20
 # Stored times keep microseconds: a placement within one of the stored time is the same.
 SAME_TIME_S = 1e-6
+# An interruptible job's shortest chunk when it does not say (the submit default).
+DEFAULT_MIN_CHUNK_S = 1800
+# A job not running whose declared work is all done still gets a chunk this long: it
+# has not finished, so it must be resumed.
+MIN_REMAINING_S = 60.0
+CHECKPOINT = "checkpoint"
 # How far ahead the daemon's cached forecasts reach: more than any stored forecast does.
 CACHED_AHEAD = timedelta(days=400)
 
@@ -132,12 +147,17 @@ def _request(job: Job, regions: Sequence[str] | None = None) -> planner.JobReque
 
 
 def _busy(jobs: Sequence[Job], now: datetime) -> list[planner.Busy]:
+    """The slots running jobs hold: to their estimated end (an interruptible job: to its
+    chunk's end), and at least ``OVERRUN_HOLD`` from now."""
     held = []
     for job in jobs:
         region = job.run_region or job.planned_region
         if region is None or job.started_at is None:
             continue
-        end = max(job.started_at + timedelta(seconds=job.duration_s), now + OVERRUN_HOLD)
+        estimated = job.started_at + timedelta(seconds=job.duration_s)
+        if job.interruptible is not None and job.chunk_end is not None:
+            estimated = job.chunk_end
+        end = max(estimated, now + OVERRUN_HOLD)
         held.append(planner.Busy(region, to_epoch(job.started_at), to_epoch(end)))
     return held
 
@@ -178,15 +198,39 @@ def _same_time(stored: float | None, new: float) -> bool:
 
 def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None = None
            ) -> int:
-    """Re-place every job that has not started; store the placements that changed, in bulk,
-    with an event for each job that moved. Returns how many jobs moved or were planned.
+    """Re-place every job that has not started and every interruptible job not finished;
+    store the placements that changed, with an event for each job that moved. Returns how
+    many jobs moved or were planned.
+
+    Whole jobs are placed first (``planner.plan``), around running jobs; then
+    interruptible jobs (``chunking.plan_chunks``) around those placements: they can use
+    whatever gaps are left, where a whole job could not. A running interruptible job holds
+    its slot to its chunk's end for the whole jobs and is re-planned with the others.
+    """
+    running = store.running_jobs()
+    moved, whole_holds = _replan_whole(store, config, now, cache, running)
+    chunked = store.interruptible_for_planning()
+    running_whole = [job for job in running if job.interruptible is None]
+    busy = planner.Holds.from_busy([b for b in _busy(running_whole, now)
+                                    if b.region in config.regions]) + whole_holds
+    chunk_moves, chunk_holds = _replan_chunked(store, config, now, cache, chunked, busy)
+    if cache is not None:
+        cache.set_planned(whole_holds + chunk_holds)
+    return moved + chunk_moves
+
+
+def _replan_whole(store: Store, config: Config, now: datetime, cache: PlanCache | None,
+                  running: Sequence[Job]) -> tuple[int, planner.Holds]:
+    """Re-place every whole job that has not started; return how many moved and the
+    slots their placements hold.
 
     The queue is read, placed and compared with its stored plans as columns: a re-plan of
     100,000 jobs touches Python objects only for the jobs whose plan changed.
     """
+    nothing = planner.Holds.from_busy([])
     queued = store.unstarted_for_planning()
     if not len(queued):
-        return 0
+        return 0, nothing
     # A region removed from the config (and the daemon restarted) is no option any more;
     # a job left with none waits, and says so, instead of failing every re-plan.
     configured = {key: tuple(r for r in key if r in config.regions)
@@ -198,7 +242,7 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
     kept = np.flatnonzero(np.fromiter((bool(configured[key]) for key in queued.regions),
                                       np.bool_, len(queued)))
     if not kept.size:
-        return 0
+        return 0, nothing
     wanted = {r for regions in configured.values() for r in regions}
     regions = [r for r in config.regions if r in wanted]
     ids = np.array(queued.ids, dtype=np.int64)
@@ -217,12 +261,11 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
         {r: f.forecast for r, f in forecasts.items()},
         {r: config.regions[r].slots for r in regions},
         to_epoch(now),
-        [b for b in _busy(store.running_jobs(), now) if b.region in config.regions],
+        [b for b in _busy(running, now) if b.region in config.regions],
     )
     placed = np.searchsorted(ids, placements.job_ids)  # queued row of each placement
     vintages = _newest_vintages(placements, durations[placed], forecasts)
-    if cache is not None:
-        cache.set_planned(planner.Holds.from_placements(placements, durations[placed]))
+    holds = planner.Holds.from_placements(placements, durations[placed])
     notes = _notes(queued, placed, placements, comparable, forecasts)
     changed = np.flatnonzero(~_unchanged(queued, placed, placements, vintages, notes))
     updates = []
@@ -244,7 +287,187 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
         elif planner.PlacementReason.NO_COVERAGE in placement.reason:
             log.info("job %d: %s", placement.job_id, update.note)
     _log_moves(queued, moves)
-    return store.save_plans(updates, now)
+    return store.save_plans(updates, now), holds
+
+
+def chunk_job(row: InterruptibleRow, regions: Sequence[str], now: float
+              ) -> chunking.ChunkJob | None:
+    """What ``plan_chunks`` places for a stored interruptible job (times in epoch
+    seconds), or None for a running job whose declared work is done: it runs on, not
+    paused again. Its chunk limit counts the pauses it has had; a paused checkpointed job
+    pays the restart overhead on its next chunk too; a running job's first chunk goes on
+    from its current run."""
+    checkpoint = row.interruptible == CHECKPOINT
+    overhead = float(row.restart_overhead_s or 0) if checkpoint else 0.0
+    runs = row.run_count or 0
+    remaining = row.duration_s - (row.work_done_s or 0.0)
+    running_since = None
+    if row.state == JobState.RUNNING.value:
+        running_since = row.run_started if row.run_started is not None else row.started_at
+        if running_since is None:
+            return None
+        relaunched = checkpoint and runs > 1  # this run began by loading its checkpoint
+        remaining -= max(now - running_since - (overhead if relaunched else 0.0), 0.0)
+        if remaining <= 0:
+            return None
+    max_chunks = None
+    if row.max_pauses is not None:
+        pauses = max(runs - 1, 0) if running_since is not None else runs
+        # A running job's current chunk is one of its chunks, but no pause yet.
+        max_chunks = max(row.max_pauses - pauses + 1, 1)
+    return chunking.ChunkJob(
+        job_id=row.id, work_s=max(remaining, MIN_REMAINING_S), not_before=row.not_before,
+        deadline=row.deadline, regions=tuple(regions),
+        min_chunk_s=float(row.min_chunk_s if row.min_chunk_s is not None
+                          else DEFAULT_MIN_CHUNK_S),
+        max_chunks=max_chunks, restart_overhead_s=overhead,
+        first_is_relaunch=checkpoint and row.state == JobState.PAUSED.value,
+        running_since=running_since)
+
+
+def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCache | None,
+                    rows: Sequence[InterruptibleRow], busy: planner.Holds
+                    ) -> tuple[int, planner.Holds]:
+    """Re-place every interruptible job as chunks around ``busy``; store what changed.
+    Returns how many jobs moved or were planned, and the slots their chunks hold.
+
+    Queued and planned jobs may use any of their regions; a job that has run stays in the
+    region it ran in. Queued and planned jobs are written as ``save_plans`` writes whole
+    jobs (their first chunk), paused ones by a paused -> paused transition when their next
+    chunk moves, running ones only by their chunks (and so chunk_end).
+    """
+    epoch_now = to_epoch(now)
+    nothing = planner.Holds.from_busy([])
+    candidates = []
+    for row in rows:
+        listed = ((row.run_region,) if (row.run_count or 0) > 0 and row.run_region is not None
+                  else row.regions)
+        usable = tuple(r for r in listed if r in config.regions)
+        if not usable:
+            log.warning("job %d: none of its regions (%s) is configured; it waits", row.id,
+                        ", ".join(listed))
+            continue
+        candidates.append((row, usable))
+    if not candidates:
+        return 0, nothing
+    regions = [r for r in config.regions if any(r in usable for _, usable in candidates)]
+    forecasts = (cache.forecasts(store, config, regions, now) if cache is not None else
+                 load_forecasts(store, config, regions, now,
+                                from_epoch(max(row.deadline for row, _ in candidates))))
+    comparable = {usable: split_comparable(usable, forecasts)
+                  for usable in {usable for _, usable in candidates}}
+    jobs, left_out = [], {}
+    by_id = {}
+    for row, usable in candidates:
+        kept, dropped = comparable[usable]
+        job = chunk_job(row, kept, epoch_now)
+        if job is not None:
+            jobs.append(job)
+            left_out[row.id] = dropped
+            by_id[row.id] = row
+    if not jobs:
+        return 0, nothing
+    placements = chunking.plan_chunks(
+        jobs, {r: f.forecast for r, f in forecasts.items()},
+        {r: config.regions[r].slots for r in regions}, epoch_now, busy)
+    holds = planner.Holds.from_busy([planner.Busy(p.region, start, end) for p in placements
+                                     for start, end in p.chunks])
+    means = chunking.chunk_means({r: f.forecast for r, f in forecasts.items()}, placements)
+    vintages = _chunk_vintages(placements, forecasts)
+    plans, chunks = [], {}
+    moved = 0
+    for placement, chunk_intensity, vintage in zip(placements, means, vintages, strict=True):
+        row = by_id[placement.job_id]
+        note = _chunk_note(placement, left_out[row.id], forecasts[placement.region].series)
+        if _same_chunks(row, placement) and (
+                row.state == JobState.RUNNING.value
+                or (row.state != JobState.QUEUED.value
+                    and (row.planned_intensity, row.plan_note, row.plan_reason)
+                    == (placement.intensity, note, int(placement.reason)))):
+            continue
+        chunks[row.id] = [ChunkPlan(placement.region, from_epoch(start), from_epoch(end),
+                                    intensity)
+                          for (start, end), intensity in zip(placement.chunks, chunk_intensity,
+                                                             strict=True)]
+        if row.state == JobState.RUNNING.value:
+            continue
+        update = PlanUpdate(
+            job_id=row.id, region=placement.region,
+            start=from_epoch(placement.chunks[0][0]), intensity=placement.intensity,
+            vintage=None if vintage is None else from_epoch(vintage), note=note,
+            reason=int(placement.reason))
+        if row.state == JobState.PAUSED.value:
+            moved += _save_paused_plan(store, row, update, now)
+        else:
+            plans.append(update)
+    moved += store.save_plans(plans, now)
+    store.save_chunks(chunks)
+    return moved, holds
+
+
+def _same_chunks(row: InterruptibleRow, placement: chunking.ChunkPlacement) -> bool:
+    """Whether the stored chunks are the placement's (a running job's current chunk
+    starts at every re-plan's now: only its end counts)."""
+    if len(row.chunks) != len(placement.chunks):
+        return False
+    for index, ((region, start, end), (new_start, new_end)) in enumerate(
+            zip(row.chunks, placement.chunks, strict=True)):
+        same_start = (index == 0 and row.state == JobState.RUNNING.value) or _same_time(
+            start, new_start)
+        if region != placement.region or not same_start or not _same_time(end, new_end):
+            return False
+    return True
+
+
+def _save_paused_plan(store: Store, row: InterruptibleRow, update: PlanUpdate,
+                      now: datetime) -> int:
+    """Store a paused job's next chunk: a paused -> paused transition with its event when
+    the chunk moved, else just the plan's figures. 1 if it moved, else 0; 0 too when the
+    job was resumed meanwhile (its next re-plan sees it running)."""
+    fields = {"planned_region": update.region, "planned_start": update.start,
+              "planned_intensity": update.intensity, "planned_vintage": update.vintage,
+              "plan_note": update.note, "plan_reason": update.reason}
+    moved = row.planned_region != update.region or not _same_time(
+        row.planned_start, to_epoch(update.start))
+    try:
+        if moved:
+            store.transition(row.id, [JobState.PAUSED], JobState.PAUSED, now,
+                             f"planned: {update.describe()}", **fields)
+        else:
+            store.update_job_fields(row.id, **fields)
+    except StateConflict:
+        return 0
+    return int(moved)
+
+
+def _chunk_note(placement: chunking.ChunkPlacement, left_out: Sequence[str],
+                series: Series) -> str:
+    """A chunked plan's note: the reason in words, how many chunks, regions left out."""
+    count = len(placement.chunks)
+    return (planner.describe(placement.reason)
+            + (f"; in {count} chunks" if count > 1 else "")
+            + planner.left_out_note(left_out) + _replayed_note(series))
+
+
+def _chunk_vintages(placements: Sequence[chunking.ChunkPlacement],
+                    forecasts: Mapping[str, RegionForecast]) -> list[float | None]:
+    """Per placement: the newest vintage among the forecast slots its chunks overlap."""
+    names = tuple(sorted({p.region for p in placements}))
+    column = {name: i for i, name in enumerate(names)}
+    rows = [(row, column[p.region], start, end) for row, p in enumerate(placements)
+            for start, end in p.chunks]
+    by_chunk = planner.Placements(
+        names, np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        np.array([r[2] for r in rows], dtype=np.float64), np.full(len(rows), np.nan),
+        np.zeros(len(rows), dtype=np.int64))
+    newest = _newest_vintages(by_chunk, np.array([r[3] - r[2] for r in rows]), forecasts)
+    per_job: list[float | None] = [None] * len(placements)
+    for (row, *_), vintage in zip(rows, newest.tolist(), strict=True):
+        if not math.isnan(vintage):
+            held = per_job[row]
+            per_job[row] = vintage if held is None else max(held, vintage)
+    return per_job
 
 
 def _notes(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
@@ -374,7 +597,10 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
     """Place jobs not yet stored around running jobs and the others' current plans (the
     daemon re-plans the whole queue on a later tick). ``PlanUpdate.job_id`` is the index
     of the spec in ``specs``, in order. With the daemon's ``cache``, the others' plans and
-    the forecasts come from memory, and the new jobs' slots are added to it."""
+    the forecasts come from memory, and the new jobs' slots are added to it.
+
+    Whole jobs are placed first, then interruptible ones as chunks around them (as a
+    re-plan does); an interruptible job's update carries its chunks."""
     if not specs:
         return []
     regions = list(dict.fromkeys(r for spec in specs for r in spec.regions))
@@ -395,10 +621,13 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
         usable, left_out = split_comparable(spec.regions, forecasts)
         kept.append(usable)
         dropped.append(left_out)
+    updates: list[PlanUpdate | None] = [None] * len(specs)
+    whole = [index for index, spec in enumerate(specs) if spec.interruptible is None]
     requests = [
-        planner.JobRequest(index, float(spec.duration_s), to_epoch(spec.not_before),
-                           to_epoch(spec.deadline), tuple(kept[index]))
-        for index, spec in enumerate(specs)
+        planner.JobRequest(index, float(specs[index].duration_s),
+                           to_epoch(specs[index].not_before), to_epoch(specs[index].deadline),
+                           tuple(kept[index]))
+        for index in whole
     ]
     placements = planner.plan(
         requests, {r: forecasts[r].forecast for r in regions},
@@ -407,9 +636,7 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
     durations = np.array([specs[index].duration_s for index in placements.job_ids.tolist()],
                          dtype=np.float64)
     vintages = _newest_vintages(placements, durations, forecasts).tolist()
-    if cache is not None:
-        cache.add_planned(planner.Holds.from_placements(placements, durations))
-    updates: list[PlanUpdate | None] = [None] * len(specs)
+    new_holds = planner.Holds.from_placements(placements, durations)
     for row, placement in enumerate(placements):
         index = placement.job_id
         updates[index] = PlanUpdate(
@@ -420,4 +647,52 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
             + _replayed_note(forecasts[placement.region].series),
             reason=int(placement.reason),
         )
+    chunked = [index for index, spec in enumerate(specs) if spec.interruptible is not None]
+    if chunked:
+        chunk_holds = _place_new_chunked(config, specs, chunked, kept, dropped, forecasts, now,
+                                         held + new_holds, updates)
+        new_holds = new_holds + chunk_holds
+    if cache is not None:
+        cache.add_planned(new_holds)
     return [update for update in updates if update is not None]
+
+
+def _place_new_chunked(
+    config: Config, specs: Sequence[NewJob], chunked: Sequence[int],
+    kept: Sequence[Sequence[str]], dropped: Sequence[Sequence[str]],
+    forecasts: Mapping[str, RegionForecast], now: datetime, held: planner.Holds,
+    updates: list[PlanUpdate | None],
+) -> planner.Holds:
+    """Place the interruptible specs ``chunked`` (indices into ``specs``) as chunks around
+    ``held``; fill their ``updates``; return the slots their chunks hold."""
+    jobs = []
+    for index in chunked:
+        spec = specs[index]
+        checkpoint = spec.interruptible == CHECKPOINT
+        jobs.append(chunking.ChunkJob(
+            job_id=index, work_s=float(spec.duration_s), not_before=to_epoch(spec.not_before),
+            deadline=to_epoch(spec.deadline), regions=tuple(kept[index]),
+            min_chunk_s=float(spec.min_chunk_s if spec.min_chunk_s is not None
+                              else DEFAULT_MIN_CHUNK_S),
+            max_chunks=None if spec.max_pauses is None else spec.max_pauses + 1,
+            restart_overhead_s=float(spec.restart_overhead_s or 0) if checkpoint else 0.0))
+    regions = list(dict.fromkeys(r for job in jobs for r in job.regions))
+    steps = {r: forecasts[r].forecast for r in regions}
+    placements = chunking.plan_chunks(jobs, steps, {r: config.regions[r].slots
+                                                    for r in regions}, to_epoch(now), held)
+    means = chunking.chunk_means(steps, placements)
+    vintages = _chunk_vintages(placements, forecasts)
+    for placement, chunk_intensity, vintage in zip(placements, means, vintages, strict=True):
+        index = placement.job_id
+        updates[index] = PlanUpdate(
+            job_id=index, region=placement.region,
+            start=from_epoch(placement.chunks[0][0]), intensity=placement.intensity,
+            vintage=None if vintage is None else from_epoch(vintage),
+            note=_chunk_note(placement, dropped[index], forecasts[placement.region].series),
+            reason=int(placement.reason),
+            chunks=tuple(ChunkPlan(placement.region, from_epoch(start), from_epoch(end),
+                                   intensity)
+                         for (start, end), intensity in zip(placement.chunks, chunk_intensity,
+                                                            strict=True)))
+    return planner.Holds.from_busy([planner.Busy(p.region, start, end) for p in placements
+                                    for start, end in p.chunks])

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Float,
     String,
     Table,
+    and_,
     bindparam,
     case,
     cast,
@@ -254,6 +255,12 @@ class Store:
                                "new_state": JobState.PLANNED.value,
                                "reason": f"planned: {plan.describe()}"})
             connection.execute(insert(JobEvent), events)
+            chunk_rows = [{"job_id": job_id, "seq": seq, "region": chunk.region,
+                           "start": chunk.start, "end": chunk.end, "intensity": chunk.intensity}
+                          for job_id, plan in zip(ids, plans, strict=True)
+                          for seq, chunk in enumerate(plan.chunks)]
+            if chunk_rows:
+                connection.execute(insert(JobChunk), chunk_rows)
             jobs = [Job(id=job_id, **row) for job_id, row in zip(ids, rows, strict=True)]
             _load_scheduled_grams(session, jobs)
         return jobs
@@ -273,6 +280,7 @@ class Store:
             "umask": new.umask, "planned_region": plan.region, "planned_start": plan.start,
             "planned_intensity": plan.intensity, "planned_vintage": plan.vintage,
             "plan_note": plan.note, "plan_reason": plan.reason, "deadline_missed": False,
+            "chunk_end": plan.chunks[0].end if plan.chunks else None,
             "array_id": None, "array_index": None, **_interruptible_values(new),
         }
 
@@ -406,7 +414,8 @@ class Store:
         return self.list_jobs(UNSTARTED)
 
     def unstarted_for_planning(self) -> UnstartedJobs:
-        """What a re-plan reads of every job that has not started, oldest first, as
+        """What a re-plan reads of every job that has not started and runs as one block
+        (interruptible jobs: ``interruptible_for_planning``), oldest first, as
         columns, times as epoch seconds computed by the database: a re-plan reads the whole
         queue (100,000 jobs), and ORM objects or parsing times in Python cost most of it."""
         c = Job.__table__.c
@@ -414,7 +423,8 @@ class Store:
                         _EpochSeconds(c.deadline), cast(c.regions, String), c.planned_region,
                         _EpochSeconds(c.planned_start), c.planned_intensity,
                         _EpochSeconds(c.planned_vintage), c.plan_note, c.plan_reason)
-                 .where(c.state.in_([s.value for s in UNSTARTED])).order_by(c.id))
+                 .where(c.state.in_([s.value for s in UNSTARTED]), c.interruptible.is_(None))
+                 .order_by(c.id))
         with self.reading() as session:
             rows = session.connection().execute(query).all()
         if not rows:
@@ -425,6 +435,51 @@ class Store:
             regions_of[text_value] = tuple(json.loads(text_value))
         columns[5] = [regions_of[text_value] for text_value in columns[5]]
         return UnstartedJobs(*columns)
+
+    def interruptible_for_planning(self) -> list[InterruptibleRow]:
+        """Every interruptible job a re-plan places (queued, planned, paused or running),
+        oldest first, with its stored chunks and the start of its current run (the newest
+        job_runs row not ended; None where the runtime wrote none). Through
+        ix_jobs_interruptible: the whole-job queue is never read."""
+        c = Job.__table__.c
+        chunk, run = JobChunk.__table__.c, JobRun.__table__.c
+        states = [s.value for s in (*UNSTARTED, JobState.PAUSED, JobState.RUNNING)]
+        # "> ''" rather than IS NOT NULL, which SQLite answers without the index.
+        mine = and_(c.interruptible > "", c.state.in_(states))
+        query = (select(c.id, c.state, c.duration_s, _EpochSeconds(c.not_before),
+                        _EpochSeconds(c.deadline), cast(c.regions, String), c.interruptible,
+                        c.min_chunk_s, c.max_pauses, c.restart_overhead_s, c.work_done_s,
+                        c.run_count, c.run_region, _EpochSeconds(c.started_at),
+                        c.planned_region, _EpochSeconds(c.planned_start),
+                        c.planned_intensity, c.plan_note, c.plan_reason)
+                 .where(mine).order_by(c.id))
+        chunks_query = (select(chunk.job_id, chunk.region, _EpochSeconds(chunk.start),
+                               _EpochSeconds(chunk.end))
+                        .join(Job.__table__, c.id == chunk.job_id).where(mine)
+                        .order_by(chunk.job_id, chunk.seq))
+        runs_query = (select(run.job_id, _EpochSeconds(run.started_at))
+                      .join(Job.__table__, c.id == run.job_id)
+                      .where(mine, c.state == JobState.RUNNING.value, run.ended_at.is_(None))
+                      .order_by(run.job_id, run.run))
+        with self.reading() as session:
+            connection = session.connection()
+            rows = connection.execute(query).all()
+            chunk_rows = connection.execute(chunks_query).all() if rows else []
+            run_rows = connection.execute(runs_query).all() if rows else []
+        planned: dict[int, list[tuple[str, float, float]]] = {}
+        for job_id, region, start, end in chunk_rows:
+            planned.setdefault(job_id, []).append((str(region), float(start), float(end)))
+        run_start = {job_id: float(start) for job_id, start in run_rows}  # the newest wins
+        regions_of: dict[str, tuple[str, ...]] = {}
+        jobs = []
+        for row in rows:
+            regions = regions_of.get(row[5])
+            if regions is None:
+                regions = regions_of[row[5]] = tuple(json.loads(row[5]))
+            values: list[Any] = [*row[:5], regions, *row[6:], tuple(planned.get(row[0], ())),
+                                 run_start.get(row[0])]
+            jobs.append(InterruptibleRow(*values))
+        return jobs
 
     def due_jobs(self, now: datetime) -> list[Job]:
         """Planned jobs whose planned start has come, soonest first (what a tick launches)."""
@@ -730,15 +785,30 @@ class Store:
         start = jobs.c.planned_start
         query = (select(jobs.c.planned_region, cast(start, String), jobs.c.duration_s)
                  .where(jobs.c.state.in_([s.value for s in UNSTARTED]),
-                        start.is_not(None), jobs.c.planned_region.in_(list(regions))))
+                        start.is_not(None), jobs.c.planned_region.in_(list(regions)),
+                        jobs.c.interruptible.is_(None)))
+        # An interruptible job holds slots over its chunks only; a running one's current
+        # chunk (seq 0) is held as a running job's.
+        chunk = JobChunk.__table__.c
+        chunks_query = (select(chunk.region, cast(chunk.start, String), cast(chunk.end, String))
+                        .join(jobs, jobs.c.id == chunk.job_id)
+                        .where(jobs.c.interruptible > "",
+                               or_(jobs.c.state.in_([JobState.PLANNED.value,
+                                                     JobState.PAUSED.value]),
+                                   and_(jobs.c.state == JobState.RUNNING.value,
+                                        chunk.seq > 0)),
+                               chunk.region.in_(list(regions)), chunk.end > after))
         floor = after.timestamp()
         with self.reading() as session:
             rows = session.connection().execute(query).all()
+            chunk_rows = session.connection().execute(chunks_query).all()
         holds = []
         for region, stored_start, duration in rows:
             begins = _stored_epoch(stored_start)
             if begins + duration > floor:
                 holds.append((str(region), begins, begins + duration))
+        holds.extend((str(region), _stored_epoch(begins), _stored_epoch(ends))
+                     for region, begins, ends in chunk_rows)
         return holds
 
     def upcoming_launches(self, limit: int) -> list[Job]:
@@ -1104,6 +1174,34 @@ class UnstartedJobs:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class InterruptibleRow:
+    """An interruptible job as a re-plan reads it: times in epoch seconds, its stored
+    chunks as (region, start, end), and the start of its current run, if running."""
+
+    id: int
+    state: str
+    duration_s: int
+    not_before: float
+    deadline: float
+    regions: tuple[str, ...]
+    interruptible: str
+    min_chunk_s: int | None
+    max_pauses: int | None
+    restart_overhead_s: int | None
+    work_done_s: float | None
+    run_count: int | None
+    run_region: str | None
+    started_at: float | None
+    planned_region: str | None
+    planned_start: float | None
+    planned_intensity: float | None
+    plan_note: str | None
+    plan_reason: int | None
+    chunks: tuple[tuple[str, float, float], ...] = ()
+    run_started: float | None = None
+
+
 class _EpochSeconds(FunctionElement[float]):
     """A stored time (naive UTC) as epoch seconds, computed by the database."""
 
@@ -1136,6 +1234,9 @@ class PlanUpdate:
     vintage: datetime | None
     note: str
     reason: int | None = None  # planner.PlacementReason flags
+    # An interruptible job's chunks, in order (the first is region/start above); add_jobs
+    # stores them with the job. Empty for a job run as one block.
+    chunks: tuple[ChunkPlan, ...] = ()
 
     def describe(self) -> str:
         shown = "no forecast" if self.intensity is None else f"{self.intensity:.0f} g/kWh"

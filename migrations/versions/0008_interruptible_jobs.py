@@ -39,6 +39,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("run_count", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("chunk_end", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("checkpoint_sent_at", sa.DateTime(), nullable=True))
+    op.create_index("ix_jobs_interruptible", "jobs", ["interruptible"])
     op.create_table(
         "job_chunks",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -75,6 +76,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("job_runs")
     op.drop_table("job_chunks")
+    op.drop_index("ix_jobs_interruptible", table_name="jobs")
     op.execute("UPDATE jobs SET state = 'failed' WHERE state = 'paused'")
     with op.batch_alter_table("jobs") as batch:
         for name in ("checkpoint_sent_at", "chunk_end", "run_count", "work_done_s",
