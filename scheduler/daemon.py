@@ -309,7 +309,8 @@ class Daemon:
                                         self.metrics.record_review)
 
     def tick(self, now: datetime) -> None:
-        """Reap finished jobs, enforce kill grace, re-plan on change, launch due jobs."""
+        """Reap finished jobs, enforce kill grace, pause jobs whose chunk ended, re-plan on
+        change, resume and launch due jobs."""
         ended = False
         with self._work_lock:
             begun = time.perf_counter()
@@ -324,6 +325,10 @@ class Daemon:
             for job in self.store.paused_jobs():
                 if not self._reap_paused(job, now):
                     ended = True
+            if not self._stopping:
+                # Before re-planning: a chunk that has ended ends as planned (after a restart
+                # too), and the re-plan then places what is left from there.
+                self._pause_due(now)
             marker = self.store.change_marker()
             if marker != self._last_marker and self._replan_due(marker, now):
                 with self.metrics.replan_duration.time():
@@ -334,7 +339,6 @@ class Daemon:
                 self._submits_since = None
             self._slurm.sync(now, submit=not self._stopping)
             if not self._stopping:
-                self._pause_due(now)
                 self._dispatch(now)
             self.store.beat(os.getpid(), socket.gethostname(), self._started_at or now, now)
             self._last_tick_done = time.monotonic()
