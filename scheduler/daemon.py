@@ -80,6 +80,12 @@ SUSPEND = "suspend"
 CHECKPOINT = "checkpoint"
 
 
+def checkpoint_grace(job: Job) -> timedelta:
+    """How long a checkpoint-mode job may take to exit after its checkpoint signal."""
+    seconds = job.checkpoint_grace_s
+    return timedelta(seconds=DEFAULT_CHECKPOINT_GRACE_S if seconds is None else seconds)
+
+
 def checkpoint_signal(job: Job) -> signal.Signals:
     """The signal a checkpoint-mode job gets at its chunk's end (SIGTERM by default, and
     for a name this machine does not know or that cannot be caught)."""
@@ -764,7 +770,7 @@ class Daemon:
     def _enforce_checkpoint_grace(self, job: Job, now: datetime) -> None:
         if job.checkpoint_sent_at is None or job.pid is None:
             return
-        grace = timedelta(seconds=job.checkpoint_grace_s or DEFAULT_CHECKPOINT_GRACE_S)
+        grace = checkpoint_grace(job)
         if now - job.checkpoint_sent_at >= grace and (
             launcher.signal_job(job.pid, job.pid_started_at, signal.SIGKILL)
         ):
@@ -775,7 +781,7 @@ class Daemon:
         """Whether the job ended by the SIGKILL that follows its checkpoint grace."""
         if job.checkpoint_sent_at is None:
             return False
-        grace = timedelta(seconds=job.checkpoint_grace_s or DEFAULT_CHECKPOINT_GRACE_S)
+        grace = checkpoint_grace(job)
         killed = outcome.lost or outcome.exit_code == -signal.SIGKILL
         return killed and now - job.checkpoint_sent_at >= grace
 
