@@ -74,6 +74,7 @@ _DAEMON_KEYS = {
     "admin_group",
     "max_points_per_refresh",
     "forecast_horizon",
+    "requeue_exit_code",
 }
 _REGION_KEYS = {"provider", "zone", "slots", "launcher", "embodied_gco2", "lifetime", "executor",
                 "partition", "sbatch_args", "time_margin", "slurm_conf"}
@@ -152,6 +153,9 @@ class DaemonConfig:
     # Bounds on what one forecast refresh stores: points, and how far ahead.
     max_points_per_refresh: int = DEFAULT_MAX_POINTS
     forecast_horizon: timedelta = timedelta(days=7)
+    # The exit code by which a checkpoint-mode job says it saved its state after the
+    # checkpoint signal and wants to be relaunched at its next chunk (EX_TEMPFAIL).
+    requeue_exit_code: int = 75
 
     def socket_path(self, uid: int | None = None,
                     environ: Mapping[str, str] | None = None) -> Path:
@@ -427,6 +431,10 @@ def _parse_daemon(
     admin_group = table.get("admin_group")
     if admin_group is not None and not (isinstance(admin_group, str) and admin_group):
         raise ConfigError(source, "daemon.admin_group", "must be a group name")
+    requeue = table.get("requeue_exit_code", defaults.requeue_exit_code)
+    if isinstance(requeue, bool) or not isinstance(requeue, int) or not 1 <= requeue <= 255:
+        raise ConfigError(source, "daemon.requeue_exit_code",
+                          "must be a whole number from 1 to 255")
     return DaemonConfig(
         socket=None if socket_path is None else Path(socket_path),
         admin_group=admin_group,
@@ -435,6 +443,7 @@ def _parse_daemon(
         max_log_bytes=max_log,
         powercap_root=Path(powercap_root).expanduser(),
         max_points_per_refresh=max_points,
+        requeue_exit_code=requeue,
         **durations,
     )
 

@@ -79,7 +79,7 @@ class Cancelled:
     """The outcome of one cancel: what state the job was in and what was done."""
 
     job_id: int
-    state: str  # the job's state after the cancel request (cancelled, or running)
+    state: str  # the job's state after the cancel request (cancelled, running or paused)
     message: str
 
 
@@ -275,6 +275,14 @@ def cancel(store: Store, config: Config, caller: Caller, job_id: int,
             return Cancelled(job_id, JobState.CANCELLED.value, f"job {job_id} cancelled")
         except StateConflict:
             job = store.get_job(job_id)  # launched meanwhile
+    if job.state == JobState.PAUSED.value:
+        # The daemon ends it: at once if checkpointed; a suspended one is signalled first.
+        if job.cancel_requested_at is None:
+            store.update_job_fields(job_id, cancel_requested_at=now)
+        log.info("job %d: cancel requested by %s while it is paused", job_id, caller.name)
+        return Cancelled(job_id, JobState.PAUSED.value,
+                         f"job {job_id} is being cancelled: it is paused; the daemon ends it "
+                         f"at its next tick")
     if job.state != JobState.RUNNING.value:
         raise BadInput(f"job {job_id} already ended ({job.state}); nothing to cancel")
     if job.cancel_requested_at is None:

@@ -23,6 +23,10 @@ created with O_EXCL and O_NOFOLLOW, fsynced, then renamed into place, in this or
 
 The output is copied to the log until N bytes, then one note is written and the rest
 discarded (the disk never fills). The command gets SIGKILL if this wrapper dies.
+
+An interruptible job in suspend mode is stopped (SIGSTOP) and continued (SIGCONT) as its
+whole process group, this wrapper included: it has nothing to do while its command is
+stopped, and stopping the group reaches every child the command started.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class Spec:
     # Tests only: block at this point until ``pause_dir/<point>-<job>.release`` exists.
     pause_at: str | None = None
     pause_dir: str | None = None
+    # An interruptible job's checkpoint signal (a number): passed to the job like SIGTERM.
+    checkpoint_signal: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -211,7 +217,10 @@ def main(argv: list[str]) -> int:
         finally:
             signal.signal(signum, forward)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    forwarded = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    if spec.checkpoint_signal is not None:
+        forwarded.add(signal.Signals(spec.checkpoint_signal))
+    for signum in forwarded:
         signal.signal(signum, forward)
     if signalled:  # cancelled before its command started: it never will
         _write_status(spec, -signalled, True)

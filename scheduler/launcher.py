@@ -290,13 +290,14 @@ def spawn_wrapper(job_id: int, log_dir: Path, user_dir: str, identity: Identity 
 def wrapper_spec(log_dir: Path, job_id: int, argv: Sequence[str], env: Mapping[str, str],
                  cwd: str, identity: Identity | None, umask: int | None,
                  max_log_bytes: int | None, pause_at: str | None = None,
-                 pause_dir: str | None = None) -> Spec:
+                 pause_dir: str | None = None, checkpoint_signal: int | None = None) -> Spec:
     return Spec(
         records=records_prefix(log_dir, job_id), argv=list(argv), env=dict(env), cwd=cwd,
         uid=None if identity is None else identity.uid,
         gid=None if identity is None else identity.gid,
         groups=None if identity is None else list(identity.groups),
-        umask=umask, max_log_bytes=max_log_bytes, pause_at=pause_at, pause_dir=pause_dir)
+        umask=umask, max_log_bytes=max_log_bytes, pause_at=pause_at, pause_dir=pause_dir,
+        checkpoint_signal=checkpoint_signal)
 
 
 def send_spec(process: subprocess.Popen[bytes], spec: Spec) -> None:
@@ -442,17 +443,23 @@ def kill_leftovers(wrapper_pid: int, wrapper_started_at: float) -> int:
     return killed
 
 
+# Signals sent to the job's whole process group, the wrapper included: they cannot be
+# caught, so the wrapper could not pass them on.
+GROUP_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT})
+
+
 def signal_job(pid: int, pid_started_at: float | None, signum: signal.Signals) -> bool:
     """Send ``signum`` to every process of the job, once, if the pid is still its wrapper's.
 
-    SIGKILL goes to the job's process group (which the wrapper leads) directly; any other
-    signal goes to the wrapper, which passes it to the group itself. Signalling the group
-    too would give the job the signal twice, and a second SIGTERM cuts short the graceful
+    SIGKILL, SIGSTOP and SIGCONT go to the job's process group (which the wrapper leads)
+    directly; any other signal goes to the wrapper, which passes it to the group itself
+    (SIGTERM, SIGINT, SIGHUP and the job's checkpoint signal). Signalling the group too
+    would give the job the signal twice, and a second SIGTERM cuts short the graceful
     shutdown many training jobs run on the first."""
     if not is_same_process(pid, pid_started_at):
         return False
     try:
-        if signum == signal.SIGKILL:
+        if signum in GROUP_SIGNALS:
             os.killpg(pid, signum)
         else:
             os.kill(pid, signum)

@@ -62,6 +62,19 @@ class ChunkPlan:
 
 
 @dataclass(frozen=True)
+class RunEnd:
+    """How one run of an interruptible job ended: ``outcome`` is 'suspended',
+    'checkpointed' or the job's final state; ``work_s`` the job's work done in it (restart
+    overhead not counted); energy as the meters measured it (None: unknown)."""
+
+    ended_at: datetime | None
+    outcome: str
+    work_s: float
+    energy_kwh: float | None
+    energy_method: str | None
+
+
+@dataclass(frozen=True)
 class Series:
     """A step function: value i holds over [starts[i], ends[i]); sorted, non-overlapping."""
 

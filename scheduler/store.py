@@ -72,7 +72,7 @@ from scheduler.models import (
     review_figures,
     scheduled_grams,
 )
-from scheduler.records import ChunkPlan, NewJob, PointRecord, Series
+from scheduler.records import ChunkPlan, NewJob, PointRecord, RunEnd, Series
 
 BUSY_TIMEOUT_S = 60
 # Rows a report reads and converts at a time: large enough that per-page costs vanish,
@@ -315,6 +315,61 @@ class Store:
                 connection.execute(update(Job).where(jobs.id == bindparam("chunk_id"))
                                    .values(chunk_end=bindparam("chunk_end")), firsts)
 
+    # Runs of interruptible jobs (scheduler/daemon.py) -------------------------------------
+
+    def job_runs(self, job_id: int) -> list[JobRun]:
+        """An interruptible job's runs, in order (empty for any other job)."""
+        query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.run)
+        with self.reading() as session:
+            return list(session.scalars(query))
+
+    def paused_jobs(self) -> list[Job]:
+        """Every paused job, oldest first (few: the dispatcher reads them every tick)."""
+        return self.list_jobs((JobState.PAUSED,))
+
+    def begin_run(self, job_id: int, expected: Collection[JobState], now: datetime,
+                  reason: str, region: str, **fields: Any) -> int:
+        """Move the job to running (from one of ``expected``, with ``fields``), count a run
+        and open its job_runs row starting ``now``, all in one transaction. Returns the
+        run's number (1 for the first). StateConflict when the job is in another state."""
+        with self.writing() as session:
+            done = session.scalar(select(Job.run_count).where(Job.id == job_id)) or 0
+            run = done + 1
+            _transition_in(session, job_id, expected, JobState.RUNNING, now, reason,
+                           {**fields, "run_count": run})
+            session.add(JobRun(job_id=job_id, run=run, region=region, started_at=now))
+        return run
+
+    def undo_run(self, job_id: int, new_state: JobState, now: datetime, reason: str,
+                 **fields: Any) -> None:
+        """A run whose command provably never started: move the running job to
+        ``new_state`` and forget the run (its row and its count), in one transaction."""
+        with self.writing() as session:
+            run = session.scalar(select(Job.run_count).where(Job.id == job_id)) or 0
+            _transition_in(session, job_id, (JobState.RUNNING,), new_state, now, reason,
+                           {**fields, "run_count": max(run - 1, 0)})
+            session.execute(delete(JobRun).where(JobRun.job_id == job_id, JobRun.run == run,
+                                                 JobRun.ended_at.is_(None)))
+
+    def end_run(self, job_id: int, expected: Collection[JobState], new_state: JobState,
+                now: datetime, reason: str, run: RunEnd | None, **fields: Any) -> None:
+        """Move the job to ``new_state`` and close its open run with ``run`` (its end,
+        outcome, work and energy), adding the run's work to the job's work_done_s, in one
+        transaction. With ``run`` None (a paused job ending) only the transition is made."""
+        with self.writing() as session:
+            runs = JobRun.__table__.c
+            open_run = None if run is None else session.scalar(select(JobRun.run).where(
+                runs.job_id == job_id, runs.ended_at.is_(None)).order_by(runs.run.desc()))
+            done = session.scalar(select(Job.work_done_s).where(Job.id == job_id)) or 0.0
+            if run is not None and open_run is not None:
+                fields = {**fields, "work_done_s": done + run.work_s}
+            _transition_in(session, job_id, expected, new_state, now, reason, fields)
+            if run is not None and open_run is not None:
+                session.execute(update(JobRun).where(
+                    runs.job_id == job_id, runs.run == open_run).values(
+                    ended_at=run.ended_at, outcome=run.outcome, work_s=run.work_s,
+                    energy_kwh=run.energy_kwh, energy_method=run.energy_method))
+
     def get_job(self, job_id: int) -> Job:
         with self.reading() as session:
             job = session.get(Job, job_id)
@@ -473,29 +528,8 @@ class Store:
         The update is conditional on the current state; raise StateConflict (and change
         nothing) when the job is not in an expected state.
         """
-        for state in expected:
-            if new_state not in TRANSITIONS[state]:
-                raise ValueError(f"illegal transition {state.value} -> {new_state.value}")
         with self.writing() as session:
-            # FOR UPDATE (PostgreSQL; SQLite's write lock is already held): the event's
-            # old state is the one the update below replaces.
-            old_state = session.scalar(select(Job.state).where(Job.id == job_id)
-                                       .with_for_update())
-            if old_state is None:
-                raise UnknownJob(job_id)
-            result = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state.in_([s.value for s in expected]))
-                .values(state=new_state.value, **fields)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise StateConflict(
-                    f"job {job_id} is {old_state}, not {'/'.join(s.value for s in expected)}"
-                )
-            session.add(JobEvent(job_id=job_id, at=now, old_state=old_state,
-                                 new_state=new_state.value, reason=reason))
-            _rewrite_review_figures(session, job_id, fields)
+            _transition_in(session, job_id, expected, new_state, now, reason, fields)
 
     def update_job_fields(self, job_id: int, **fields: Any) -> None:
         """Set fields that are not a state change (pid after launch, emissions review);
@@ -1044,6 +1078,32 @@ def _interruptible_values(new: NewJob) -> dict[str, Any]:
             "max_pauses": new.max_pauses, "restart_overhead_s": new.restart_overhead_s,
             "checkpoint_signal": new.checkpoint_signal,
             "checkpoint_grace_s": new.checkpoint_grace_s}
+
+
+def _transition_in(session: Session, job_id: int, expected: Collection[JobState],
+                   new_state: JobState, now: datetime, reason: str,
+                   fields: Mapping[str, Any]) -> None:
+    """``Store.transition`` inside the caller's write transaction."""
+    for state in expected:
+        if new_state not in TRANSITIONS[state]:
+            raise ValueError(f"illegal transition {state.value} -> {new_state.value}")
+    # FOR UPDATE (PostgreSQL; SQLite's write lock is already held): the event's old state
+    # is the one the update below replaces.
+    old_state = session.scalar(select(Job.state).where(Job.id == job_id).with_for_update())
+    if old_state is None:
+        raise UnknownJob(job_id)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_([s.value for s in expected]))
+        .values(state=new_state.value, **fields)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StateConflict(
+            f"job {job_id} is {old_state}, not {'/'.join(s.value for s in expected)}")
+    session.add(JobEvent(job_id=job_id, at=now, old_state=old_state,
+                         new_state=new_state.value, reason=reason))
+    _rewrite_review_figures(session, job_id, fields)
 
 
 def _load_scheduled_grams(session: Session, jobs: Sequence[Job]) -> None:
