@@ -885,12 +885,6 @@ class Store:
 
     # Runs and chunks as show and report read them (scheduler/jobs.py, scheduler/report/) --
 
-    def job_runs(self, job_id: int) -> list[JobRun]:
-        """An interruptible job's runs, first first (empty for any other job)."""
-        query = select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.run)
-        with self.reading() as session:
-            return list(session.scalars(query))
-
     def record_run_actual(self, job_id: int, run: int, actual_intensity: float | None) -> None:
         """Store the actual intensity (or its estimate) over one run's window."""
         with self.writing() as session:
