@@ -340,6 +340,33 @@ def test_a_suspended_job_is_resumed_at_its_latest_resume_point_whatever_its_plan
     daemon.store.close()
 
 
+def test_a_running_job_is_not_paused_when_the_pause_would_make_it_miss_its_deadline(
+    csv_workspace: Callable[..., Workspace],
+) -> None:
+    """Its chunk ends while the deadline leaves no room for a pause (a stale plan, as
+    above): it runs on to its end in one run."""
+    chunks = [(0, 1), (3, 200)]
+    ws, origin = chunked_workspace(csv_workspace, chunks)
+    argv, _ = stamp_command(ws, steps=20)
+    job_id = add_chunked_job(ws, origin, argv, "suspend", duration_s=60, chunks=chunks)
+    daemon = in_process_daemon(ws)
+    running = tick_until(daemon, job_id, JobState.RUNNING)
+    for _ in range(3):  # the re-plans that follow the launch settle
+        daemon.tick(datetime.now(UTC))
+    assert running.started_at is not None
+    now = datetime.now(UTC)
+    remaining = timedelta(seconds=60) - (now - running.started_at)
+    # The deadline leaves no room for a pause: its remaining work just fits (less 0.1 s).
+    daemon.store.update_job_fields(job_id, chunk_end=now + timedelta(seconds=0.3),
+                                   deadline=now + remaining - timedelta(seconds=0.1))
+    ended = drive(daemon, lambda: daemon.store.get_job(job_id))
+
+    assert ended.state == JobState.SUCCEEDED
+    assert [r.outcome for r in runs_of(ws, job_id)] == ["succeeded"]
+    assert "paused at the end of its chunk (suspended)" not in reasons(ws, job_id)
+    daemon.store.close()
+
+
 # Crash safety: the real daemon process killed with -9 ----------------------------------------
 
 def wait_run(ws: Workspace, job_id: int, state: JobState, run_count: int) -> Job:
