@@ -463,7 +463,10 @@ def test_report_table_shows_names_and_regions_inert() -> None:
         "actual_intensity": [60.0], "intensity_estimated": [False],
         "scheduled_emissions_g": [15.0], "actual_emissions_g": [18.0],
         "run_now_emissions_g": [90.0], "saved_g": [72.0],
+        "interruptible": [None], "work_done_s": [None], "restart_overhead_s": [None],
+        "run_count": [None],
     }
+    assert set(one) == set(table.TABLE_READS)  # a page holds every column the table reads
     cells = table.page_cells(one)
     assert cells[1] == ["x[/]\\x1b]0;title\\x07"]
     assert cells[3] == ["r\\x1b[2J"]
