@@ -32,7 +32,7 @@ from scheduler.jobwrapper import COULD_NOT_START, PAUSE_POLL_S
 from scheduler.metrics import DaemonMetrics
 from scheduler.models import Job, JobRun, JobState
 from scheduler.providers import Provider, build_provider
-from scheduler.records import ChunkPlan, RunEnd
+from scheduler.records import CHECKPOINT, SUSPEND, ChunkPlan, RunEnd
 from scheduler.service import notify, watchdog_interval
 from scheduler.store import (
     DAEMON_LOCK_KEY,
@@ -75,9 +75,6 @@ SUSPENDED = "suspended"
 CHECKPOINTED = "checkpointed"
 # A job whose runs' energy was obtained in different ways.
 METHOD_MIXED = "mixed"
-# Job.interruptible's values.
-SUSPEND = "suspend"
-CHECKPOINT = "checkpoint"
 
 
 def checkpoint_grace(job: Job) -> timedelta:

@@ -32,7 +32,15 @@ from scheduler.models import (
     JobRun,
     JobState,
 )
-from scheduler.records import DEFAULT_MIN_CHUNK_S, ChunkPlan, NewJob, SubmitRequest
+from scheduler.records import (
+    CHECKPOINT,
+    DEFAULT_MIN_CHUNK_S,
+    INTERRUPTIBLE_MODES,
+    SUSPEND,
+    ChunkPlan,
+    NewJob,
+    SubmitRequest,
+)
 from scheduler.store import Store
 from scheduler.timespec import MAX_DURATION, check_fits, format_duration
 
@@ -99,7 +107,6 @@ MAX_ARRAY_TASKS = 10_000
 
 # Interruptible jobs: the modes, and the settings a job gets where --interruptible is given
 # without them (no --max-pauses: no limit).
-INTERRUPTIBLE_MODES = ("suspend", "checkpoint")
 DEFAULT_RESTART_OVERHEAD_S = 0
 DEFAULT_CHECKPOINT_SIGNAL = "SIGTERM"
 DEFAULT_CHECKPOINT_GRACE_S = 2 * 60
@@ -200,7 +207,7 @@ def _interruptible_settings(config: Config, request: SubmitRequest, regions: lis
         raise BadInput(f"unknown --interruptible mode {mode!r}: use suspend or checkpoint")
     checkpoint_only = [option for option in given if option in (
         "--restart-overhead", "--checkpoint-signal", "--checkpoint-grace")]
-    if mode == "suspend" and checkpoint_only:
+    if mode == SUSPEND and checkpoint_only:
         raise BadInput(f"{checkpoint_only[0]} is for --interruptible checkpoint: a suspended "
                        f"job is stopped and continued, never restarted")
     min_chunk = DEFAULT_MIN_CHUNK_S if request.min_chunk_s is None else request.min_chunk_s
@@ -215,7 +222,7 @@ def _interruptible_settings(config: Config, request: SubmitRequest, regions: lis
     settings: dict[str, Any] = {"interruptible": mode, "min_chunk_s": min_chunk,
                                 "max_pauses": pauses,
                                 "restart_overhead_s": DEFAULT_RESTART_OVERHEAD_S}
-    if mode == "checkpoint":
+    if mode == CHECKPOINT:
         overhead = request.restart_overhead_s
         if overhead is not None and not 0 <= overhead <= MAX_DURATION.total_seconds():
             raise BadInput(f"--restart-overhead must be from 0 to {MAX_DURATION.days} days")

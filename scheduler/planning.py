@@ -21,7 +21,7 @@ from scheduler import chunking, planner
 from scheduler.config import REPLAY_BASIS, Config
 from scheduler.errors import StateConflict
 from scheduler.models import Job, JobState
-from scheduler.records import DEFAULT_MIN_CHUNK_S, ChunkPlan
+from scheduler.records import CHECKPOINT, DEFAULT_MIN_CHUNK_S, ChunkPlan
 from scheduler.store import (
     InterruptibleRow,
     NewJob,
@@ -45,7 +45,6 @@ SAME_TIME_S = 1e-6
 # A job not running whose declared work is all done still gets a chunk this long: it
 # has not finished, so it must be resumed.
 MIN_REMAINING_S = 60.0
-CHECKPOINT = "checkpoint"
 # How far ahead the daemon's cached forecasts reach: more than any stored forecast does.
 CACHED_AHEAD = timedelta(days=400)
 

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# Interruptible jobs' modes (Job.interruptible): suspend stops and continues the process
+# group; checkpoint signals the job, which saves, exits 75 and is relaunched.
+SUSPEND = "suspend"
+CHECKPOINT = "checkpoint"
+INTERRUPTIBLE_MODES = (SUSPEND, CHECKPOINT)
 # An interruptible job's shortest chunk when its submitter does not say (submit, the
 # planner for jobs stored without one, the simulator's workloads).
 DEFAULT_MIN_CHUNK_S = 30 * 60

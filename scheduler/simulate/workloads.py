@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scheduler.errors import BadInput
-from scheduler.records import DEFAULT_MIN_CHUNK_S
+from scheduler.records import DEFAULT_MIN_CHUNK_S, INTERRUPTIBLE_MODES
 from scheduler.simulate.series import Series, epoch_seconds, numbers
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ WORKLOADS = ("ml-workday", "nightly")
 WORKDAY_START_H = 9
 WORKDAY_END_H = 17
 HOUR = 3600.0
-INTERRUPTIBLE_MODES = ("suspend", "checkpoint")
 
 
 @dataclass(frozen=True)
