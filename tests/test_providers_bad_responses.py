@@ -52,7 +52,11 @@ from tests.provider_payloads import (
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=30)
+# Short, so the timeout case is quick; only that case uses it. Every other request gets
+# PATIENT_TIMEOUT, so a loaded CI machine answering slowly cannot turn a good or
+# differently-bad answer into a timeout.
 READ_TIMEOUT = timedelta(seconds=0.2)
+PATIENT_TIMEOUT = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,9 @@ BAD = [
 ]
 
 
-def _provider(service: Service, httpserver: HTTPServer, **session: Any) -> Provider:
-    config = web_config(service.kind, httpserver.url_for("/"), timeout=READ_TIMEOUT,
+def _provider(service: Service, httpserver: HTTPServer,
+              timeout: timedelta = PATIENT_TIMEOUT, **session: Any) -> Provider:
+    config = web_config(service.kind, httpserver.url_for("/"), timeout=timeout,
                         **service.settings)
     provider = build_provider(config)
     assert isinstance(provider, WebProvider)
@@ -203,6 +208,7 @@ def test_bad_response_stores_nothing_and_keeps_earlier_forecast(
     if service.kind == "watttime":
         _serve_login(httpserver)
     provider = _provider(service, httpserver)
+    impatient = _provider(service, httpserver, READ_TIMEOUT) if bad.delay_s else provider
     httpserver.expect_oneshot_request(_path_at(service, NOW)).respond_with_response(
         _json_response(service.good(NOW)))
     first = forecasting.refresh_zone(store, provider, service.zone, NOW)
@@ -215,7 +221,7 @@ def test_bad_response_stores_nothing_and_keeps_earlier_forecast(
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gridshift"):
         began = time.monotonic()
-        result = forecasting.refresh_zone(store, provider, service.zone, LATER)
+        result = forecasting.refresh_zone(store, impatient, service.zone, LATER)
         elapsed = time.monotonic() - began
 
     assert not result.ok
