@@ -2,18 +2,20 @@
 0.2 s, with 10,000 jobs queued within 10% of the empty queue; a 1,000-task array under
 2 s).
 
-Sets up a throw-away installation (csv provider, two regions, a week of hourly data),
-starts the real daemon, and times, each as a new process the way a user's shell runs it:
+Sets up throw-away installations (csv provider, two regions, a week of hourly data),
+starts the real daemon on each, and times, each as a new process the way a shell runs it:
 
 - ``gridshift submit`` (the real CLI, however it is wired at the time of the run);
 - the thin client alone: a Python process that imports ``scheduler.client`` and sends
   one ``POST /jobs`` (what the CLI's submit costs once it goes through the client);
-- a 1,000-task array: ``gridshift submit --array 0-999`` where the CLI has the flag,
-  and the client's ``POST /jobs`` with ``array`` in any case;
+- a 1,000-task array: ``gridshift submit --array 0-999``, and the client's
+  ``POST /jobs`` with ``array``;
 
-first with an empty queue, then with 10,000 more jobs queued (one array request). The
-daemon re-plans the whole queue on its tick, not inside a request; the figures after
-the bulk insert are taken once that re-plan has settled.
+against two installations, each with its own daemon: one with an empty queue, one with
+10,000 jobs queued (one array request). The two are timed in turns, run by run, so the
+machine's drift over the minutes the script takes reaches both alike. The daemon re-plans
+the whole queue on its tick, not inside a request; the figures are taken once the re-plan
+the bulk insert caused has settled.
 
     .venv/bin/python benchmarks/submit_daemon.py [RUNS] [QUEUED]
 """
@@ -87,15 +89,19 @@ def setup(root: Path, socket_dir: Path) -> tuple[list[str], dict[str, str], Path
     return base, env, socket_path
 
 
-def median_wall(command: list[str], runs: int, env: dict[str, str], cwd: Path
-                ) -> tuple[float, float, float]:
-    walls = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(command, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - started)
-    return statistics.median(walls), min(walls), max(walls)
+def interleaved_walls(commands: dict[str, list[str]], runs: int, env: dict[str, str],
+                      cwd: Path) -> dict[str, list[float]]:
+    """Wall times of each command, run in turns (the order alternating), so the machine's
+    drift over the minutes a run takes reaches every command alike."""
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for run in range(runs):
+        for name in names if run % 2 == 0 else names[::-1]:
+            started = time.perf_counter()
+            subprocess.run(commands[name], env=env, cwd=cwd, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            walls[name].append(time.perf_counter() - started)
+    return walls
 
 
 def wait_answering(socket_path: Path, daemon: subprocess.Popen[bytes]) -> None:
@@ -125,28 +131,18 @@ def settle(socket_path: Path, seconds: float) -> None:
     assert status is not None and status.status == 200
 
 
-def measure(label: str, base: list[str], env: dict[str, str], root: Path,
-            socket_path: Path, runs: int, has_array_flag: bool) -> dict[str, float]:
-    cli = [*base, "submit", "--duration", "1h", "--within", "24h", "--", "true"]
+def commands_for(base: list[str], socket_path: Path) -> dict[str, list[str]]:
+    """What is timed against one installation, by name."""
     thin = [sys.executable, "-c", CLIENT_SUBMIT, str(socket_path)]
-    figures = {}
-    for name, command in (("gridshift submit", cli), ("client POST /jobs", [*thin, "0"])):
-        median, low, high = median_wall(command, runs, env, root)
-        figures[name] = median
-        print(f"{label:<12} {name:<34} median {median:.3f} s wall over {runs} runs "
-              f"(min {low:.3f}, max {high:.3f})")
-    array_runs = max(3, runs // 4)
-    arrays = [("client POST /jobs array 0-999", [*thin, str(ARRAY_TASKS)])]
-    if has_array_flag:
-        arrays.insert(0, ("gridshift submit --array 0-999",
-                          [*base, "submit", "--array", f"0-{ARRAY_TASKS - 1}", "--duration",
-                           "1h", "--within", "24h", "--", "true"]))
-    for name, command in arrays:
-        median, low, high = median_wall(command, array_runs, env, root)
-        figures[name] = median
-        print(f"{label:<12} {name:<34} median {median:.3f} s wall over {array_runs} runs "
-              f"(min {low:.3f}, max {high:.3f})")
-    return figures
+    return {
+        "gridshift submit": [*base, "submit", "--duration", "1h", "--within", "24h", "--",
+                             "true"],
+        "client POST /jobs": [*thin, "0"],
+        f"gridshift submit --array 0-{ARRAY_TASKS - 1}": [
+            *base, "submit", "--array", f"0-{ARRAY_TASKS - 1}", "--duration", "1h",
+            "--within", "24h", "--", "true"],
+        f"client POST /jobs array 0-{ARRAY_TASKS - 1}": [*thin, str(ARRAY_TASKS)],
+    }
 
 
 def main() -> None:
@@ -154,39 +150,52 @@ def main() -> None:
     queued = int(sys.argv[2]) if len(sys.argv) > 2 else QUEUED
     with tempfile.TemporaryDirectory(prefix="gridshift-bench-") as directory, \
             tempfile.TemporaryDirectory(prefix="gs-") as socket_dir:
-        root = Path(directory)
-        base, env, socket_path = setup(root, Path(socket_dir))
-        help_text = subprocess.run([*base, "submit", "--help"], env=env, cwd=root,
-                                   capture_output=True, text=True).stdout
-        has_array_flag = "--array" in help_text
-        log_file = open(root / "daemon.log", "wb")
-        daemon = subprocess.Popen([*base, "daemon"], env=env, cwd=root, stdout=log_file,
-                                  stderr=subprocess.STDOUT)
+        installs, daemons, logs = {}, [], []
+        for label in ("empty queue", f"+{queued} queued"):
+            root = Path(directory) / str(len(installs))
+            (Path(socket_dir) / str(len(installs))).mkdir()
+            root.mkdir()
+            base, env, socket_path = setup(root, Path(socket_dir) / str(len(installs)))
+            installs[label] = (base, env, root, socket_path)
+            logs.append(open(root / "daemon.log", "wb"))
+            daemons.append(subprocess.Popen([*base, "daemon"], env=env, cwd=root,
+                                            stdout=logs[-1], stderr=subprocess.STDOUT))
+        empty_label, full_label = installs
         try:
-            wait_answering(socket_path, daemon)
-            empty = measure("empty queue", base, env, root, socket_path, runs,
-                            has_array_flag)
-            took = sum(queue_jobs(socket_path, min(ARRAY_LIMIT, queued - first))
+            for daemon, (_, _, _, socket_path) in zip(daemons, installs.values(), strict=True):
+                wait_answering(socket_path, daemon)
+            full_socket = installs[full_label][3]
+            took = sum(queue_jobs(full_socket, min(ARRAY_LIMIT, queued - first))
                        for first in range(0, queued, ARRAY_LIMIT))
-            print(f"queued {queued} more jobs in {-(-queued // ARRAY_LIMIT)} request(s): "
-                  f"{took:.2f} s")
-            settle(socket_path, 12.0 + queued / 10_000)
-            full = measure(f"+{queued} queued", base, env, root, socket_path, runs,
-                           has_array_flag)
-            counts = client.send(socket_path, ApiRequest("GET", "/status"))
+            print(f"queued {queued} jobs in {-(-queued // ARRAY_LIMIT)} request(s) on the "
+                  f"second daemon: {took:.2f} s")
+            settle(full_socket, 12.0 + queued / 10_000)
+            medians: dict[tuple[str, str], float] = {}
+            for name in commands_for([], Path()):
+                timed_runs = runs if "array" not in name else max(3, runs // 4)
+                walls = interleaved_walls(
+                    {label: commands_for(base, socket_path)[name]
+                     for label, (base, _, _, socket_path) in installs.items()},
+                    timed_runs, installs[empty_label][1], installs[empty_label][2])
+                for label, times in walls.items():
+                    medians[label, name] = statistics.median(times)
+                    print(f"{label:<14} {name:<34} median {medians[label, name]:.3f} s wall "
+                          f"over {timed_runs} runs (min {min(times):.3f}, "
+                          f"max {max(times):.3f})")
+            counts = client.send(full_socket, ApiRequest("GET", "/status"))
             assert counts is not None
-            print("queue at the end:", json.dumps(counts.document()["queue"]))
+            print("second daemon's queue at the end:",
+                  json.dumps(counts.document()["queue"]))
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
-            log_file.close()
-        for name, before in empty.items():
-            after = full[name]
+            for daemon in daemons:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(30)
+            for log in logs:
+                log.close()
+        for name in commands_for([], Path()):
+            before, after = medians[empty_label, name], medians[full_label, name]
             print(f"{name}: {before:.3f} s empty, {after:.3f} s with {queued} queued "
                   f"({100 * (after - before) / before:+.0f}%)")
-        if not has_array_flag:
-            print("note: this CLI has no submit --array yet; the array figure is the "
-                  "client's POST /jobs")
 
 
 if __name__ == "__main__":

@@ -56,9 +56,10 @@ class Group(TyperGroup):
         return option
 
 
-class CommandAfterSeparator(Command):
-    """``submit``'s usage line: the job's command comes after ``--``, once (typer would
-    write ``[-- COMMAND [ARG]...]...``)."""
+class ParsesOwnArguments(TyperCommand):
+    """A command that parses its arguments itself (``submit``, in submitcli.py): they
+    reach its callback as ``context.args`` untouched, ``--`` and ``--help`` included."""
 
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        return ["--duration DUR [OPTIONS] -- COMMAND [ARG]..."]
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.args = list(args)
+        return list(args)

@@ -158,6 +158,10 @@ BAD_SUBMITS = [
     ["--duration", "1h", "--power", "100001", "--", "true"],
     ["--duration", "1h", "--power", "inf", "--", "true"],
     ["--duration", "1h", "--power", "nan", "--", "true"],
+    ["--duration", "1h", "--power", "lots", "--", "true"],
+    ["--duration", "1h", "--no-such-option", "--", "true"],
+    ["--duration"],
+    ["--dur", "1h", "--", "true"],  # no abbreviations: --dur is not --duration
     ["--duration", "\u0661h", "--", "true"],
     ["--duration", "1h", "--not-before", "+\u0661h", "--", "true"],
     ["--duration", "1h", "--"],

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import typer
 
+from scheduler import submitcli
 from scheduler.cli import app
 from scheduler.config import parse_config
 
@@ -38,6 +39,9 @@ def _commands() -> dict[str, list[str]]:
             walk(sub, f"{name} {sub_name}".strip())
 
     walk(typer.main.get_command(app), "")
+    # submit parses its own options (submitcli.py); typer only passes them on.
+    found["submit"] = [opt for action in submitcli.parser()._actions
+                       for opt in action.option_strings if opt != "--help"]
     return found
 
 
