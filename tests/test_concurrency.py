@@ -122,7 +122,7 @@ def test_cancel_racing_a_launch_has_exactly_one_outcome(
     launched = Counter(launches(record))
     store = ws.store()
     for finished in ended:
-        assert finished.state == JobState.CANCELLED
+        assert finished.state == JobState.CANCELLED, (finished.id, finished.end_reason)
         events = Counter(e.new_state for e in store.job_events(finished.id))
         assert events[JobState.CANCELLED.value] == 1
         assert sum(events[s.value] for s in FINISHED) == 1
