@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from scheduler.chunking import ChunkJob, plan_chunks
-from scheduler.planner import (
+from scheduler.placement import (
     Forecast,
     Holds,
     JobColumns,

@@ -287,12 +287,12 @@ def _lookup(store: Store, config: Config, region: str, start: datetime, end: dat
 def interval_mean(series: Series, start: datetime, end: datetime) -> float | None:
     """Time-weighted mean of a step function over [start, end); None unless fully covered
     (or when its values are not gCO2eq/kWh, such as a percentile index)."""
-    from scheduler import planner
+    from scheduler import placement
     from scheduler.timespec import to_epoch
 
     if not len(series) or series.units not in GRAMS_UNITS:
         return None
-    forecast = planner.Forecast.from_lists([to_epoch(s) for s in series.starts],
+    forecast = placement.Forecast.from_lists([to_epoch(s) for s in series.starts],
                                            [to_epoch(e) for e in series.ends], series.values)
-    mean, covered = planner.window_mean(forecast, to_epoch(start), (end - start).total_seconds())
+    mean, covered = placement.window_mean(forecast, to_epoch(start), (end - start).total_seconds())
     return mean if covered else None

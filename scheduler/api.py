@@ -49,8 +49,8 @@ from scheduler.records import ApiRequest, ApiResponse, SubmitRequest
 from scheduler.store import Store
 from scheduler.timespec import check_fits, iso_utc, utc_now
 
-if TYPE_CHECKING:  # numpy, which planning loads, is for submit and plan only
-    from scheduler.planning import PlanCache
+if TYPE_CHECKING:  # numpy, which replanning loads, is for submit and plan only
+    from scheduler.replanning import PlanCache
 
 log = logging.getLogger("gridshift.api")
 
@@ -267,15 +267,15 @@ def _plan(request: ApiRequest, context: ApiContext, _: str) -> ApiResponse:
     deadline = _time(body["deadline"], "deadline", context.now)
     check_fits(not_before, duration, deadline)
     regions = jobs.preview_regions(context.config, _strings(body.get("regions"), "regions"))
-    from scheduler import planning
+    from scheduler import replanning
 
-    preview = planning.preview(context.store, context.config, duration, not_before, deadline,
+    preview = replanning.preview(context.store, context.config, duration, not_before, deadline,
                                regions, context.now)
     return json_response(HTTPStatus.OK, plan_document(preview, context.now))
 
 
 def plan_document(preview: Any, now: datetime) -> dict[str, Any]:
-    """What ``gridshift plan --json`` prints for a planning.Preview."""
+    """What ``gridshift plan --json`` prints for a replanning.Preview."""
     from scheduler.timespec import from_epoch
 
     return {

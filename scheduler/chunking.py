@@ -10,8 +10,8 @@ first chunk starts at ``now`` and continues its current run (no overhead); it ma
 or extended, but the run so far plus that chunk is at least ``min_chunk_s``, and it is
 never empty. The cost of a plan is its forecast emissions: the integral of the forecast
 over its chunks (intensity x seconds; power is the job's own, the same in every region).
-Times, forecasts (``planner.Forecast``), held slots (``planner.Holds``) and placement
-reasons (``planner.PlacementReason``) are the planner's.
+Times, forecasts (``placement.Forecast``), held slots (``placement.Holds``) and placement
+reasons (``placement.PlacementReason``) are the planner's.
 
 What is exact and what is not:
 
@@ -38,7 +38,7 @@ What is exact and what is not:
   job that is not interruptible, under the same constraints) and keep the block unless the
   chunks cost strictly less, so a plan is never worse than the block.
 
-Rules shared with ``planner.plan``, in order:
+Rules shared with ``placement.plan``, in order:
 
 1. Coverage: chunks are only placed where forecast data covers them; with no covered plan
    in any region, the job runs at once, as one block from its earliest start in its first
@@ -67,7 +67,7 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.planner import (
+from scheduler.placement import (
     Busy,
     FloatArray,
     Forecast,

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from scheduler import accounting, forecasting, launcher, planning, slurm, stopflag
+from scheduler import accounting, forecasting, launcher, replanning, slurm, stopflag
 from scheduler.config import Config
 from scheduler.energy import METHOD_DECLARED, EnergyMonitor, Measurement
 from scheduler.errors import GridshiftError, StateConflict
@@ -196,8 +196,8 @@ class Daemon:
     # Since when new jobs wait for a re-plan, and the change marker the last tick saw.
     _submits_since: datetime | None = None
     _seen_marker: tuple[int, int, int] | None = None
-    # Forecasts and planned slots between re-plans, for the API's submits (planning.py).
-    plan_cache: planning.PlanCache = field(default_factory=planning.PlanCache)
+    # Forecasts and planned slots between re-plans, for the API's submits (replanning.py).
+    plan_cache: replanning.PlanCache = field(default_factory=replanning.PlanCache)
     # The single-daemon lock run_daemon holds, checked every tick (None in tests).
     lock: DaemonLock | None = None
     _slurm: slurm.SlurmExecutor = field(init=False, repr=False)
@@ -335,7 +335,7 @@ class Daemon:
             marker = self.store.change_marker()
             if marker != self._last_marker and self._replan_due(marker, now):
                 with self.metrics.replan_duration.time():
-                    planning.replan(self.store, self.config, now, self.plan_cache)
+                    replanning.replan(self.store, self.config, now, self.plan_cache)
                 # The forecast part as read before re-planning: points a refresh stored
                 # while it ran trigger the next one (its own writes are jobs and events).
                 self._last_marker = (marker[0], *self.store.change_marker()[1:])
@@ -399,7 +399,7 @@ class Daemon:
         cutoff = now - self.config.daemon.retention
         pending = self.store.oldest_pending_review()
         if pending is not None:
-            cutoff = min(cutoff, pending - planning.LOOKBACK)
+            cutoff = min(cutoff, pending - replanning.LOOKBACK)
         deleted = self.store.prune_points(cutoff, self.store.vintages_in_use())
         if deleted:
             log.info("retention: pruned %d forecast points issued before %s", deleted,
@@ -421,7 +421,7 @@ class Daemon:
                 return  # SIGTERM: launch nothing more; the next daemon picks these up
             region = job.planned_region or job.regions[0]
             if region not in self.config.regions:
-                continue  # its region left the config; planning logs it and moves it
+                continue  # its region left the config; replanning logs it and moves it
             if self._slurm.handles(region):
                 continue  # submitted to Slurm when planned; Slurm starts it
             latest_start = job.deadline - timedelta(seconds=job.duration_s)

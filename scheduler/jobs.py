@@ -44,8 +44,8 @@ from scheduler.records import (
 from scheduler.store import Store
 from scheduler.timespec import MAX_DURATION, check_fits, format_duration
 
-if TYPE_CHECKING:  # numpy, which planning loads, is for submit only
-    from scheduler import planning
+if TYPE_CHECKING:  # numpy, which replanning loads, is for submit only
+    from scheduler import replanning
 
 log = logging.getLogger("gridshift.jobs")
 
@@ -117,11 +117,11 @@ UNCATCHABLE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
 
 def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
-           now: datetime, cache: planning.PlanCache | None = None) -> list[Job]:
+           now: datetime, cache: replanning.PlanCache | None = None) -> list[Job]:
     """Validate against the config, store and place the job (or one job per array index)
     in one transaction, and return them as stored. BadInput (nothing written) for a
     region not configured, a deadline that cannot be met, a bad array."""
-    from scheduler import planning
+    from scheduler import replanning
 
     spec = _new_job(config, caller, request, now)
     indices = request.array
@@ -134,10 +134,10 @@ def submit(store: Store, config: Config, caller: Caller, request: SubmitRequest,
             raise BadInput("--array indices must be distinct whole numbers >= 0")
     count = 1 if indices is None else len(indices)
     start = max(now, spec.not_before)
-    run_now = planning.run_now_intensity(store, config, spec.regions[0], start,
+    run_now = replanning.run_now_intensity(store, config, spec.regions[0], start,
                                          timedelta(seconds=spec.duration_s), cache)
     specs = [replace(spec, run_now_intensity=run_now)] * count
-    plans = planning.place_new(store, config, specs, now, cache)
+    plans = replanning.place_new(store, config, specs, now, cache)
     return store.add_jobs(specs, plans, now, indices)
 
 

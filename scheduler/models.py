@@ -214,7 +214,7 @@ class Job(Base):
     # Job arrays: array_id is the id of the array's first job (as in Slurm).
     array_id: Mapped[int | None] = mapped_column(Integer, default=None)
     array_index: Mapped[int | None] = mapped_column(Integer, default=None)
-    # Why the job is placed where it is: planner.PlacementReason flags (migration 0005;
+    # Why the job is placed where it is: placement.PlacementReason flags (migration 0005;
     # NULL for jobs planned before it, whose plan_note alone says it).
     plan_reason: Mapped[int | None] = mapped_column(Integer, default=None)
     # Slurm regions (migration 0006): the Slurm job that runs this job, kept once it ended;

@@ -1265,7 +1265,7 @@ class PlanUpdate:
     intensity: float | None
     vintage: datetime | None
     note: str
-    reason: int | None = None  # planner.PlacementReason flags
+    reason: int | None = None  # placement.PlacementReason flags
     # An interruptible job's chunks, in order (the first is region/start above); add_jobs
     # stores them with the job. Empty for a job run as one block.
     chunks: tuple[ChunkPlan, ...] = ()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler import jobs, planning
+from scheduler import jobs, replanning
 from scheduler.daemon import REPLAN_SETTLE, Daemon
 from scheduler.models import JobState
 from scheduler.records import SubmitRequest
@@ -108,10 +108,10 @@ def test_a_replan_writes_only_what_changed_and_logs_each_move(
     ids = [store.add_job(_new_job(workspace, now), now).id for _ in range(30)]
     config = workspace.config()
 
-    assert planning.replan(store, config, now) == 30  # each planned, with its event
+    assert replanning.replan(store, config, now) == 30  # each planned, with its event
     assert {store.get_job(i).planned_start for i in ids} == {first_hour + 6 * HOUR}
     events = sum(len(store.job_events(i)) for i in ids)
-    assert planning.replan(store, config, now + timedelta(seconds=5)) == 0
+    assert replanning.replan(store, config, now + timedelta(seconds=5)) == 0
     assert sum(len(store.job_events(i)) for i in ids) == events
 
     csv_path = config.providers["here"].path
@@ -121,9 +121,9 @@ def test_a_replan_writes_only_what_changed_and_logs_each_move(
     os.utime(csv_path, (later.timestamp(), later.timestamp()))
     daemon.refresh(later)
     with caplog.at_level(logging.INFO, logger="gridshift.planning"):
-        assert planning.replan(store, config, later) == 30
+        assert replanning.replan(store, config, later) == 30
     moves = [r.getMessage() for r in caplog.records if "re-planned from here" in r.getMessage()]
-    assert len(moves) == planning.MOVES_LOGGED
+    assert len(moves) == replanning.MOVES_LOGGED
     assert (first_hour + 6 * HOUR).isoformat() in moves[0]
     assert (first_hour + 3 * HOUR).isoformat() in moves[0]
     assert any("moved 10 more jobs" in r.getMessage() for r in caplog.records)
@@ -194,7 +194,7 @@ def test_a_submit_between_replans_plans_around_the_daemons_slots(
     daemon.tick(now)
     caller = jobs.Caller(os.getuid(), os.getgid(), "tester", admin=False)
 
-    def submit(cache: planning.PlanCache | None) -> datetime | None:
+    def submit(cache: replanning.PlanCache | None) -> datetime | None:
         request = SubmitRequest(["true"], 3600, now, now + 20 * HOUR, str(workspace.root),
                                 0o022, {})
         (job,) = jobs.submit(store, config, caller, request, now, cache)

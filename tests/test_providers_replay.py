@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import forecasting, planning
+from scheduler import forecasting, replanning
 from scheduler.config import REPLAY_BASIS, ProviderConfig, load_config, parse_config
 from scheduler.errors import ConfigError
 from scheduler.providers import build_provider
@@ -104,11 +104,11 @@ def test_demo_moves_a_two_hour_job_into_a_cleaner_window_on_most_days(tmp_path: 
     for day in range(days):
         now = datetime(2026, 11, 2, 9, 20, tzinfo=UTC) + day * timedelta(days=1)
         forecasting.refresh_all(config, store, now)
-        preview = planning.preview(store, config, 2 * HOUR, now, now + 24 * HOUR, regions,
+        preview = replanning.preview(store, config, 2 * HOUR, now, now + 24 * HOUR, regions,
                                    now)
         assert all(o.covered for o in preview.options)
         for option in preview.options:
-            starting_now = planning.run_now_intensity(store, config, option.region, now,
+            starting_now = replanning.run_now_intensity(store, config, option.region, now,
                                                       2 * HOUR)
             assert starting_now is not None
             # Cleaner by at least a tenth, at least an hour later, in the same region.

@@ -6,7 +6,7 @@ One layer per module, data flowing downwards:
                 may see at a decision time; synthetic noisy forecasts.
 - ``workloads`` the jobs to replay: a jobs CSV, or the seeded ``ml-workday`` and ``nightly``
                 generators; whole or interruptible.
-- ``engine``    the virtual clock: each policy's decisions call ``scheduler.planner.plan``
+- ``engine``    the virtual clock: each policy's decisions call ``scheduler.placement.plan``
                 (whole jobs) and ``scheduler.chunking.plan_chunks`` (interruptible jobs)
                 with ``now`` injected; a dispatcher with the daemon's slot rules starts,
                 pauses and resumes jobs.

@@ -3,7 +3,7 @@
 Nothing sleeps: the clock jumps from event to event (a submission, a new forecast vintage,
 a planned start, a run's end). Every placement comes from the real planners with ``now``
 set to the virtual time, the regions' ``slots``, and running jobs holding their slots:
-``scheduler.planner.plan`` for whole jobs, ``scheduler.chunking.plan_chunks`` for
+``scheduler.placement.plan`` for whole jobs, ``scheduler.chunking.plan_chunks`` for
 interruptible ones, with the same order, tie and missing-data rules as the daemon.
 
 Policies:
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from scheduler.chunking import ChunkJob, plan_chunks
 from scheduler.errors import BadInput
-from scheduler.planner import Busy, JobRequest, plan
+from scheduler.placement import Busy, JobRequest, plan
 from scheduler.simulate.series import ForecastSource, KnownSeries, Series
 from scheduler.simulate.workloads import SimJob
 

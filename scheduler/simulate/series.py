@@ -1,6 +1,6 @@
 """Intensity data for the simulator: actuals, forecast vintages, and what a planner may see.
 
-Every time inside is float seconds since the epoch (UTC), as in ``scheduler.planner``; a
+Every time inside is float seconds since the epoch (UTC), as in ``scheduler.placement``; a
 timestamp without an offset in a file is read as UTC. A series is a step function: value i
 holds over [starts[i], ends[i]); where no interval covers a time there is no data.
 
@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.errors import BadInput
-from scheduler.planner import Forecast
+from scheduler.placement import Forecast
 
 if TYPE_CHECKING:
     import pandas as pd

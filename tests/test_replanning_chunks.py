@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scheduler import planning
+from scheduler import replanning
 from scheduler.daemon import Daemon
 from scheduler.models import JobState
 from scheduler.records import NewJob
@@ -67,7 +67,7 @@ def test_a_two_hour_job_takes_both_valleys_and_its_whole_twin_one_block(
     chunked = store.add_job(new_job(workspace, now, ["here"], 2 * HOUR), now)
     whole = store.add_job(new_job(workspace, now, ["here"], 2 * HOUR, interruptible=None), now)
 
-    assert planning.replan(store, workspace.config(), now) == 2
+    assert replanning.replan(store, workspace.config(), now) == 2
 
     assert chunks_of(store, chunked.id) == [
         ("here", start + 3 * HOUR, start + 4 * HOUR),
@@ -82,7 +82,7 @@ def test_a_two_hour_job_takes_both_valleys_and_its_whole_twin_one_block(
     assert chunks_of(store, whole.id) == []
 
     # Nothing changed: a second re-plan writes nothing and records no event.
-    assert planning.replan(store, workspace.config(), now + timedelta(seconds=5)) == 0
+    assert replanning.replan(store, workspace.config(), now + timedelta(seconds=5)) == 0
     assert len(store.job_events(chunked.id)) == 2
     store.close()
 
@@ -95,14 +95,14 @@ def test_a_new_forecast_vintage_moves_future_chunks(
     store = workspace.store()
     refreshed(workspace, store, now)
     job = store.add_job(new_job(workspace, now, ["here"], 2 * HOUR), now)
-    planning.replan(store, workspace.config(), now)
+    replanning.replan(store, workspace.config(), now)
 
     csv_path = tmp_path / "here.csv"
     write_csv(csv_path, hourly(start, valleys(5, 12)))
     later = now + timedelta(minutes=1)
     os.utime(csv_path, (later.timestamp(), later.timestamp()))  # a new vintage
     refreshed(workspace, store, later)
-    assert planning.replan(store, workspace.config(), later) == 1
+    assert replanning.replan(store, workspace.config(), later) == 1
 
     assert chunks_of(store, job.id) == [("here", start + 5 * HOUR, start + 6 * HOUR),
                                         ("here", start + 12 * HOUR, start + 13 * HOUR)]
@@ -139,7 +139,7 @@ def test_a_paused_job_stays_in_the_region_it_ran_in(
     job = store.add_job(new_job(workspace, now - HOUR, ["here", "there"], 3 * HOUR), now)
     run_then_pause(store, job.id, "here", now - HOUR, now)
 
-    assert planning.replan(store, workspace.config(), now) == 1
+    assert replanning.replan(store, workspace.config(), now) == 1
 
     paused = store.get_job(job.id)
     assert paused.state == JobState.PAUSED
@@ -164,7 +164,7 @@ def test_a_paused_checkpointed_job_pays_the_restart_overhead_on_every_chunk(
                                 interruptible="checkpoint", restart_overhead_s=600), now)
     run_then_pause(store, job.id, "here", now - HOUR, now)
 
-    planning.replan(store, workspace.config(), now)
+    replanning.replan(store, workspace.config(), now)
 
     held = sum((end - begin).total_seconds() for _, begin, end in chunks_of(store, job.id))
     chunks = len(chunks_of(store, job.id))
@@ -192,7 +192,7 @@ def test_a_running_jobs_chunk_is_extended_through_clean_hours(
                         now)
     start_running(store, job.id, "here", start, start + timedelta(minutes=30))
 
-    planning.replan(store, workspace.config(), now)
+    replanning.replan(store, workspace.config(), now)
 
     running = store.get_job(job.id)
     assert running.state == JobState.RUNNING  # no state change, no event
@@ -213,7 +213,7 @@ def test_a_running_jobs_chunk_is_cut_before_dirty_hours(
                         now)
     start_running(store, job.id, "here", start, start + 2 * HOUR)
 
-    planning.replan(store, workspace.config(), now)
+    replanning.replan(store, workspace.config(), now)
 
     # It has run ten minutes; the minimum chunk is 30: it pauses twenty minutes from now
     # and does the rest (1h40m) in the clean hours.
@@ -238,7 +238,7 @@ def test_chunks_and_whole_jobs_never_put_a_region_over_its_slots(
            for duration, mode in ((2 * HOUR, "suspend"), (2 * HOUR, None), (HOUR, "suspend"),
                                   (3 * HOUR, "checkpoint"), (HOUR, None))]
 
-    planning.replan(store, workspace.config(), now)
+    replanning.replan(store, workspace.config(), now)
 
     windows = []
     for job_id in ids:
@@ -267,7 +267,7 @@ def test_a_submitted_interruptible_job_is_stored_with_its_chunks(
     refreshed(workspace, store, now)
     spec = new_job(workspace, now, ["here"], 2 * HOUR)
 
-    [update] = planning.place_new(store, workspace.config(), [spec], now)
+    [update] = replanning.place_new(store, workspace.config(), [spec], now)
     [job] = store.add_jobs([spec], [update], now)
 
     assert chunks_of(store, job.id) == [("here", start + 3 * HOUR, start + 4 * HOUR),
@@ -275,7 +275,7 @@ def test_a_submitted_interruptible_job_is_stored_with_its_chunks(
     stored = store.get_job(job.id)
     assert (stored.planned_start, stored.chunk_end) == (start + 3 * HOUR, start + 4 * HOUR)
     # The next submit plans around those chunks: one slot, and the valleys are taken.
-    [second] = planning.place_new(store, workspace.config(), [spec], now)
+    [second] = replanning.place_new(store, workspace.config(), [spec], now)
     taken = (start + 3 * HOUR, start + 4 * HOUR), (start + 9 * HOUR, start + 10 * HOUR)
     for chunk in second.chunks:
         assert all(chunk.end <= begin or chunk.start >= end for begin, end in taken)
@@ -294,7 +294,7 @@ def test_a_paused_job_at_its_latest_resume_point_resumes_now_in_one_block(
                                 deadline=2 * HOUR), now)
     run_then_pause(store, job.id, "here", now - HOUR, now)
 
-    planning.replan(store, workspace.config(), now)
+    replanning.replan(store, workspace.config(), now)
 
     assert chunks_of(store, job.id) == [("here", now, now + HOUR)]
     assert store.get_job(job.id).planned_start == now
@@ -314,7 +314,7 @@ def test_a_job_that_used_its_pauses_runs_the_rest_in_one_chunk(
     free = store.add_job(new_job(workspace, now - HOUR, ["here"], 3 * HOUR), now)
     run_then_pause(store, free.id, "here", now - HOUR, now)
 
-    planning.replan(store, workspace.config(), now)
+    replanning.replan(store, workspace.config(), now)
 
     assert len(chunks_of(store, limited.id)) == 1
     assert len(chunks_of(store, free.id)) == 2  # both valleys

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.planner import (
+from scheduler.placement import (
     Busy,
     Forecast,
     JobRequest,

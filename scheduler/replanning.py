@@ -1,6 +1,7 @@
-"""Planning as the CLI and the daemon use it: read the store, call the pure planner, save.
+"""Re-planning as the API and the daemon use it: read the store, call the pure planner
+(``placement``), write only what changed.
 
-This is the glue between ``store`` (what is known) and ``planner`` (the math): it turns
+This is the glue between ``store`` (what is known) and ``placement`` (the math): it turns
 stored forecast points into step functions, holds slots for running jobs, and writes
 placements back as conditional updates.
 """
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import chunking, planner
+from scheduler import chunking, placement
 from scheduler.config import REPLAY_BASIS, Config
 from scheduler.errors import StateConflict
 from scheduler.models import Job, JobState
@@ -52,7 +53,7 @@ CACHED_AHEAD = timedelta(days=400)
 @dataclass(frozen=True)
 class RegionForecast:
     region: str
-    forecast: planner.Forecast
+    forecast: placement.Forecast
     series: Series
 
 
@@ -64,7 +65,7 @@ def load_forecast(
     settings = config.region(region)
     series = store.series(settings.provider, settings.zone, start, end,
                           issued_before=issued_before)
-    forecast = planner.Forecast.from_lists(
+    forecast = placement.Forecast.from_lists(
         [to_epoch(s) for s in series.starts], [to_epoch(e) for e in series.ends], series.values
     )
     return RegionForecast(region, forecast, series)
@@ -87,7 +88,7 @@ class PlanCache:
         self._lock = threading.Lock()
         self._newest_point: int | None = None
         self._forecasts: dict[str, RegionForecast] = {}
-        self._planned: planner.Holds | None = None  # None until the first re-plan
+        self._planned: placement.Holds | None = None  # None until the first re-plan
 
     def forecasts(self, store: Store, config: Config, regions: Sequence[str],
                   now: datetime) -> dict[str, RegionForecast]:
@@ -105,15 +106,15 @@ class PlanCache:
                     self._forecasts.update(loaded)
         return {r: known.get(r) or loaded[r] for r in regions}
 
-    def planned_holds(self) -> planner.Holds | None:
+    def planned_holds(self) -> placement.Holds | None:
         with self._lock:
             return self._planned
 
-    def set_planned(self, holds: planner.Holds) -> None:
+    def set_planned(self, holds: placement.Holds) -> None:
         with self._lock:
             self._planned = holds
 
-    def add_planned(self, holds: planner.Holds) -> None:
+    def add_planned(self, holds: placement.Holds) -> None:
         with self._lock:
             if self._planned is not None:
                 self._planned = self._planned + holds
@@ -127,14 +128,14 @@ def check_signals(config: Config, regions: Sequence[str]) -> str:
 def split_comparable(regions: Sequence[str], forecasts: Mapping[str, RegionForecast]
                      ) -> tuple[list[str], list[str]]:
     """(the regions to plan over, those left out), by ``comparable_regions``."""
-    units = {r: f.series.units or planner.GRAMS for r, f in forecasts.items()
+    units = {r: f.series.units or placement.GRAMS for r, f in forecasts.items()
              if len(f.series)}
-    kept = planner.comparable_regions(regions, units)
+    kept = placement.comparable_regions(regions, units)
     return kept, [r for r in regions if r not in kept]
 
 
-def _request(job: Job, regions: Sequence[str] | None = None) -> planner.JobRequest:
-    return planner.JobRequest(
+def _request(job: Job, regions: Sequence[str] | None = None) -> placement.JobRequest:
+    return placement.JobRequest(
         job_id=job.id,
         duration_s=float(job.duration_s),
         not_before=to_epoch(job.not_before),
@@ -143,7 +144,7 @@ def _request(job: Job, regions: Sequence[str] | None = None) -> planner.JobReque
     )
 
 
-def _busy(jobs: Sequence[Job], now: datetime) -> list[planner.Busy]:
+def _busy(jobs: Sequence[Job], now: datetime) -> list[placement.Busy]:
     """The slots running jobs hold: to their estimated end (an interruptible job: to its
     chunk's end), and at least ``OVERRUN_HOLD`` from now."""
     held = []
@@ -155,11 +156,11 @@ def _busy(jobs: Sequence[Job], now: datetime) -> list[planner.Busy]:
         if job.interruptible is not None and job.chunk_end is not None:
             estimated = job.chunk_end
         end = max(estimated, now + OVERRUN_HOLD)
-        held.append(planner.Busy(region, to_epoch(job.started_at), to_epoch(end)))
+        held.append(placement.Busy(region, to_epoch(job.started_at), to_epoch(end)))
     return held
 
 
-def _newest_vintages(placements: planner.Placements, durations: npt.NDArray[np.float64],
+def _newest_vintages(placements: placement.Placements, durations: npt.NDArray[np.float64],
                      forecasts: Mapping[str, RegionForecast]) -> npt.NDArray[np.float64]:
     """Per placement row: the newest vintage (epoch seconds) among the forecast slots its
     window overlaps, NaN where none does. One range maximum per row, in numpy: a loop over
@@ -199,7 +200,7 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
     store the placements that changed, with an event for each job that moved. Returns how
     many jobs moved or were planned.
 
-    Whole jobs are placed first (``planner.plan``), around running jobs; then
+    Whole jobs are placed first (``placement.plan``), around running jobs; then
     interruptible jobs (``chunking.plan_chunks``) around those placements: they can use
     whatever gaps are left, where a whole job could not. A running interruptible job holds
     its slot to its chunk's end for the whole jobs and is re-planned with the others.
@@ -208,7 +209,7 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
     moved, whole_holds = _replan_whole(store, config, now, cache, running)
     chunked = store.interruptible_for_planning()
     running_whole = [job for job in running if job.interruptible is None]
-    busy = planner.Holds.from_busy([b for b in _busy(running_whole, now)
+    busy = placement.Holds.from_busy([b for b in _busy(running_whole, now)
                                     if b.region in config.regions]) + whole_holds
     chunk_moves, chunk_holds = _replan_chunked(store, config, now, cache, chunked, busy)
     if cache is not None:
@@ -217,14 +218,14 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
 
 
 def _replan_whole(store: Store, config: Config, now: datetime, cache: PlanCache | None,
-                  running: Sequence[Job]) -> tuple[int, planner.Holds]:
+                  running: Sequence[Job]) -> tuple[int, placement.Holds]:
     """Re-place every whole job that has not started; return how many moved and the
     slots their placements hold.
 
     The queue is read, placed and compared with its stored plans as columns: a re-plan of
     100,000 jobs touches Python objects only for the jobs whose plan changed.
     """
-    nothing = planner.Holds.from_busy([])
+    nothing = placement.Holds.from_busy([])
     queued = store.unstarted_for_planning()
     if not len(queued):
         return 0, nothing
@@ -251,8 +252,8 @@ def _replan_whole(store: Store, config: Config, now: datetime, cache: PlanCache 
     comparable = {key: split_comparable(usable, forecasts)
                   for key, usable in configured.items() if usable}
     durations = np.array(queued.durations, dtype=np.float64)
-    placements = planner.plan(
-        planner.JobColumns(ids[kept], durations[kept],
+    placements = placement.plan(
+        placement.JobColumns(ids[kept], durations[kept],
                            np.array(queued.not_before, dtype=np.float64)[kept], deadlines[kept],
                            [tuple(comparable[queued.regions[row]][0]) for row in kept.tolist()]),
         {r: f.forecast for r, f in forecasts.items()},
@@ -262,27 +263,27 @@ def _replan_whole(store: Store, config: Config, now: datetime, cache: PlanCache 
     )
     placed = np.searchsorted(ids, placements.job_ids)  # queued row of each placement
     vintages = _newest_vintages(placements, durations[placed], forecasts)
-    holds = planner.Holds.from_placements(placements, durations[placed])
+    holds = placement.Holds.from_placements(placements, durations[placed])
     notes = _notes(queued, placed, placements, comparable, forecasts)
     changed = np.flatnonzero(~_unchanged(queued, placed, placements, vintages, notes))
     updates = []
     moves: list[tuple[int, PlanUpdate]] = []
     for row in changed.tolist():
         job_row = int(placed[row])
-        placement = placements[row]
+        chosen = placements[row]
         vintage = float(vintages[row])
         update = PlanUpdate(
-            job_id=placement.job_id, region=placement.region,
-            start=from_epoch(placement.start), intensity=placement.intensity,
+            job_id=chosen.job_id, region=chosen.region,
+            start=from_epoch(chosen.start), intensity=chosen.intensity,
             vintage=None if math.isnan(vintage) else from_epoch(vintage),
-            note=str(notes[row]), reason=int(placement.reason))
+            note=str(notes[row]), reason=int(chosen.reason))
         updates.append(update)
         if queued.planned_start[job_row] is not None and (
-                queued.planned_region[job_row] != placement.region
-                or not _same_time(queued.planned_start[job_row], placement.start)):
+                queued.planned_region[job_row] != chosen.region
+                or not _same_time(queued.planned_start[job_row], chosen.start)):
             moves.append((job_row, update))
-        elif planner.PlacementReason.NO_COVERAGE in placement.reason:
-            log.info("job %d: %s", placement.job_id, update.note)
+        elif placement.PlacementReason.NO_COVERAGE in chosen.reason:
+            log.info("job %d: %s", chosen.job_id, update.note)
     _log_moves(queued, moves)
     return store.save_plans(updates, now), holds
 
@@ -323,8 +324,8 @@ def chunk_job(row: InterruptibleRow, regions: Sequence[str], now: float
 
 
 def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCache | None,
-                    rows: Sequence[InterruptibleRow], busy: planner.Holds
-                    ) -> tuple[int, planner.Holds]:
+                    rows: Sequence[InterruptibleRow], busy: placement.Holds
+                    ) -> tuple[int, placement.Holds]:
     """Re-place every interruptible job as chunks around ``busy``; store what changed.
     Returns how many jobs moved or were planned, and the slots their chunks hold.
 
@@ -334,7 +335,7 @@ def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCach
     chunk moves, running ones only by their chunks (and so chunk_end).
     """
     epoch_now = to_epoch(now)
-    nothing = planner.Holds.from_busy([])
+    nothing = placement.Holds.from_busy([])
     candidates = []
     for row in rows:
         listed = ((row.run_region,) if (row.run_count or 0) > 0 and row.run_region is not None
@@ -367,35 +368,35 @@ def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCach
     placements = chunking.plan_chunks(
         jobs, {r: f.forecast for r, f in forecasts.items()},
         {r: config.regions[r].slots for r in regions}, epoch_now, busy)
-    holds = planner.Holds.from_busy([planner.Busy(p.region, start, end) for p in placements
+    holds = placement.Holds.from_busy([placement.Busy(p.region, start, end) for p in placements
                                      for start, end in p.chunks])
     means = chunking.chunk_means({r: f.forecast for r, f in forecasts.items()}, placements)
     vintages = _chunk_vintages(placements, forecasts)
     plans, chunks = [], {}
     moved = 0
-    for placement, chunk_intensity, vintage in zip(placements, means, vintages, strict=True):
-        row = by_id[placement.job_id]
-        note = _chunk_note(placement, left_out[row.id], forecasts[placement.region].series)
-        if _same_chunks(row, placement) and (
+    for chosen, chunk_intensity, vintage in zip(placements, means, vintages, strict=True):
+        row = by_id[chosen.job_id]
+        note = _chunk_note(chosen, left_out[row.id], forecasts[chosen.region].series)
+        if _same_chunks(row, chosen) and (
                 row.state == JobState.RUNNING.value
                 or (row.state != JobState.QUEUED.value
                     and (row.planned_intensity, row.plan_note, row.plan_reason)
-                    == (placement.intensity, note, int(placement.reason))
+                    == (chosen.intensity, note, int(chosen.reason))
                     and ((row.planned_vintage is None and vintage is None)
                          or (vintage is not None and _same_time(row.planned_vintage,
                                                                 vintage))))):
             continue
-        chunks[row.id] = [ChunkPlan(placement.region, from_epoch(start), from_epoch(end),
+        chunks[row.id] = [ChunkPlan(chosen.region, from_epoch(start), from_epoch(end),
                                     intensity)
-                          for (start, end), intensity in zip(placement.chunks, chunk_intensity,
+                          for (start, end), intensity in zip(chosen.chunks, chunk_intensity,
                                                              strict=True)]
         if row.state == JobState.RUNNING.value:
             continue
         update = PlanUpdate(
-            job_id=row.id, region=placement.region,
-            start=from_epoch(placement.chunks[0][0]), intensity=placement.intensity,
+            job_id=row.id, region=chosen.region,
+            start=from_epoch(chosen.chunks[0][0]), intensity=chosen.intensity,
             vintage=None if vintage is None else from_epoch(vintage), note=note,
-            reason=int(placement.reason))
+            reason=int(chosen.reason))
         if row.state == JobState.PAUSED.value:
             moved += _save_paused_plan(store, row, update, now)
         else:
@@ -405,16 +406,16 @@ def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCach
     return moved, holds
 
 
-def _same_chunks(row: InterruptibleRow, placement: chunking.ChunkPlacement) -> bool:
+def _same_chunks(row: InterruptibleRow, chosen: chunking.ChunkPlacement) -> bool:
     """Whether the stored chunks are the placement's (a running job's current chunk
     starts at every re-plan's now: only its end counts)."""
-    if len(row.chunks) != len(placement.chunks):
+    if len(row.chunks) != len(chosen.chunks):
         return False
     for index, ((region, start, end), (new_start, new_end)) in enumerate(
-            zip(row.chunks, placement.chunks, strict=True)):
+            zip(row.chunks, chosen.chunks, strict=True)):
         same_start = (index == 0 and row.state == JobState.RUNNING.value) or _same_time(
             start, new_start)
-        if region != placement.region or not same_start or not _same_time(end, new_end):
+        if region != chosen.region or not same_start or not _same_time(end, new_end):
             return False
     return True
 
@@ -440,13 +441,13 @@ def _save_paused_plan(store: Store, row: InterruptibleRow, update: PlanUpdate,
     return int(moved)
 
 
-def _chunk_note(placement: chunking.ChunkPlacement, left_out: Sequence[str],
+def _chunk_note(chosen: chunking.ChunkPlacement, left_out: Sequence[str],
                 series: Series) -> str:
     """A chunked plan's note: the reason in words, how many chunks, regions left out."""
-    count = len(placement.chunks)
-    return (planner.describe(placement.reason)
+    count = len(chosen.chunks)
+    return (placement.describe(chosen.reason)
             + (f"; in {count} chunks" if count > 1 else "")
-            + planner.left_out_note(left_out) + _replayed_note(series))
+            + placement.left_out_note(left_out) + _replayed_note(series))
 
 
 def _chunk_vintages(placements: Sequence[chunking.ChunkPlacement],
@@ -456,7 +457,7 @@ def _chunk_vintages(placements: Sequence[chunking.ChunkPlacement],
     column = {name: i for i, name in enumerate(names)}
     rows = [(row, column[p.region], start, end) for row, p in enumerate(placements)
             for start, end in p.chunks]
-    by_chunk = planner.Placements(
+    by_chunk = placement.Placements(
         names, np.array([r[0] for r in rows], dtype=np.int64),
         np.array([r[1] for r in rows], dtype=np.int64),
         np.array([r[2] for r in rows], dtype=np.float64), np.full(len(rows), np.nan),
@@ -471,7 +472,7 @@ def _chunk_vintages(placements: Sequence[chunking.ChunkPlacement],
 
 
 def _notes(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
-           placements: planner.Placements,
+           placements: placement.Placements,
            comparable: Mapping[tuple[str, ...], tuple[list[str], list[str]]],
            forecasts: Mapping[str, RegionForecast]) -> npt.NDArray[np.object_]:
     """Per placement row, its note: the reason in words, the regions left out, replayed
@@ -489,15 +490,15 @@ def _notes(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
         rest, list_index = divmod(code, len(key_of))
         reason, region_index = divmod(rest, region_count)
         region = placements.region_names[region_index]
-        texts.append(planner.describe(planner.PlacementReason(reason))
-                     + planner.left_out_note(comparable[lists[list_index]][1])
+        texts.append(placement.describe(placement.PlacementReason(reason))
+                     + placement.left_out_note(comparable[lists[list_index]][1])
                      + _replayed_note(forecasts[region].series))
     notes: npt.NDArray[np.object_] = np.array(texts, dtype=object)[inverse]
     return notes
 
 
 def _unchanged(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
-               placements: planner.Placements, vintages: npt.NDArray[np.float64],
+               placements: placement.Placements, vintages: npt.NDArray[np.float64],
                notes: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
     """Per placement row: whether the job is planned exactly so already."""
     column = {name: i for i, name in enumerate(placements.region_names)}
@@ -547,7 +548,7 @@ def run_now_intensity(
     """Mean forecast over [now, now + duration) in ``region``; None unless fully covered."""
     loaded = (cache.forecasts(store, config, [region], now)[region] if cache is not None
               else load_forecast(store, config, region, now - LOOKBACK, now + duration))
-    mean, covered = planner.window_mean(loaded.forecast, to_epoch(now), duration.total_seconds())
+    mean, covered = placement.window_mean(loaded.forecast, to_epoch(now), duration.total_seconds())
     return mean if covered else None
 
 
@@ -556,7 +557,7 @@ class Preview:
     """A dry-run plan (`gridshift plan`): the cleanest window per region, best first."""
 
     now: datetime
-    options: list[planner.WindowOption]
+    options: list[placement.WindowOption]
     run_now_region: str
     run_now_intensity: float | None
     signal: str
@@ -580,12 +581,12 @@ def preview(
     signal = check_signals(config, regions)
     forecasts = load_forecasts(store, config, regions, now, deadline)
     ranked, left_out = split_comparable(regions, forecasts)
-    options = planner.region_options(
+    options = placement.region_options(
         duration.total_seconds(), to_epoch(not_before), to_epoch(deadline), ranked,
         {r: forecasts[r].forecast for r in ranked}, to_epoch(now),
     )
     start = max(now, not_before)
-    run_now, covered = planner.window_mean(forecasts[ranked[0]].forecast, to_epoch(start),
+    run_now, covered = placement.window_mean(forecasts[ranked[0]].forecast, to_epoch(start),
                                            duration.total_seconds())
     bases = {r: f.series.basis or config.provider_for(r).basis for r, f in forecasts.items()}
     return Preview(now, options, ranked[0], run_now if covered else None, signal, bases,
@@ -604,12 +605,12 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
     if not specs:
         return []
     regions = list(dict.fromkeys(r for spec in specs for r in spec.regions))
-    running = planner.Holds.from_busy(_busy(store.running_jobs(), now))
+    running = placement.Holds.from_busy(_busy(store.running_jobs(), now))
     planned = cache.planned_holds() if cache is not None else None
     if planned is None:
         # Only (region, start, end) of the others: a full row per queued job made every
         # submit slower as the queue grew.
-        planned = planner.Holds.from_busy([planner.Busy(*hold) for hold in
+        planned = placement.Holds.from_busy([placement.Busy(*hold) for hold in
                                            store.planned_holds(regions, now)])
     held = running + planned.ending_after(to_epoch(now))
     forecasts = (cache.forecasts(store, config, regions, now) if cache is not None
@@ -624,28 +625,28 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
     updates: list[PlanUpdate | None] = [None] * len(specs)
     whole = [index for index, spec in enumerate(specs) if spec.interruptible is None]
     requests = [
-        planner.JobRequest(index, float(specs[index].duration_s),
+        placement.JobRequest(index, float(specs[index].duration_s),
                            to_epoch(specs[index].not_before), to_epoch(specs[index].deadline),
                            tuple(kept[index]))
         for index in whole
     ]
-    placements = planner.plan(
+    placements = placement.plan(
         requests, {r: forecasts[r].forecast for r in regions},
         {r: config.regions[r].slots for r in regions}, to_epoch(now), held,
     )
     durations = np.array([specs[index].duration_s for index in placements.job_ids.tolist()],
                          dtype=np.float64)
     vintages = _newest_vintages(placements, durations, forecasts).tolist()
-    new_holds = planner.Holds.from_placements(placements, durations)
-    for row, placement in enumerate(placements):
-        index = placement.job_id
+    new_holds = placement.Holds.from_placements(placements, durations)
+    for row, chosen in enumerate(placements):
+        index = chosen.job_id
         updates[index] = PlanUpdate(
-            job_id=index, region=placement.region, start=from_epoch(placement.start),
-            intensity=placement.intensity if placement.covered else None,
+            job_id=index, region=chosen.region, start=from_epoch(chosen.start),
+            intensity=chosen.intensity if chosen.covered else None,
             vintage=None if math.isnan(vintages[row]) else from_epoch(vintages[row]),
-            note=planner.describe(placement.reason) + planner.left_out_note(dropped[index])
-            + _replayed_note(forecasts[placement.region].series),
-            reason=int(placement.reason),
+            note=placement.describe(chosen.reason) + placement.left_out_note(dropped[index])
+            + _replayed_note(forecasts[chosen.region].series),
+            reason=int(chosen.reason),
         )
     chunked = [index for index, spec in enumerate(specs) if spec.interruptible is not None]
     if chunked:
@@ -660,9 +661,9 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
 def _place_new_chunked(
     config: Config, specs: Sequence[NewJob], chunked: Sequence[int],
     kept: Sequence[Sequence[str]], dropped: Sequence[Sequence[str]],
-    forecasts: Mapping[str, RegionForecast], now: datetime, held: planner.Holds,
+    forecasts: Mapping[str, RegionForecast], now: datetime, held: placement.Holds,
     updates: list[PlanUpdate | None],
-) -> planner.Holds:
+) -> placement.Holds:
     """Place the interruptible specs ``chunked`` (indices into ``specs``) as chunks around
     ``held``; fill their ``updates``; return the slots their chunks hold."""
     jobs = []
@@ -682,17 +683,17 @@ def _place_new_chunked(
                                                     for r in regions}, to_epoch(now), held)
     means = chunking.chunk_means(steps, placements)
     vintages = _chunk_vintages(placements, forecasts)
-    for placement, chunk_intensity, vintage in zip(placements, means, vintages, strict=True):
-        index = placement.job_id
+    for chosen, chunk_intensity, vintage in zip(placements, means, vintages, strict=True):
+        index = chosen.job_id
         updates[index] = PlanUpdate(
-            job_id=index, region=placement.region,
-            start=from_epoch(placement.chunks[0][0]), intensity=placement.intensity,
+            job_id=index, region=chosen.region,
+            start=from_epoch(chosen.chunks[0][0]), intensity=chosen.intensity,
             vintage=None if vintage is None else from_epoch(vintage),
-            note=_chunk_note(placement, dropped[index], forecasts[placement.region].series),
-            reason=int(placement.reason),
-            chunks=tuple(ChunkPlan(placement.region, from_epoch(start), from_epoch(end),
+            note=_chunk_note(chosen, dropped[index], forecasts[chosen.region].series),
+            reason=int(chosen.reason),
+            chunks=tuple(ChunkPlan(chosen.region, from_epoch(start), from_epoch(end),
                                    intensity)
-                         for (start, end), intensity in zip(placement.chunks, chunk_intensity,
+                         for (start, end), intensity in zip(chosen.chunks, chunk_intensity,
                                                             strict=True)))
-    return planner.Holds.from_busy([planner.Busy(p.region, start, end) for p in placements
+    return placement.Holds.from_busy([placement.Busy(p.region, start, end) for p in placements
                                     for start, end in p.chunks])

@@ -8,7 +8,7 @@ prefix integrals, so every candidate start of a job costs O(1) after O(T) set-up
 The mean over [s, s + d) is piecewise linear in s with breakpoints where s or s + d
 crosses an interval boundary, so its minimum over [earliest, latest] lies at ``earliest``,
 ``latest``, a boundary b, or b - d: those are the only candidates evaluated
-(``tests/test_planner.py`` checks this against brute force). With capacity the same holds
+(``tests/test_placement.py`` checks this against brute force). With capacity the same holds
 on each stretch of starts whose windows have room, whose ends are where a full stretch of
 time ends (a start) or begins (an end).
 
