@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.chunking import ChunkJob, plan_chunks
-from scheduler.placement import Forecast
+from scheduler.intensity import Forecast
 
 STEP_S = 1800.0
 

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from scheduler.chunking import ChunkJob, plan_chunks
+from scheduler.intensity import Forecast
 from scheduler.placement import (
-    Forecast,
     Holds,
     JobColumns,
     JobRequest,

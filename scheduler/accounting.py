@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from scheduler.config import Config, RegionConfig
+from scheduler.units import GRAMS_PER_KWH
 
 if TYPE_CHECKING:  # providers pull in requests, store SQLAlchemy; the CLI imports this module
     from scheduler.providers import Provider
@@ -54,8 +55,7 @@ GAVE_UP = "gave_up"  # gave up waiting and not even an estimate exists
 NO_INTERVAL = "no_interval"  # the job has no run interval (lost, or never really started)
 AWAITING = (None, PENDING)
 
-GRAMS_UNITS = (None, "gco2_per_kwh")
-JOULES_PER_KWH = 3_600_000.0
+GRAMS_UNITS = (None, GRAMS_PER_KWH)
 
 
 # Software Carbon Intensity (SCI, ISO/IEC 21031:2024) per job ---------------------------------
@@ -287,12 +287,12 @@ def _lookup(store: Store, config: Config, region: str, start: datetime, end: dat
 def interval_mean(series: Series, start: datetime, end: datetime) -> float | None:
     """Time-weighted mean of a step function over [start, end); None unless fully covered
     (or when its values are not gCO2eq/kWh, such as a percentile index)."""
-    from scheduler import placement
+    from scheduler import intensity
     from scheduler.timespec import to_epoch
 
     if not len(series) or series.units not in GRAMS_UNITS:
         return None
-    forecast = placement.Forecast.from_lists([to_epoch(s) for s in series.starts],
-                                           [to_epoch(e) for e in series.ends], series.values)
-    mean, covered = placement.window_mean(forecast, to_epoch(start), (end - start).total_seconds())
+    forecast = intensity.Forecast.of_series(series)
+    mean, covered = intensity.window_mean(forecast, to_epoch(start),
+                                          (end - start).total_seconds())
     return mean if covered else None

@@ -67,19 +67,16 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.intensity import FloatArray, Forecast, IntArray, PrefixIntegral
 from scheduler.placement import (
     Busy,
-    FloatArray,
-    Forecast,
     Holds,
-    IntArray,
     PlacementReason,
     _cleanest_windows,
     _cleanest_with_room,
     _listed_positions,
     _Occupancy,
     _prefix_that_fits,
-    _PrefixIntegral,
     _rank_regions,
     _Region,
 )
@@ -162,7 +159,7 @@ class _Cells:
     """One region's forecast as cells, with what both paths need: plain lists for
     bisection, prefix sums for block means, and per minimum chunk the block means."""
 
-    integral: _PrefixIntegral
+    integral: PrefixIntegral
     starts: FloatArray
     ends: FloatArray
     values: FloatArray
@@ -190,7 +187,7 @@ class _Cells:
         gaps = [0, *np.cumsum(gap_before[1:], dtype=np.int64).tolist()]
         cost_before = np.concatenate(([0.0], np.cumsum(values * lengths)))
         equal = len(lengths) > 0 and bool(np.all(lengths == lengths[0]))
-        integral = _PrefixIntegral(forecast)
+        integral = PrefixIntegral(forecast)
         return cls(integral, starts, ends, values, lengths, gap_before,
                    cost_before, np.concatenate(([0.0], np.cumsum(lengths))), starts.tolist(),
                    ends.tolist(), values.tolist(), gaps,
@@ -911,7 +908,7 @@ def chunk_means(forecasts: Mapping[str, Forecast], placements: Sequence[ChunkPla
     for region, rows in by_region.items():
         bounds = np.array([chunk for row in rows for chunk in placements[row].chunks],
                           dtype=np.float64).reshape(-1, 2)
-        value, cover = _PrefixIntegral(forecasts.get(region, Forecast.empty())).at(
+        value, cover = PrefixIntegral(forecasts.get(region, Forecast.empty())).at(
             bounds.ravel())
         lengths = bounds[:, 1] - bounds[:, 0]
         covered = cover[1::2] - cover[0::2] >= lengths - _TIME_EPS

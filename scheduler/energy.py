@@ -28,10 +28,11 @@ from typing import Any, Protocol
 
 import psutil
 
+from scheduler.units import JOULES_PER_KWH
+
 log = logging.getLogger("gridshift.energy")
 
 DEFAULT_POWERCAP_ROOT = Path("/sys/class/powercap")
-JOULES_PER_KWH = 3_600_000.0
 
 METHOD_NVML = "nvml"
 METHOD_RAPL = "rapl"

@@ -20,6 +20,7 @@ from scheduler.providers import Provider, ProviderError, build_provider
 from scheduler.records import PointRecord, Series
 from scheduler.store import Store
 from scheduler.timespec import iso_utc
+from scheduler.units import GRAMS_PER_KWH
 
 log = logging.getLogger("gridshift.forecasting")
 
@@ -219,7 +220,7 @@ class RegionView:
             "provider": self.provider,
             "zone": self.zone,
             "signal": self.series.signal or self.signal,
-            "units": self.series.units or "gco2_per_kwh",
+            "units": self.series.units or GRAMS_PER_KWH,
             "points": [
                 {"start": iso_utc(s), "end": iso_utc(e), "intensity": v, "vintage": iso_utc(g),
                  "signal": self.series.signal or self.signal, "basis": self.series.basis,

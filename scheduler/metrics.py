@@ -37,6 +37,7 @@ from scheduler.errors import GridshiftError
 from scheduler.forecasting import RefreshResult
 from scheduler.models import FINISHED, Job, JobState
 from scheduler.store import Store
+from scheduler.units import JOULES_PER_KWH
 
 log = logging.getLogger("gridshift.metrics")
 
@@ -154,7 +155,7 @@ class DaemonMetrics:
                 self.deadline_misses.labels(region).inc(row.misses)
             if row.energied:
                 self.energy.labels(region, method).inc(row.energy_kwh
-                                                       * accounting.JOULES_PER_KWH)
+                                                       * JOULES_PER_KWH)
             self._add_emissions(region, row.scheduled, row.actual, row.run_now, row.saved)
         self.set_job_counts(store.count_by_state())
         last_success = {(r.provider, r.zone): r.last_success_at for r in store.refreshes()
@@ -178,7 +179,7 @@ class DaemonMetrics:
             self.deadline_misses.labels(region).inc()
         if energy_kwh is not None:
             self.energy.labels(region, energy_method or UNKNOWN_METHOD).inc(
-                energy_kwh * accounting.JOULES_PER_KWH)
+                energy_kwh * JOULES_PER_KWH)
 
     def record_review(self, job: Any, fields: Mapping[str, Any]) -> None:
         """An emissions review stored ``fields`` for ``job`` (as it was before), with the

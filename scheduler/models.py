@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_colu
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
-from scheduler.accounting import JOULES_PER_KWH
+from scheduler.units import GRAMS_PER_KWH, JOULES_PER_KWH
 
 
 class JobState(StrEnum):
@@ -381,7 +381,7 @@ class ForecastPoint(Base):
     start: Mapped[datetime] = mapped_column(UTCDateTime)
     end: Mapped[datetime] = mapped_column(UTCDateTime)
     value: Mapped[float] = mapped_column(Float)
-    units: Mapped[str] = mapped_column(String(24), default="gco2_per_kwh")
+    units: Mapped[str] = mapped_column(String(24), default=GRAMS_PER_KWH)
     signal: Mapped[str] = mapped_column(String(16), default="average")
     basis: Mapped[str | None] = mapped_column(String(16), default=None)
     estimated: Mapped[bool] = mapped_column(default=False)

@@ -43,70 +43,27 @@ Placements come back as columns (``Placements``), and their reasons as flags
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
 from itertools import chain
 from operator import attrgetter
-from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-ComplexArray = npt.NDArray[np.complex128]
-
-# np.interp without its Python-level argument checks: most calls here are on a few points.
-_interp: Callable[[FloatArray, FloatArray, FloatArray], FloatArray]
-try:
-    from numpy._core.multiarray import interp as _interp  # numpy 2
-    from numpy._core.multiarray import interp_complex
-except ImportError:  # pragma: no cover - numpy 1.26
-    _interp = np.interp
-    interp_complex = np.interp  # type: ignore[misc]
-_interp_pair = cast(Callable[[FloatArray, FloatArray, ComplexArray], ComplexArray],
-                    interp_complex)
+from scheduler.intensity import (
+    COVERAGE_TOLERANCE_S,
+    KEY_SCALE,
+    FloatArray,
+    Forecast,
+    IntArray,
+    PrefixIntegral,
+)
+from scheduler.units import GRAMS_PER_KWH
 
 _max = np.maximum.reduce  # without ndarray.max's Python wrapper: called once per job
-
-# Means are compared after rounding, so float noise from prefix sums cannot break ties.
-_MEAN_DECIMALS = 6
-_COVERAGE_TOLERANCE_S = 1e-6
 _INF = math.inf
-_KEY_SCALE = 10.0**_MEAN_DECIMALS  # keys are means in whole micro-gCO2/kWh
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """One region's intensity as a step function: values[i] over [starts[i], ends[i])."""
-
-    starts: FloatArray
-    ends: FloatArray
-    values: FloatArray
-
-    @classmethod
-    def from_lists(
-        cls, starts: Sequence[float], ends: Sequence[float], values: Sequence[float]
-    ) -> Forecast:
-        return cls(np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64),
-                   np.asarray(values, dtype=np.float64))
-
-    @classmethod
-    def empty(cls) -> Forecast:
-        return cls.from_lists([], [], [])
-
-    def __post_init__(self) -> None:
-        if not (len(self.starts) == len(self.ends) == len(self.values)):
-            raise ValueError("starts, ends and values must have the same length")
-        if len(self.starts) and (
-            np.any(self.ends <= self.starts) or np.any(self.starts[1:] < self.ends[:-1])
-        ):
-            raise ValueError("forecast intervals must be sorted, non-empty and not overlap")
-        if not (np.all(np.isfinite(self.values)) and np.all(np.isfinite(self.starts))
-                and np.all(np.isfinite(self.ends))):
-            raise ValueError("forecast times and values must be finite numbers")
 
 
 @dataclass(frozen=True)
@@ -329,96 +286,6 @@ class WindowOption:
     covered: bool
 
 
-class _PrefixIntegral:
-    """Integral of a step function (and of its coverage) from its first start to t.
-
-    Both integrals are continuous and linear between interval boundaries, so they are
-    stored at the boundaries and interpolated (``np.interp``, one C call per array).
-    """
-
-    def __init__(self, forecast: Forecast) -> None:
-        lengths = forecast.ends - forecast.starts
-        value_before = np.concatenate(([0.0], np.cumsum(forecast.values * lengths)))
-        cover_before = np.concatenate(([0.0], np.cumsum(lengths)))
-        # return_index only to skip np.unique's plain path, whose first call imports numpy.ma
-        # (about 15 ms of `gridshift submit`'s start-up).
-        self.boundaries: FloatArray = np.unique(
-            np.concatenate((forecast.starts, forecast.ends)), return_index=True)[0]
-        # Where a boundary falls: the interval it starts, else the gap or end it closes.
-        index = np.maximum(np.searchsorted(forecast.starts, self.boundaries, side="right") - 1, 0)
-        if len(forecast.starts):
-            partial = np.minimum(self.boundaries - forecast.starts[index], lengths[index])
-            self.value_at = value_before[index] + forecast.values[index] * partial
-            self.cover_at = cover_before[index] + partial
-            # Both integrals as one complex array: one interpolation (one search) for both.
-            self.both_at = self.value_at + 1j * self.cover_at
-        self.empty = len(forecast.starts) == 0
-        self._lists: tuple[list[float], list[float], list[float]] | None = None
-
-    def at(self, times: FloatArray) -> tuple[FloatArray, FloatArray]:
-        if self.empty:
-            zeros = np.zeros(len(times), dtype=np.float64)
-            return zeros, zeros
-        return (_interp(times, self.boundaries, self.value_at),
-                _interp(times, self.boundaries, self.cover_at))
-
-    def window_key(self, start: float, duration: float) -> float:
-        """``window_keys`` for one window, in plain floats: the same arithmetic as the
-        complex interpolation (slope as difference times 1 / width), so the same key."""
-        if self.empty:
-            return _INF
-        value_end, cover_end = self._integrals_at(start + duration)
-        value_start, cover_start = self._integrals_at(start)
-        if cover_end - cover_start < duration - _COVERAGE_TOLERANCE_S:
-            return _INF
-        return float(round((value_end - value_start) * (_KEY_SCALE / duration)))
-
-    def _integrals_at(self, time: float) -> tuple[float, float]:
-        if self._lists is None:
-            self._lists = (self.boundaries.tolist(), self.value_at.tolist(),
-                           self.cover_at.tolist())
-        times, values, covers = self._lists
-        if time <= times[0]:
-            return values[0], covers[0]
-        if time >= times[-1]:
-            return values[-1], covers[-1]
-        at = bisect_right(times, time) - 1
-        if times[at] == time:
-            return values[at], covers[at]
-        inverse_width = 1.0 / (times[at + 1] - times[at])
-        offset = time - times[at]
-        return ((values[at + 1] - values[at]) * inverse_width * offset + values[at],
-                (covers[at + 1] - covers[at]) * inverse_width * offset + covers[at])
-
-    def window_keys(self, starts: FloatArray, duration: float) -> FloatArray:
-        """Mean over [s, s + duration) in whole micro-gCO2/kWh where data covers all of
-        it, else +inf: rounded, so float noise cannot split a tie."""
-        if self.empty:
-            return np.full(len(starts), _INF)
-        both = _interp_pair(starts + duration, self.boundaries, self.both_at)
-        both -= _interp_pair(starts, self.boundaries, self.both_at)
-        value, cover = both.real, both.imag
-        value *= _KEY_SCALE / duration
-        keys: FloatArray = np.where(cover >= duration - _COVERAGE_TOLERANCE_S,
-                                    np.rint(value), _INF)
-        return keys
-
-
-def window_mean(forecast: Forecast, start: float, duration: float) -> tuple[float | None, bool]:
-    """Mean forecast over [start, start + duration) and whether data covers all of it.
-
-    The mean is over the covered part (None when nothing is covered); callers that need a
-    mean over the whole window use it only when ``covered`` is true.
-    """
-    value, cover = _PrefixIntegral(forecast).at(
-        np.array([start, start + duration], dtype=np.float64))
-    covered_s = float(cover[1] - cover[0])
-    if covered_s <= 0:
-        return None, False
-    mean = round(float(value[1] - value[0]) / covered_s, _MEAN_DECIMALS)
-    return mean, covered_s >= duration - _COVERAGE_TOLERANCE_S
-
-
 # Keys beyond this many micro-units are ranked by sorting (float64 integers stay exact).
 _EXACT_KEY = 2.0**52
 # Up to this many ranges of starts, one job's search goes range by range in plain floats.
@@ -436,7 +303,7 @@ class _Options:
     a few by scanning each range.
     """
 
-    def __init__(self, integral: _PrefixIntegral, duration: float) -> None:
+    def __init__(self, integral: PrefixIntegral, duration: float) -> None:
         self.integral = integral
         self.duration = duration
         boundaries = integral.boundaries
@@ -448,11 +315,11 @@ class _Options:
             early = boundaries[:shift] - duration
             self.starts: FloatArray = np.concatenate((early, boundaries))
             inner = integral.value_at[shift:] - integral.value_at[:-shift]
-            inner *= _KEY_SCALE / duration
+            inner *= KEY_SCALE / duration
             cover = integral.cover_at[shift:] - integral.cover_at[:-shift]
             self.keys = np.concatenate((
                 integral.window_keys(early, duration),
-                np.where(cover >= duration - _COVERAGE_TOLERANCE_S, np.rint(inner), _INF),
+                np.where(cover >= duration - COVERAGE_TOLERANCE_S, np.rint(inner), _INF),
                 integral.window_keys(boundaries[-shift:], duration)))
         else:
             # Where steps are regular, most b - duration are boundaries too: keep each once.
@@ -607,7 +474,7 @@ def _boundary_shift(boundaries: FloatArray, duration: float) -> int:
 
 @dataclass
 class _Region:
-    integral: _PrefixIntegral
+    integral: PrefixIntegral
     options: dict[float, _Options] = field(default_factory=dict)
 
     def options_for(self, duration: float) -> _Options:
@@ -756,7 +623,7 @@ def plan(
     latest = np.maximum(deadline[order] - duration, earliest)
     allowed = position < len(names)
 
-    regions = [_Region(_PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
+    regions = [_Region(PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
     keys, starts = _cleanest_windows(regions, duration, earliest, latest, allowed)
     best = _rank_regions(keys, starts, position)
     rows = np.arange(count)
@@ -792,7 +659,7 @@ def plan(
     reasons |= np.where(waits, int(PlacementReason.WAITING_FOR_SLOT), 0)
     reasons |= np.where(earliest > deadline[order] - duration,
                         int(PlacementReason.CANNOT_MEET_DEADLINE), 0)
-    intensities = np.where(covered, chosen_key / _KEY_SCALE, np.nan)
+    intensities = np.where(covered, chosen_key / KEY_SCALE, np.nan)
     return Placements(tuple(names), job_ids, best, chosen_start, intensities,
                       reasons.astype(np.int64))
 
@@ -989,10 +856,6 @@ def region_options(
     )
 
 
-# Stored units of intensity in grams (every forecast but a percentile index).
-GRAMS = "gco2_per_kwh"
-
-
 def comparable_regions(regions: Sequence[str], units: Mapping[str, str]) -> list[str]:
     """The regions of a job whose forecasts can be ranked against each other.
 
@@ -1003,10 +866,10 @@ def comparable_regions(regions: Sequence[str], units: Mapping[str, str]) -> list
     Regions without forecasts yet are kept: the planner places nothing there.
     """
     known = {r: units[r] for r in regions if r in units}
-    if len(known) < 2 or set(known.values()) == {GRAMS}:
+    if len(known) < 2 or set(known.values()) == {GRAMS_PER_KWH}:
         return list(regions)
-    if GRAMS in known.values():
-        return [r for r in regions if known.get(r, GRAMS) == GRAMS]
+    if GRAMS_PER_KWH in known.values():
+        return [r for r in regions if known.get(r, GRAMS_PER_KWH) == GRAMS_PER_KWH]
     first = next(iter(known))
     return [r for r in regions if r == first or r not in known]
 

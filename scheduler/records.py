@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from scheduler.units import GRAMS_PER_KWH
+
 # Interruptible jobs' modes (Job.interruptible): suspend stops and continues the process
 # group; checkpoint signals the job, which saves, exits 75 and is relaunched.
 SUSPEND = "suspend"
@@ -250,7 +252,7 @@ class PointRecord:
     end: datetime
     value: float
     kind: str = "forecast"  # forecast | actual
-    units: str = "gco2_per_kwh"  # or "percentile" (a relative index, never emissions)
+    units: str = GRAMS_PER_KWH  # or PERCENTILE (a relative index, never emissions)
     signal: str = "average"  # average | marginal
     basis: str | None = None  # lifecycle | direct, where the provider says
     estimated: bool = False

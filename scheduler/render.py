@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from scheduler import accounting
 from scheduler.timespec import format_duration, format_local, format_local_iso, iso_utc
+from scheduler.units import PERCENTILE
 
 if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never loads
     from scheduler.config import Config
@@ -754,7 +755,7 @@ def refresh_line(result: Mapping[str, Any]) -> str:
 def _region_title(region: Mapping[str, Any]) -> str:
     points = region.get("points") or []
     basis = points[0].get("basis") if points else None
-    units = ("percentile index, not emissions" if region.get("units") == "percentile"
+    units = ("percentile index, not emissions" if region.get("units") == PERCENTILE
              else "gCO2eq/kWh")
     return inert(f"{region['region']} ({region['provider']} zone {region['zone']}; "
                  f"{region.get('signal')} intensity{f' ({basis})' if basis else ''}, {units})")

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import chunking, placement
+from scheduler import chunking, intensity, placement
 from scheduler.config import REPLAY_BASIS, Config
 from scheduler.errors import StateConflict
 from scheduler.models import Job, JobState
@@ -32,6 +32,7 @@ from scheduler.store import (
     UnstartedJobs,
 )
 from scheduler.timespec import from_epoch, iso_utc, to_epoch
+from scheduler.units import GRAMS_PER_KWH
 
 log = logging.getLogger("gridshift.planning")
 
@@ -53,7 +54,7 @@ CACHED_AHEAD = timedelta(days=400)
 @dataclass(frozen=True)
 class RegionForecast:
     region: str
-    forecast: placement.Forecast
+    forecast: intensity.Forecast
     series: Series
 
 
@@ -65,10 +66,7 @@ def load_forecast(
     settings = config.region(region)
     series = store.series(settings.provider, settings.zone, start, end,
                           issued_before=issued_before)
-    forecast = placement.Forecast.from_lists(
-        [to_epoch(s) for s in series.starts], [to_epoch(e) for e in series.ends], series.values
-    )
-    return RegionForecast(region, forecast, series)
+    return RegionForecast(region, intensity.Forecast.of_series(series), series)
 
 
 def load_forecasts(
@@ -128,7 +126,7 @@ def check_signals(config: Config, regions: Sequence[str]) -> str:
 def split_comparable(regions: Sequence[str], forecasts: Mapping[str, RegionForecast]
                      ) -> tuple[list[str], list[str]]:
     """(the regions to plan over, those left out), by ``comparable_regions``."""
-    units = {r: f.series.units or placement.GRAMS for r, f in forecasts.items()
+    units = {r: f.series.units or GRAMS_PER_KWH for r, f in forecasts.items()
              if len(f.series)}
     kept = placement.comparable_regions(regions, units)
     return kept, [r for r in regions if r not in kept]
@@ -548,7 +546,8 @@ def run_now_intensity(
     """Mean forecast over [now, now + duration) in ``region``; None unless fully covered."""
     loaded = (cache.forecasts(store, config, [region], now)[region] if cache is not None
               else load_forecast(store, config, region, now - LOOKBACK, now + duration))
-    mean, covered = placement.window_mean(loaded.forecast, to_epoch(now), duration.total_seconds())
+    mean, covered = intensity.window_mean(loaded.forecast, to_epoch(now),
+                                          duration.total_seconds())
     return mean if covered else None
 
 
@@ -586,7 +585,7 @@ def preview(
         {r: forecasts[r].forecast for r in ranked}, to_epoch(now),
     )
     start = max(now, not_before)
-    run_now, covered = placement.window_mean(forecasts[ranked[0]].forecast, to_epoch(start),
+    run_now, covered = intensity.window_mean(forecasts[ranked[0]].forecast, to_epoch(start),
                                            duration.total_seconds())
     bases = {r: f.series.basis or config.provider_for(r).basis for r, f in forecasts.items()}
     return Preview(now, options, ranked[0], run_now if covered else None, signal, bases,

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING
 
 from scheduler import launcher
 from scheduler.config import Config, RegionConfig
-from scheduler.energy import JOULES_PER_KWH, Measurement, declared_energy
+from scheduler.energy import Measurement, declared_energy
 from scheduler.errors import ConfigError, StateConflict
 from scheduler.models import FINISHED, Job, JobState
 from scheduler.store import Store
+from scheduler.units import JOULES_PER_KWH
 
 if TYPE_CHECKING:  # the cancel use case (jobs.py) imports this module; only daemons meter
     from scheduler.metrics import DaemonMetrics

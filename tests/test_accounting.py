@@ -14,10 +14,11 @@ import pytest
 
 from scheduler import accounting
 from scheduler.daemon import Daemon
-from scheduler.energy import JOULES_PER_KWH, EnergyMonitor, RaplMeter
+from scheduler.energy import EnergyMonitor, RaplMeter
 from scheduler.models import JobRun, JobState
 from scheduler.store import NewJob, PlanUpdate, PointRecord, Store
 from scheduler.timespec import utc_now
+from scheduler.units import JOULES_PER_KWH
 from tests.conftest import Workspace, floor_hour, hourly, utc
 
 T10 = utc(2026, 11, 20, 10)

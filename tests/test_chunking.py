@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.chunking import EXACT_MAX_CELLS, ChunkJob, ChunkPlacement, plan_chunks
-from scheduler.placement import Busy, Forecast, JobRequest, PlacementReason, plan
+from scheduler.intensity import Forecast
+from scheduler.placement import Busy, JobRequest, PlacementReason, plan
 
 UNIT = 300.0  # five minutes: every time in a scenario is a whole number of units
 HOUR = 3600.0

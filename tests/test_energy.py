@@ -15,7 +15,6 @@ import pytest
 
 from scheduler.daemon import Daemon
 from scheduler.energy import (
-    JOULES_PER_KWH,
     EnergyMonitor,
     GpuDevice,
     MeterError,
@@ -27,6 +26,7 @@ from scheduler.energy import (
 )
 from scheduler.models import Job, JobState
 from scheduler.timespec import utc_now
+from scheduler.units import JOULES_PER_KWH
 from tests.conftest import Workspace, floor_hour, hourly, utc
 
 T0 = utc(2026, 11, 26, 12)

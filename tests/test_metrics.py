@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler import accounting
 from scheduler.daemon import Daemon
 from scheduler.models import JobState
+from scheduler.units import JOULES_PER_KWH
 from tests.conftest import Workspace, floor_hour, hourly, write_csv
 from tests.daemon_process import (
     DaemonProcess,
@@ -121,7 +122,7 @@ def test_scrape_matches_the_report_and_survives_a_restart(
     assert value(samples, "gridshift_jobs_finished_total", region="here", outcome="failed") == 1
     assert total(samples, "gridshift_deadline_misses_total") == totals["deadline_misses"]
     assert total(samples, "gridshift_job_energy_joules_total") == pytest.approx(
-        totals["energy_kwh"] * accounting.JOULES_PER_KWH)
+        totals["energy_kwh"] * JOULES_PER_KWH)
     for kind, key in (("scheduled", "scheduled_emissions_g"), ("actual", "actual_emissions_g"),
                       ("run_now", "run_now_emissions_g")):
         assert value(samples, "gridshift_emissions_grams_total", region="here",

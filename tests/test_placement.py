@@ -20,17 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler.intensity import Forecast, PrefixIntegral, window_mean
 from scheduler.placement import (
     Busy,
-    Forecast,
     JobRequest,
     Placement,
     PlacementReason,
-    _PrefixIntegral,
     describe,
     plan,
     region_options,
-    window_mean,
 )
 
 REGION_NAMES = ("north", "south", "west")
@@ -379,7 +377,7 @@ def test_one_window_and_many_windows_get_the_same_key(
 ) -> None:
     """A job searching a few ranges computes keys one at a time, the bulk search many at
     once: they must agree to the last bit, or a tie would depend on which path ran."""
-    integral = _PrefixIntegral(to_forecast(segments))
+    integral = PrefixIntegral(to_forecast(segments))
     together = integral.window_keys(np.array(starts), duration).tolist()
     assert [integral.window_key(start, duration) for start in starts] == together
 

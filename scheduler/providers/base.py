@@ -36,6 +36,7 @@ from urllib3.util.retry import Retry
 from scheduler.config import ProviderConfig
 from scheduler.errors import GridshiftError
 from scheduler.records import PointRecord
+from scheduler.units import GRAMS_PER_KWH, PERCENTILE
 
 # urllib3 honours Retry-After up to six hours by default; a refresh must not hang that long.
 # A server asking for a longer wait than this gets no retry at all: the next refresh retries.
@@ -54,7 +55,7 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "auth-to
                                 "x-api-key", "api-key", "token"})
 # The physical range of stored values, by units: gCO2/kWh (the dirtiest grids stay
 # well under 2,000) and WattTime's percentile index.
-MAX_VALUE_BY_UNITS = {"gco2_per_kwh": 5000.0, "percentile": 100.0}
+MAX_VALUE_BY_UNITS = {GRAMS_PER_KWH: 5000.0, PERCENTILE: 100.0}
 
 
 class ProviderError(GridshiftError):
@@ -418,11 +419,11 @@ def _short(value: Any) -> str:
 
 def value_problem(value: float, units: str) -> str | None:
     """Why ``value`` cannot be a real intensity in ``units``; None when it can."""
-    top = MAX_VALUE_BY_UNITS.get(units, MAX_VALUE_BY_UNITS["gco2_per_kwh"])
+    top = MAX_VALUE_BY_UNITS.get(units, MAX_VALUE_BY_UNITS[GRAMS_PER_KWH])
     if not math.isfinite(value):
         return f"bad value {value!r}: not a finite number"
     if not 0 <= value <= top:
-        label = "percentile index" if units == "percentile" else "gCO2/kWh"
+        label = "percentile index" if units == PERCENTILE else "gCO2/kWh"
         return f"bad value {value!r}: outside 0..{top:,.0f} {label}"
     return None
 

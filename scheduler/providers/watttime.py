@@ -37,6 +37,7 @@ from scheduler.providers.base import (
     payload_parser,
 )
 from scheduler.records import PointRecord
+from scheduler.units import GRAMS_PER_KWH, PERCENTILE
 
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
 SIGNAL_TYPE = "co2_moer"
@@ -74,9 +75,9 @@ def parse_token(payload: Any, where: str) -> str:
 def convert(value: float, units: str, where: str) -> tuple[float, str]:
     """A value in the units gridshift stores: gCO2/kWh, or the percentile index as is."""
     if units == "lbs_co2_per_mwh":
-        return value * LBS_PER_MWH_TO_G_PER_KWH, "gco2_per_kwh"
-    if units == "percentile":
-        return value, "percentile"
+        return value * LBS_PER_MWH_TO_G_PER_KWH, GRAMS_PER_KWH
+    if units == PERCENTILE:
+        return value, PERCENTILE
     raise ProviderError(where, f"unsupported units {units!r}")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.errors import BadInput
-from scheduler.placement import Forecast
+from scheduler.intensity import Forecast, PrefixIntegral
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,23 +67,15 @@ class Series:
         hi = int(np.searchsorted(self.starts, end, side="left"))
         return Forecast(self.starts[lo:hi], self.ends[lo:hi], self.values[lo:hi])
 
+    @cached_property
+    def integral(self) -> PrefixIntegral:
+        return PrefixIntegral(Forecast(self.starts, self.ends, self.values))
+
     def integrals(self, starts: FloatArray, ends: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Per span [starts[k], ends[k]): (sum of value x overlap seconds, seconds covered)."""
-        lengths = self.ends - self.starts
-        value_before = np.concatenate(([0.0], np.cumsum(self.values * lengths)))
-        cover_before = np.concatenate(([0.0], np.cumsum(lengths)))
-
-        def at(times: FloatArray) -> tuple[FloatArray, FloatArray]:
-            index = np.searchsorted(self.starts, times, side="right") - 1
-            safe = np.maximum(index, 0)
-            partial = np.clip(times - self.starts[safe], 0.0, lengths[safe])
-            value = np.where(index < 0, 0.0, value_before[safe] + self.values[safe] * partial)
-            cover = np.where(index < 0, 0.0, cover_before[safe] + partial)
-            return value, cover
-
-        v0, c0 = at(starts)
-        v1, c1 = at(ends)
-        return v1 - v0, c1 - c0
+        value_start, cover_start = self.integral.at(starts)
+        value_end, cover_end = self.integral.at(ends)
+        return value_end - value_start, cover_end - cover_start
 
     def covers(self, starts: FloatArray, ends: FloatArray) -> npt.NDArray[np.bool_]:
         """Whether data covers each span entirely (to a millisecond)."""
