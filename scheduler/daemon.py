@@ -379,7 +379,8 @@ class Daemon:
         counts = self.store.count_by_state()
         self.metrics.set_job_counts(counts)
         line = ", ".join(f"{counts.get(s.value, 0)} {s.value}"
-                         for s in (JobState.RUNNING, JobState.PLANNED, JobState.QUEUED))
+                         for s in (JobState.RUNNING, JobState.PAUSED, JobState.PLANNED,
+                                   JobState.QUEUED))
         if line != self._last_status:
             self._last_status = line
             notify(f"STATUS={line}")

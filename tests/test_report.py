@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from scheduler.models import JobRun
+from scheduler.records import ChunkPlan
 from scheduler.report import FIGURE_WIDTH_PX, PANEL_HEIGHT_PX
+from scheduler.report.building import build
+from scheduler.report.charts import ChartData, Span
 from scheduler.store import PointRecord
 from tests.conftest import Workspace, hourly, write_csv
 from tests.test_accounting import HOUR, T10, finished_job
@@ -166,6 +170,37 @@ def test_plot_png_has_one_panel_per_region_and_the_bar_chart(
     with Image.open(target) as image:
         assert image.format == "PNG"
         assert image.size == (FIGURE_WIDTH_PX, PANEL_HEIGHT_PX * 3)  # north, south, bars
+
+
+def test_the_charts_draw_each_chunk_and_run_of_an_interruptible_job(
+    workspace: Workspace,
+) -> None:
+    """Its bands are its chunks and its runs, not one band from its first start to its end
+    over the pause between them, nor its first start plus its duration."""
+    half = HOUR / 2
+    chunks = [ChunkPlan("north", T10 + half, T10 + 3 * half),
+              ChunkPlan("north", T10 + 5 * half, T10 + 7 * half)]
+    store = workspace.store()
+    try:
+        job_id = finished_job(store, planned_start=chunks[0].start, planned_intensity=120.0,
+                              started=chunks[0].start, ended=chunks[1].end, energy_kwh=0.5,
+                              duration=2 * HOUR)
+        store.update_job_fields(job_id, interruptible="checkpoint", run_count=2)
+        store.save_chunks({job_id: chunks})
+        with store.writing() as session:
+            for run, chunk in enumerate(chunks, start=1):
+                session.add(JobRun(job_id=job_id, run=run, region="north",
+                                   started_at=chunk.start, ended_at=chunk.end,
+                                   outcome="checkpointed" if run == 1 else "succeeded"))
+        with build(store, workspace.config(), None, None, []) as report:
+            data = ChartData.of(report)
+    finally:
+        store.close()
+    parts = [Span("north", chunk.start, HOUR) for chunk in chunks]
+    assert all(span in data.ran and span in data.planned for span in parts)
+    assert Span("north", chunks[0].start, 3 * HOUR) not in data.ran  # over the pause
+    assert Span("north", chunks[0].start, 2 * HOUR) not in data.planned
+    assert len(data.ran) == 4 + 2  # the fixture's four jobs, then this job's two runs
 
 
 def test_html_is_self_contained_with_table_and_images(

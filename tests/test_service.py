@@ -149,7 +149,7 @@ def test_daemon_notifies_ready_status_watchdog_and_stopping(
     wait_for(lambda: received(sock, messages).count("WATCHDOG=1") >= 3, timeout=30,
              what="three watchdog pings")
     assert messages[0].startswith("READY=1")
-    assert "STATUS=0 running, 1 planned, 0 queued" in messages
+    assert "STATUS=0 running, 0 paused, 1 planned, 0 queued" in messages
     assert daemon.stop() == 0
     received(sock, messages)
     assert messages[-1] == "STOPPING=1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,66 +44,79 @@ def _dates() -> Any:
 
 
 @dataclass(frozen=True)
-class _Interval:
+class Span:
+    """A stretch of time a job was planned for, or ran, in one region."""
+
     region: str
-    planned_start: datetime | None
-    planned_length: timedelta
-    started: datetime
-    ended: datetime | None
+    start: datetime
+    length: timedelta
 
 
 # What the charts read of each job.
 _CHART_READS = ("id", "signal", "run_region", "planned_start", "duration_s", "started_at",
-                "ended_at", "actual_emissions_g", "run_now_emissions_g")
+                "ended_at", "actual_emissions_g", "run_now_emissions_g", "interruptible")
 
 
 @dataclass(frozen=True)
-class _ChartData:
-    """What the charts show of a report's jobs: each run (by region, in report order) and
-    the latest MAX_BARS jobs with both actual and run-now emissions."""
+class ChartData:
+    """What the charts show of a report's jobs: what each planned and each run (an
+    interruptible job: each planned chunk and each run, not one band from its first start
+    to its end), and the latest MAX_BARS jobs with both actual and run-now emissions."""
 
-    intervals: list[_Interval]
+    planned: list[Span]
+    ran: list[Span]  # a run still open: no length (started is all that is known)
     bars: list[tuple[str, float, float]]  # (job id and signal, actual g, run-now g)
     bar_jobs: int  # how many jobs have both
 
     @classmethod
-    def of(cls, report: Report) -> _ChartData:
-        intervals: list[_Interval] = []
+    def of(cls, report: Report) -> ChartData:
+        planned: list[Span] = []
+        ran: list[Span] = []
         bars: deque[tuple[str, float, float]] = deque(maxlen=MAX_BARS)
         bar_jobs = 0
         for page in report.pages(_CHART_READS):
+            interruptible = [job_id for job_id, mode in zip(page["id"], page["interruptible"],
+                                                             strict=True) if mode is not None]
+            chunks, runs = (report.store.parts_of_jobs(interruptible, snapshot=report.snapshot)
+                            if interruptible else ({}, {}))
             for (job_id, planned_signal, region, planned_start, seconds, started, ended,
-                 actual, run_now) in zip(*page.values(), strict=True):
-                intervals.append(_Interval(region, parse_time(planned_start),
-                                           timedelta(seconds=seconds),
-                                           datetime.fromisoformat(started), parse_time(ended)))
+                 actual, run_now, mode) in zip(*page.values(), strict=True):
+                if mode is not None:
+                    planned.extend(Span(c.region, c.start, c.end - c.start)
+                                   for c in chunks.get(job_id, ()))
+                    ran.extend(Span(r.region, r.started_at, (r.ended_at or r.started_at)
+                                    - r.started_at) for r in runs.get(job_id, ()))
+                else:
+                    planned_at = parse_time(planned_start)
+                    if planned_at is not None:
+                        planned.append(Span(region, planned_at, timedelta(seconds=seconds)))
+                    begun, over = datetime.fromisoformat(started), parse_time(ended)
+                    ran.append(Span(region, begun, (over or begun) - begun))
                 if actual is not None and run_now is not None:
                     bar_jobs += 1
                     bars.append((f"{job_id} {report.signal_of(planned_signal, region)}",
                                  actual, run_now))
-        return cls(intervals, list(bars), bar_jobs)
+        return cls(planned, ran, list(bars), bar_jobs)
 
     @property
     def regions(self) -> list[str]:
         """The regions that get a chart panel: every region a reported job ran in."""
-        return list(dict.fromkeys(i.region for i in self.intervals if i.region))
+        return list(dict.fromkeys(span.region for span in self.ran if span.region))
 
 
-def _period(report: Report, intervals: Sequence[_Interval]) -> tuple[datetime, datetime]:
-    starts = [i.started for i in intervals]
-    starts += [i.planned_start for i in intervals if i.planned_start is not None]
-    ends = [i.ended or i.started for i in intervals]
-    ends += [i.planned_start + i.planned_length for i in intervals
-             if i.planned_start is not None]
+def _period(report: Report, data: ChartData) -> tuple[datetime, datetime]:
+    spans = [*data.ran, *data.planned]
     # The jobs' span (within --since/--until), with a margin so the edges stay visible.
-    start = max(min(starts), report.since) if report.since else min(starts)
-    end = min(max(ends), report.until) if report.until else max(ends)
+    first = min(span.start for span in spans)
+    last = max(span.start + span.length for span in spans)
+    start = max(first, report.since) if report.since else first
+    end = min(last, report.until) if report.until else last
     margin = max((end - start) / 20, timedelta(minutes=5))
     return start - margin, end + margin
 
 
-def _draw_region(axes: Any, intervals: Sequence[_Interval], store: Store, config: Config,
-                 region: str, start: datetime, end: datetime) -> None:
+def _draw_region(axes: Any, data: ChartData, store: Store, config: Config, region: str,
+                 start: datetime, end: datetime) -> None:
     settings = config.regions.get(region)
     title = region
     if settings is not None:
@@ -116,10 +129,10 @@ def _draw_region(axes: Any, intervals: Sequence[_Interval], store: Store, config
                 values = [*series.values, series.values[-1]]
                 label = "forecast (newest vintage)" if kind == "forecast" else "actual"
                 axes.step(times, values, where="post", color=colour, label=label)
-    here = [i for i in intervals if i.region == region]
-    planned = _union([(i.planned_start, i.planned_length) for i in here
-                      if i.planned_start is not None])
-    ran = _union([(i.started, i.ended - i.started) for i in here if i.ended is not None])
+    planned = _union([(span.start, span.length) for span in data.planned
+                      if span.region == region])
+    ran = _union([(span.start, span.length) for span in data.ran
+                  if span.region == region and span.length])
     band = axes.get_xaxis_transform()  # x in data, y in axes fractions
     axes.broken_barh(planned, (0.02, 0.05), transform=band, color="tab:gray", alpha=0.5,
                      label="planned run")
@@ -148,7 +161,7 @@ def _union(spans: list[tuple[datetime, timedelta]]) -> list[tuple[datetime, time
     return merged
 
 
-def _draw_bars(axes: Any, data: _ChartData) -> None:
+def _draw_bars(axes: Any, data: ChartData) -> None:
     shown = data.bars
     positions = list(range(len(shown)))
     axes.bar([p - 0.2 for p in positions], [a for _, a, _ in shown], width=0.4,
@@ -168,14 +181,13 @@ def _draw_bars(axes: Any, data: _ChartData) -> None:
 
 def _panels(report: Report) -> list[Callable[[Any], None]]:
     """One drawing function per panel: each region, then the bar chart."""
-    data = _ChartData.of(report)
+    data = ChartData.of(report)
     panels: list[Callable[[Any], None]] = []
-    if data.intervals:
-        start, end = _period(report, data.intervals)
+    if data.ran:
+        start, end = _period(report, data)
         for region in data.regions:
             def draw(axes: Any, region: str = region) -> None:
-                _draw_region(axes, data.intervals, report.store, report.config, region,
-                             start, end)
+                _draw_region(axes, data, report.store, report.config, region, start, end)
             panels.append(draw)
     panels.append(lambda axes: _draw_bars(axes, data))
     return panels
