@@ -102,9 +102,9 @@ def main(arguments: Sequence[str], config_path: str | None) -> int:
 
 
 def submit(arguments: list[str]) -> None:
-    head, separator, tail = _split_at_separator(arguments)
-    if "--config" in head or any(word.startswith("--config=") for word in head):
+    if clicalls.misplaced_config(["submit", *arguments]) is not None:
         raise clicalls.misplaced_config_error("submit")
+    head, separator, tail = _split_at_separator(arguments)
     given = parser().parse_args(head)
     # Everything from the first word that is not an option is the command, a later -- too.
     argv = [*given.command, *(["--"] if separator and given.command else []), *tail]
@@ -127,7 +127,7 @@ def submit(arguments: list[str]) -> None:
         regions=list(dict.fromkeys(given.region)) if given.region else None,
         name=given.name,
         power_watts=_power(given.power),
-        array=parse_array(given.array) if given.array is not None else None,
+        array=_parse_array(given.array) if given.array is not None else None,
         interruptible=given.interruptible,
         min_chunk_s=_seconds(given.min_chunk),
         max_pauses=_whole_number(given.max_pauses, "--max-pauses"),
@@ -203,7 +203,7 @@ def _exported_environment(environ: Mapping[str, str], export: str) -> dict[str, 
     return {n: environ[n] for n in names if n in environ}
 
 
-def parse_array(text: str) -> list[int]:
+def _parse_array(text: str) -> list[int]:
     """Array indices as Slurm writes them: ``0-99``, ``1,3,5-9``, ``0-99:2``."""
     indices: list[int] = []
     for part in text.split(","):
