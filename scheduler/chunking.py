@@ -70,15 +70,16 @@ import numpy.typing as npt
 from scheduler.intensity import FloatArray, Forecast, IntArray, PrefixIntegral
 from scheduler.placement import (
     Busy,
+    CleanestWindows,
     Holds,
+    JobColumns,
     PlacementReason,
-    _cleanest_windows,
     _cleanest_with_room,
-    _listed_positions,
     _Occupancy,
     _prefix_that_fits,
     _rank_regions,
     _Region,
+    cleanest_windows,
 )
 
 # Jobs whose window spans at most this many cells in every region are placed exactly.
@@ -249,21 +250,30 @@ def plan_chunks(
     slots: Mapping[str, int],
     now: float,
     busy: Sequence[Busy] | Holds = (),
+    windows: CleanestWindows | None = None,
 ) -> list[ChunkPlacement]:
     """Place every job as chunks; return placements in the order jobs were placed.
 
     ``forecasts`` and ``slots`` name every region a job may use; a region missing from
     ``forecasts`` has no data, one missing from ``slots`` has one slot. ``busy`` holds
-    slots before any job is placed (it may exceed a region's slots).
+    slots before any job is placed (it may exceed a region's slots). ``windows``: the
+    ``cleanest_windows`` of the jobs' ``single_blocks``, where the caller has searched
+    them (with other jobs', in one pass).
     """
     if not jobs:
         return []
-    order = sorted(jobs, key=lambda job: (job.running_since is None,
-                                          job.deadline - job.target(1) - _earliest(job, now),
-                                          job.job_id))
-    names = sorted({name for job in order for name in job.regions})
+    if windows is None:
+        windows = cleanest_windows(single_blocks(jobs, now), forecasts, now)
+    elif len(windows.keys) != len(jobs):
+        raise ValueError("windows must have one row per job")
+    rows = sorted(range(len(jobs)), key=lambda row: (
+        jobs[row].running_since is None,
+        jobs[row].deadline - jobs[row].target(1) - _earliest(jobs[row], now),
+        jobs[row].job_id))
+    order = [jobs[row] for row in rows]
+    names = windows.names
     cells = {name: _Cells.of(forecasts.get(name, Forecast.empty())) for name in names}
-    singles = _single_blocks(order, names, cells, now)
+    singles = _single_blocks(order, rows, windows, cells)
     best = [_cheapest(job, cells, single, now) for job, single in zip(order, singles.plans,
                                                                          strict=True)]
 
@@ -340,25 +350,34 @@ class _Singles:
     position: IntArray
 
 
-def _single_blocks(order: Sequence[ChunkJob], names: Sequence[str],
-                   cells: Mapping[str, _Cells], now: float) -> _Singles:
-    """Per job, its cleanest single block over its regions, capacity ignored: the
-    planner's vectorised search over every job at once, ranked by the planner's rules. A
-    running job's block is fixed: it runs on from now."""
+def single_blocks(jobs: Sequence[ChunkJob], now: float) -> JobColumns:
+    """Each job as the planner's whole job of its single block: its target for one chunk,
+    from its earliest start; a running job's block is fixed, it runs on from now."""
+    durations = np.array([job.target(1) for job in jobs], dtype=np.float64)
+    earliest = np.array([_earliest(job, now) for job in jobs], dtype=np.float64)
+    running = np.array([job.running_since is not None for job in jobs], dtype=np.bool_)
+    deadlines = np.where(running, earliest + durations, [job.deadline for job in jobs])
+    # The planner's latest start is deadline - duration: for a running job exactly now.
+    while (late := running & (deadlines - durations > earliest)).any():
+        deadlines[late] = np.nextafter(deadlines[late], -np.inf)
+    return JobColumns(np.array([job.job_id for job in jobs], dtype=np.int64), durations,
+                      earliest, deadlines, [job.regions for job in jobs])
+
+
+def _single_blocks(order: Sequence[ChunkJob], rows: Sequence[int], windows: CleanestWindows,
+                   cells: Mapping[str, _Cells]) -> _Singles:
+    """Per job (``order``, row ``rows[i]`` of ``windows``), its cleanest single block over
+    its regions, capacity ignored, ranked by the planner's rules."""
+    picked = np.array(rows, dtype=np.int64)
+    keys, starts = windows.keys[picked], windows.starts[picked]
+    position = windows.position[picked]
     duration = np.array([job.target(1) for job in order])
-    earliest = np.array([_earliest(job, now) for job in order])
-    deadline = np.array([job.deadline for job in order])
-    running = np.array([job.running_since is not None for job in order])
-    latest = np.where(running, earliest, np.maximum(deadline - duration, earliest))
-    _, position = _listed_positions([job.regions for job in order])  # columns: ``names``
-    regions = [cells[name].region for name in names]
-    keys, starts = _cleanest_windows(regions, duration, earliest, latest,
-                                     position < len(names))
     best = _rank_regions(keys, starts, position)
-    rows = np.arange(len(order))
-    costs = keys[rows, best] / _KEY_SCALE * duration
+    at = np.arange(len(order))
+    costs = keys[at, best] / _KEY_SCALE * duration
+    names = windows.names
     plans = [_Plan(names[col], ((start, start + length),), cost, True)
-             for col, start, length, cost in zip(best.tolist(), starts[rows, best].tolist(),
+             for col, start, length, cost in zip(best.tolist(), starts[at, best].tolist(),
                                                   duration.tolist(), costs.tolist(), strict=True)]
     return _Singles(plans, keys, starts, position)
 

@@ -124,6 +124,45 @@ class JobColumns:
     def __len__(self) -> int:
         return len(self.job_ids)
 
+    def __add__(self, other: JobColumns) -> JobColumns:
+        return JobColumns(np.concatenate((self.job_ids, other.job_ids)),
+                          np.concatenate((self.durations, other.durations)),
+                          np.concatenate((self.not_before, other.not_before)),
+                          np.concatenate((self.deadlines, other.deadlines)),
+                          [*self.regions, *other.regions])
+
+
+@dataclass(frozen=True)
+class CleanestWindows:
+    """Per job (rows, in the order of the ``JobColumns`` searched) and region (columns,
+    ``names``), capacity ignored: the key and start of the job's cleanest window. Keys are
+    +inf where the job may not run or no window is covered (the start is then the job's
+    earliest); ``position[j, r]`` is where job j lists region r, len(names) where not."""
+
+    names: list[str]
+    position: IntArray
+    keys: FloatArray
+    starts: FloatArray
+
+    def rows(self, first: int, stop: int) -> CleanestWindows:
+        return CleanestWindows(self.names, self.position[first:stop], self.keys[first:stop],
+                               self.starts[first:stop])
+
+
+def cleanest_windows(jobs: JobColumns, forecasts: Mapping[str, Forecast], now: float
+                     ) -> CleanestWindows:
+    """Every job's cleanest window in each of its regions, capacity ignored: the search
+    ``plan`` starts with. One search over several sets of jobs (a re-plan's whole jobs and
+    its interruptible ones' single blocks) builds each region's table of windows of one
+    duration once for all of them."""
+    names, position = _listed_positions(jobs.regions)
+    earliest = np.maximum(jobs.not_before, now)
+    latest = np.maximum(jobs.deadlines - jobs.durations, earliest)
+    regions = [_Region(PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
+    keys, starts = _cleanest_windows(regions, jobs.durations, earliest, latest,
+                                     position < len(names))
+    return CleanestWindows(names, position, keys, starts)
+
 
 @dataclass(frozen=True)
 class Busy:
@@ -603,28 +642,33 @@ def plan(
     slots: Mapping[str, int],
     now: float,
     busy: Sequence[Busy] | Holds = (),
+    windows: CleanestWindows | None = None,
 ) -> Placements:
     """Place every job; return placements in the order jobs were placed (least slack first).
 
     ``forecasts`` and ``slots`` name every region a job may use; a region missing from
     ``forecasts`` has no data, one missing from ``slots`` has one slot. ``busy`` holds
-    slots before any job is placed (it may exceed a region's slots).
+    slots before any job is placed (it may exceed a region's slots). ``windows``: the
+    jobs' ``cleanest_windows`` over the same forecasts, where the caller has searched them.
     """
     if not len(jobs):
         return Placements.empty()
     columns = jobs if isinstance(jobs, JobColumns) else JobColumns.from_requests(jobs)
     count = len(columns)
+    if windows is None:
+        windows = cleanest_windows(columns, forecasts, now)
+    elif len(windows.keys) != count:
+        raise ValueError("windows must have one row per job")
     job_ids, duration = columns.job_ids, columns.durations
     not_before, deadline = columns.not_before, columns.deadlines
     order = np.lexsort((job_ids, deadline - duration - now))
-    names, position = _listed_positions(columns.regions)
-    job_ids, duration, position = job_ids[order], duration[order], position[order]
+    names = windows.names
+    job_ids, duration, position = job_ids[order], duration[order], windows.position[order]
+    keys, starts = windows.keys[order], windows.starts[order]
     earliest = np.maximum(not_before[order], now)
     latest = np.maximum(deadline[order] - duration, earliest)
-    allowed = position < len(names)
 
     regions = [_Region(PrefixIntegral(forecasts.get(name, Forecast.empty()))) for name in names]
-    keys, starts = _cleanest_windows(regions, duration, earliest, latest, allowed)
     best = _rank_regions(keys, starts, position)
     rows = np.arange(count)
     chosen_key, chosen_start = keys[rows, best], starts[rows, best]
@@ -768,8 +812,9 @@ def _cleanest_windows(
     keys = np.full((count, width), _INF)
     starts = np.empty((count, width))
     starts[:] = earliest[:, None]
-    # By duration, then earliest start: searches over sorted times run faster.
-    by_duration = np.lexsort((earliest, duration))
+    # By duration, then earliest and latest start: searches over sorted times run faster
+    # (np.interp starts each search where the last one ended).
+    by_duration = np.lexsort((latest, earliest, duration))
     for col, region in enumerate(regions):
         # This region's jobs by duration: each duration's jobs are one slice.
         rows = by_duration[allowed[by_duration, col]]

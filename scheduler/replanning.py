@@ -202,86 +202,138 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
     interruptible jobs (``chunking.plan_chunks``) around those placements: they can use
     whatever gaps are left, where a whole job could not. A running interruptible job holds
     its slot to its chunk's end for the whole jobs and is re-planned with the others.
+    Both sets' cleanest windows (capacity ignored) come from one search, which builds each
+    region's windows of one duration once for both.
     """
     running = store.running_jobs()
-    moved, whole_holds = _replan_whole(store, config, now, cache, running)
-    chunked = store.interruptible_for_planning()
+    whole = _WholeQueue.read(store, config)
+    chunked = _chunk_candidates(store.interruptible_for_planning(), config)
+    wanted = whole.regions() | {r for _, usable in chunked for r in usable}
+    nothing = placement.Holds.from_busy([])
+    if not wanted:
+        if cache is not None:
+            cache.set_planned(nothing)
+        return 0
+    regions = [r for r in config.regions if r in wanted]
+    deadlines = [row.deadline for row, _ in chunked]
+    if len(whole.kept):
+        deadlines.append(whole.latest_deadline())
+    forecasts = (cache.forecasts(store, config, regions, now) if cache is not None else
+                 load_forecasts(store, config, regions, now, from_epoch(max(deadlines))))
+    epoch_now = to_epoch(now)
+    whole_columns = whole.columns(forecasts)
+    chunk_jobs = _chunk_jobs(chunked, forecasts, epoch_now)
+    windows = placement.cleanest_windows(
+        whole_columns + chunking.single_blocks([job for job, _, _ in chunk_jobs], epoch_now),
+        {r: f.forecast for r, f in forecasts.items()}, epoch_now)
+    split = len(whole_columns)
+    moved, whole_holds = _replan_whole(store, config, now, whole, whole_columns, forecasts,
+                                       windows.rows(0, split), running)
     running_whole = [job for job in running if job.interruptible is None]
     busy = placement.Holds.from_busy([b for b in _busy(running_whole, now)
                                     if b.region in config.regions]) + whole_holds
-    chunk_moves, chunk_holds = _replan_chunked(store, config, now, cache, chunked, busy)
+    chunk_moves, chunk_holds = _replan_chunked(
+        store, config, now, chunk_jobs, forecasts, busy,
+        windows.rows(split, split + len(chunk_jobs)))
     if cache is not None:
         cache.set_planned(whole_holds + chunk_holds)
     return moved + chunk_moves
 
 
-def _replan_whole(store: Store, config: Config, now: datetime, cache: PlanCache | None,
-                  running: Sequence[Job]) -> tuple[int, placement.Holds]:
-    """Re-place every whole job that has not started; return how many moved and the
-    slots their placements hold.
+@dataclass(frozen=True)
+class _WholeQueue:
+    """The whole jobs a re-plan places: the unstarted queue, read as columns, and which of
+    its rows (``kept``) have a configured region to run in."""
+
+    queued: UnstartedJobs
+    kept: npt.NDArray[np.int64]
+    configured: dict[tuple[str, ...], tuple[str, ...]]  # listed regions -> configured ones
+
+    @classmethod
+    def read(cls, store: Store, config: Config) -> _WholeQueue:
+        queued = store.unstarted_for_planning()
+        # A region removed from the config (and the daemon restarted) is no option any
+        # more; a job left with none waits, and says so, instead of failing every re-plan.
+        configured = {key: tuple(r for r in key if r in config.regions)
+                      for key in set(queued.regions)}
+        for job_id, key in zip(queued.ids, queued.regions, strict=True):
+            if not configured[key]:
+                log.warning("job %d: none of its regions (%s) is configured; it waits",
+                            job_id, ", ".join(key))
+        kept = np.flatnonzero(np.fromiter((bool(configured[key]) for key in queued.regions),
+                                          np.bool_, len(queued)))
+        return cls(queued, kept, configured)
+
+    def regions(self) -> set[str]:
+        return {r for usable in self.configured.values() for r in usable}
+
+    def latest_deadline(self) -> float:
+        return float(np.array(self.queued.deadlines, dtype=np.float64)[self.kept].max())
+
+    def comparable(self, forecasts: Mapping[str, RegionForecast]
+                   ) -> dict[tuple[str, ...], tuple[list[str], list[str]]]:
+        """Per listed region list: (the regions to plan over, those left out). Few
+        distinct lists in a large queue: each is split once."""
+        return {key: split_comparable(usable, forecasts)
+                for key, usable in self.configured.items() if usable}
+
+    def columns(self, forecasts: Mapping[str, RegionForecast]) -> placement.JobColumns:
+        queued, kept = self.queued, self.kept
+        comparable = self.comparable(forecasts)
+        return placement.JobColumns(
+            np.array(queued.ids, dtype=np.int64)[kept],
+            np.array(queued.durations, dtype=np.float64)[kept],
+            np.array(queued.not_before, dtype=np.float64)[kept],
+            np.array(queued.deadlines, dtype=np.float64)[kept],
+            [tuple(comparable[queued.regions[row]][0]) for row in kept.tolist()])
+
+
+def _replan_whole(store: Store, config: Config, now: datetime, whole: _WholeQueue,
+                  columns: placement.JobColumns, forecasts: Mapping[str, RegionForecast],
+                  windows: placement.CleanestWindows, running: Sequence[Job]
+                  ) -> tuple[int, placement.Holds]:
+    """Re-place every whole job that has not started (``columns``, searched in
+    ``windows``); return how many moved and the slots their placements hold.
 
     The queue is read, placed and compared with its stored plans as columns: a re-plan of
     100,000 jobs touches Python objects only for the jobs whose plan changed.
     """
-    nothing = placement.Holds.from_busy([])
-    queued = store.unstarted_for_planning()
-    if not len(queued):
-        return 0, nothing
-    # A region removed from the config (and the daemon restarted) is no option any more;
-    # a job left with none waits, and says so, instead of failing every re-plan.
-    configured = {key: tuple(r for r in key if r in config.regions)
-                  for key in set(queued.regions)}
-    for job_id, key in zip(queued.ids, queued.regions, strict=True):
-        if not configured[key]:
-            log.warning("job %d: none of its regions (%s) is configured; it waits", job_id,
-                        ", ".join(key))
-    kept = np.flatnonzero(np.fromiter((bool(configured[key]) for key in queued.regions),
-                                      np.bool_, len(queued)))
-    if not kept.size:
-        return 0, nothing
-    wanted = {r for regions in configured.values() for r in regions}
-    regions = [r for r in config.regions if r in wanted]
-    ids = np.array(queued.ids, dtype=np.int64)
-    deadlines = np.array(queued.deadlines, dtype=np.float64)
-    forecasts = (cache.forecasts(store, config, regions, now) if cache is not None else
-                 load_forecasts(store, config, regions, now,
-                                from_epoch(float(deadlines[kept].max()))))
-    # Few distinct region lists in a large queue: split each once.
-    comparable = {key: split_comparable(usable, forecasts)
-                  for key, usable in configured.items() if usable}
-    durations = np.array(queued.durations, dtype=np.float64)
+    if not len(columns):
+        return 0, placement.Holds.from_busy([])
+    queued = whole.queued
+    regions = [r for r in config.regions if r in windows.names]
     placements = placement.plan(
-        placement.JobColumns(ids[kept], durations[kept],
-                           np.array(queued.not_before, dtype=np.float64)[kept], deadlines[kept],
-                           [tuple(comparable[queued.regions[row]][0]) for row in kept.tolist()]),
-        {r: f.forecast for r, f in forecasts.items()},
-        {r: config.regions[r].slots for r in regions},
-        to_epoch(now),
-        [b for b in _busy(running, now) if b.region in config.regions],
-    )
+        columns, {r: f.forecast for r, f in forecasts.items()},
+        {r: config.regions[r].slots for r in regions}, to_epoch(now),
+        [b for b in _busy(running, now) if b.region in config.regions], windows)
+    ids = np.array(queued.ids, dtype=np.int64)
+    durations = np.array(queued.durations, dtype=np.float64)
     placed = np.searchsorted(ids, placements.job_ids)  # queued row of each placement
     vintages = _newest_vintages(placements, durations[placed], forecasts)
     holds = placement.Holds.from_placements(placements, durations[placed])
-    notes = _notes(queued, placed, placements, comparable, forecasts)
+    notes = _notes(queued, placed, placements, whole.comparable(forecasts), forecasts)
     changed = np.flatnonzero(~_unchanged(queued, placed, placements, vintages, notes))
     updates = []
     moves: list[tuple[int, PlanUpdate]] = []
-    for row in changed.tolist():
-        job_row = int(placed[row])
-        chosen = placements[row]
-        vintage = float(vintages[row])
+    # The changed rows' columns as Python values at once: a first plan writes every job.
+    names = placements.region_names
+    for job_row, job_id, region, start, mean, vintage, note, reason in zip(
+            placed[changed].tolist(), placements.job_ids[changed].tolist(),
+            placements.region_index[changed].tolist(), placements.starts[changed].tolist(),
+            placements.intensities[changed].tolist(), vintages[changed].tolist(),
+            notes[changed].tolist(), placements.reasons[changed].tolist(), strict=True):
         update = PlanUpdate(
-            job_id=chosen.job_id, region=chosen.region,
-            start=from_epoch(chosen.start), intensity=chosen.intensity,
+            job_id=job_id, region=names[region], start=from_epoch(start),
+            intensity=None if math.isnan(mean) else mean,
             vintage=None if math.isnan(vintage) else from_epoch(vintage),
-            note=str(notes[row]), reason=int(chosen.reason))
+            note=note, reason=reason)
         updates.append(update)
         if queued.planned_start[job_row] is not None and (
-                queued.planned_region[job_row] != chosen.region
-                or not _same_time(queued.planned_start[job_row], chosen.start)):
+                queued.planned_region[job_row] != update.region
+                or not _same_time(queued.planned_start[job_row], start)):
             moves.append((job_row, update))
-        elif placement.PlacementReason.NO_COVERAGE in chosen.reason:
-            log.info("job %d: %s", chosen.job_id, update.note)
+        elif reason & placement.PlacementReason.NO_COVERAGE:
+            log.info("job %d: %s", job_id, update.note)
     _log_moves(queued, moves)
     return store.save_plans(updates, now), holds
 
@@ -321,19 +373,10 @@ def chunk_job(row: InterruptibleRow, regions: Sequence[str], now: float
         running_since=running_since)
 
 
-def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCache | None,
-                    rows: Sequence[InterruptibleRow], busy: placement.Holds
-                    ) -> tuple[int, placement.Holds]:
-    """Re-place every interruptible job as chunks around ``busy``; store what changed.
-    Returns how many jobs moved or were planned, and the slots their chunks hold.
-
-    Queued and planned jobs may use any of their regions; a job that has run stays in the
-    region it ran in. Queued and planned jobs are written as ``save_plans`` writes whole
-    jobs (their first chunk), paused ones by a paused -> paused transition when their next
-    chunk moves, running ones only by their chunks (and so chunk_end).
-    """
-    epoch_now = to_epoch(now)
-    nothing = placement.Holds.from_busy([])
+def _chunk_candidates(rows: Sequence[InterruptibleRow], config: Config
+                      ) -> list[tuple[InterruptibleRow, tuple[str, ...]]]:
+    """The interruptible jobs a re-plan places, each with the configured regions it may
+    use: queued and planned jobs any of theirs, a job that has run the region it ran in."""
     candidates = []
     for row in rows:
         listed = ((row.run_region,) if (row.run_count or 0) > 0 and row.run_region is not None
@@ -344,28 +387,46 @@ def _replan_chunked(store: Store, config: Config, now: datetime, cache: PlanCach
                         ", ".join(listed))
             continue
         candidates.append((row, usable))
-    if not candidates:
-        return 0, nothing
-    regions = [r for r in config.regions if any(r in usable for _, usable in candidates)]
-    forecasts = (cache.forecasts(store, config, regions, now) if cache is not None else
-                 load_forecasts(store, config, regions, now,
-                                from_epoch(max(row.deadline for row, _ in candidates))))
+    return candidates
+
+
+def _chunk_jobs(candidates: Sequence[tuple[InterruptibleRow, tuple[str, ...]]],
+                forecasts: Mapping[str, RegionForecast], now: float
+                ) -> list[tuple[chunking.ChunkJob, InterruptibleRow, list[str]]]:
+    """(what ``plan_chunks`` places, the stored row, the regions left out) per candidate
+    still to be placed (``chunk_job``)."""
     comparable = {usable: split_comparable(usable, forecasts)
                   for usable in {usable for _, usable in candidates}}
-    jobs, left_out = [], {}
-    by_id = {}
+    jobs = []
     for row, usable in candidates:
         kept, dropped = comparable[usable]
-        job = chunk_job(row, kept, epoch_now)
+        job = chunk_job(row, kept, now)
         if job is not None:
-            jobs.append(job)
-            left_out[row.id] = dropped
-            by_id[row.id] = row
-    if not jobs:
-        return 0, nothing
+            jobs.append((job, row, dropped))
+    return jobs
+
+
+def _replan_chunked(store: Store, config: Config, now: datetime,
+                    chunk_jobs: Sequence[tuple[chunking.ChunkJob, InterruptibleRow, list[str]]],
+                    forecasts: Mapping[str, RegionForecast], busy: placement.Holds,
+                    windows: placement.CleanestWindows) -> tuple[int, placement.Holds]:
+    """Re-place every interruptible job as chunks around ``busy`` (their single blocks
+    searched in ``windows``); store what changed. Returns how many jobs moved or were
+    planned, and the slots their chunks hold.
+
+    Queued and planned jobs are written as ``save_plans`` writes whole jobs (their first
+    chunk), paused ones by a paused -> paused transition when their next chunk moves,
+    running ones only by their chunks (and so chunk_end).
+    """
+    if not chunk_jobs:
+        return 0, placement.Holds.from_busy([])
+    jobs = [job for job, _, _ in chunk_jobs]
+    by_id = {job.job_id: row for job, row, _ in chunk_jobs}
+    left_out = {job.job_id: dropped for job, _, dropped in chunk_jobs}
+    regions = [r for r in config.regions if r in windows.names]
     placements = chunking.plan_chunks(
         jobs, {r: f.forecast for r, f in forecasts.items()},
-        {r: config.regions[r].slots for r in regions}, epoch_now, busy)
+        {r: config.regions[r].slots for r in regions}, to_epoch(now), busy, windows)
     holds = placement.Holds.from_busy([placement.Busy(p.region, start, end) for p in placements
                                      for start, end in p.chunks])
     means = chunking.chunk_means({r: f.forecast for r, f in forecasts.items()}, placements)
