@@ -7,6 +7,7 @@ The schema is created and changed only through Alembic migrations in ``migration
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -89,6 +90,33 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+    # On SQLite the text conversion is done here in one C call each way: SQLAlchemy's
+    # (a format string in, a regular expression out, after the two methods above) was a
+    # third of writing a first plan for 100,000 jobs. The text is the same: SQLAlchemy's
+    # SQLite storage format is ISO 8601 with a space and microseconds.
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any]:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)  # type: ignore[return-value]
+        return _sqlite_text
+
+    def result_processor(self, dialect: Dialect, coltype: object
+                         ) -> Callable[[Any], datetime | None]:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)  # type: ignore[return-value]
+        return _sqlite_datetime
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use aware UTC")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_datetime(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class JSONList(TypeDecorator[list[Any]]):

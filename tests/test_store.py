@@ -432,3 +432,24 @@ def test_refresh_outcomes_and_the_heartbeat_keep_one_row_each(store: Store) -> N
     assert beat is not None
     assert (beat.pid, beat.hostname, beat.started_at, beat.stopped_at) == (
         200, "host-b", NOW + 2 * HOUR, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
+                           timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
+                                                      timezone(timedelta(hours=-8))])))
+def test_sqlite_times_are_stored_as_sqlalchemy_stores_them(moment: datetime) -> None:
+    """The store's own SQLite time conversion writes the text SQLAlchemy's DateTime wrote
+    and reads it back to the same instant, so databases written before it read the same."""
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from scheduler.models import UTCDateTime
+
+    dialect = sqlite_dialect.dialect()
+    plain = sqlite_dialect.DATETIME()
+    naive_utc = moment.astimezone(UTC).replace(tzinfo=None)
+    stored = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)(moment)
+    assert stored == plain.bind_processor(dialect)(naive_utc)
+    read = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)(stored)
+    assert read == moment and read.tzinfo == UTC
+    assert read == plain.result_processor(dialect, None)(stored).replace(tzinfo=UTC)
