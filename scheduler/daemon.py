@@ -552,6 +552,7 @@ class Daemon:
         disk) is retried on the next tick with nothing forgotten."""
         if job.slurm_job_id is not None:
             return True  # a Slurm job: the Slurm executor follows it
+        self._pause("before-reap", job.id)
         log_dir = self.config.daemon.log_dir
         process = self._children.get(job.id)
         wrapper_exit = None if process is None else process.poll()
@@ -560,6 +561,11 @@ class Daemon:
         outcome = launcher.check(log_dir, job.id, job.pid, job.pid_started_at, wrapper_exit)
         if outcome is None:
             return True
+        if job.cancel_requested_at is None:
+            # Read before this tick's cancels: a cancel stores its request before it sends
+            # SIGTERM, so a job that has ended since shows the request when read again (it
+            # ended cancelled, not failed).
+            job = self.store.get_job(job.id)
         if outcome.never_started and process is not None and job.cancel_requested_at is None:
             # Its own wrapper stopped before starting the command: no crash to recover
             # from, so no second try (a broken install would relaunch it every tick).

@@ -349,6 +349,31 @@ def test_a_cancel_that_reaches_a_job_after_it_exited_keeps_its_real_outcome(
     assert daemon.stop() == 0
 
 
+def test_a_job_a_cancel_ends_while_the_tick_holds_its_old_row_ends_cancelled(
+    csv_workspace: Callable[..., Workspace], tmp_path: Path,
+) -> None:
+    """The tick read the running job before the cancel stored its request; the cancel's
+    SIGTERM then ended it before the tick reaped it: it is cancelled, not failed."""
+    ws = csv_workspace(flat_forecast(), daemon='tick = "1s"\nkill_grace = "60s"')
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    job_id = add_due_job(ws, ["sleep", "60"], tmp_path)
+    daemon = DaemonProcess(ws, extra_env={"GRIDSHIFT_TEST_PAUSE_AT": "before-reap",
+                                          "GRIDSHIFT_TEST_PAUSE_DIR": str(pauses)})
+    wait_for((pauses / f"before-reap-job-{job_id}.reached").exists,
+             what="a tick to reach the running job")
+    status = launcher.status_path_for(ws.log_dir, job_id)
+    assert not status.exists()
+    cancel = ws.cli("cancel", str(job_id))
+    assert cancel.returncode == 0, cancel.stderr
+    wait_for(status.exists, what="the wrapper to record the command's end")
+    (pauses / f"before-reap-job-{job_id}.release").touch()
+    ended = wait_state(ws, job_id, ENDED)
+    assert (ended.state, ended.exit_code) == (JobState.CANCELLED, -signal.SIGTERM), (
+        ended.end_reason)
+    assert daemon.stop() == 0
+
+
 def test_the_wrapper_refuses_arguments_and_runs_nothing_without_a_whole_spec(
     tmp_path: Path,
 ) -> None:
