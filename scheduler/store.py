@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -601,6 +602,11 @@ class Store:
                 events.append((plan.job_id, at, row.state, JobState.PLANNED.value,
                                f"{verb}: {plan.describe()}"))
             mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+            # In id order: a re-plan lists jobs in placement order, and 100,000 updates at
+            # random places in the table took three times as long (pages read and written
+            # again and again once they no longer fit the cache).
+            rows.sort(key=itemgetter(-1))
+            events.sort(key=itemgetter(0))
             if rows:
                 states = ", ".join(f"'{state}'" for state in unstarted)
                 connection.exec_driver_sql(
