@@ -168,15 +168,16 @@ class Job(Base):
         CheckConstraint(f"state IN ({_STATES})", name="ck_jobs_state"),
         CheckConstraint("duration_s > 0", name="ck_jobs_duration_positive"),
         CheckConstraint("power_watts > 0", name="ck_jobs_power_positive"),
-        Index("ix_jobs_state", "state"),
         Index("ix_jobs_submitted_at", "submitted_at"),
         Index("ix_jobs_owner_uid", "owner_uid"),
         Index("ix_jobs_array_id", "array_id"),
-        Index("ix_jobs_state_planned_start", "state", "planned_start"),  # due launches
+        # Due launches; any lookup by state (migration 0009 dropped an index of state
+        # alone, which this one covers).
+        Index("ix_jobs_state_planned_start", "state", "planned_start"),
         Index("ix_jobs_slurm_region", "slurm_region"),  # the jobs held in Slurm, every tick
         Index("ix_jobs_interruptible", "interruptible"),  # what a re-plan chunks
         # Report order, covering what a report filters on first (migration 0003; the store
-        # names it in report queries, where SQLite would otherwise pick ix_jobs_state).
+        # names it in report queries, where SQLite would otherwise pick a state index).
         Index(REPORT_ORDER_INDEX, "started_at", "id", "state",
               sqlite_where=text("started_at IS NOT NULL"),
               postgresql_where=text("started_at IS NOT NULL")),

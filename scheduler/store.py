@@ -1056,7 +1056,7 @@ class ReportSums:
 
 
 # Reports read jobs in the order of this partial index. SQLite would otherwise pick
-# ix_jobs_state and sort every row (a fifth of a 100,000-job report's read time); its
+# an index of state and sort every row (a fifth of a 100,000-job report's read time); its
 # dialect in SQLAlchemy renders no index hints, so the FROM is text and the columns are
 # unbound ones of the same types. PostgreSQL's planner needs no hint.
 _JOBS_IN_REPORT_ORDER = text(f"jobs INDEXED BY {REPORT_ORDER_INDEX}")
