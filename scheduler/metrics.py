@@ -112,6 +112,9 @@ class DaemonMetrics:
         self._job_counts: Mapping[str, int] = {}
         # Replaced whole, never changed in place: a scrape may iterate it meanwhile.
         self._forecasts: Mapping[tuple[str, str], ZoneForecast] = {}
+        # Whether the live figures are kept: from ``load`` on, which ``start`` runs when
+        # /metrics is served. Unserved, a refresh need not read its forecast back.
+        self._loaded = False
         registry.register(_LiveFigures(self))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -147,7 +150,8 @@ class DaemonMetrics:
 
     def load(self, store: Store, now: datetime) -> None:
         """Counters from the database's sums (one GROUP BY query), job counts and
-        forecasts as stored."""
+        forecasts as stored; from now on each new forecast is kept too."""
+        self._loaded = True
         for row in _stored_fact_sums(store):
             region, outcome, method = row.region, row.outcome, row.method or UNKNOWN_METHOD
             self.finished.labels(region, outcome).inc(row.jobs)
@@ -203,7 +207,7 @@ class DaemonMetrics:
         """A forecast or actuals fetch ended: count a failure, keep a new forecast."""
         if not result.ok:
             self.provider_failures.labels(result.provider).inc()
-        elif result.kind == "forecast":
+        elif result.kind == "forecast" and self._loaded:
             self._load_forecast(store, result.provider, result.zone, now, now)
 
     # Inside -------------------------------------------------------------------------------
