@@ -128,6 +128,8 @@ class ChunkJob:
 
     def target(self, chunks: int) -> float:
         """Seconds that ``chunks`` chunks hold: the work plus each relaunch's overhead."""
+        if not self.restart_overhead_s:
+            return self.work_s
         return self.work_s + (chunks - 1 + self.relaunches()) * self.restart_overhead_s
 
     def one_chunk_only(self) -> bool:
@@ -824,12 +826,12 @@ def _runs(cells: _Cells, lo: int, chosen: BoolArray, head: tuple[float, float] |
         first = (np.flatnonzero(chosen & (~previous | gap)) + lo).tolist()
         last = (np.flatnonzero(chosen & (~following | gap_after)) + lo).tolist()
     else:
-        edges = (np.flatnonzero(chosen[1:] != chosen[:-1]) + (lo + 1)).tolist()
-        if chosen[0]:
-            edges.insert(0, lo)
-        if chosen[-1]:
-            edges.append(lo + count)
-        first, last = edges[0::2], [end - 1 for end in edges[1::2]]
+        # Where the chosen cells begin and end (exclusive): alternate changes of a padded mask.
+        padded = np.zeros(count + 2, dtype=np.bool_)
+        padded[1:-1] = chosen
+        edges = (padded[1:] != padded[:-1]).nonzero()[0].tolist()
+        first = [lo + a for a in edges[0::2]]
+        last = [lo + b - 1 for b in edges[1::2]]
     start_list, end_list = cells.start_list, cells.end_list
     runs = [[start_list[a], end_list[b]] for a, b in zip(first, last, strict=True)]
     if head is not None:
@@ -874,7 +876,9 @@ def _trim(job: ChunkJob, cells: _Cells, runs: list[list[float]], wanted: float,
         # A whole run no longer than the excess may go (ties at the threshold can choose
         # more runs of the minimum chunk than the work needs): the dirtiest such run, when
         # it is dirtier than any end that could be cut instead.
-        droppable = [(cells.cost(start, end) / (end - start), index)
+        # Runs lie on covered cells: their cost is a difference of the integral.
+        droppable = [((cells.integral_to(end) - cells.integral_to(start)) / (end - start),
+                      index)
                      for index, (start, end) in enumerate(runs)
                      if len(runs) > 1 and end - start <= excess + _TIME_EPS
                      and not (index == 0 and first_min is not None)]

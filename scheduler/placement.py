@@ -124,6 +124,11 @@ class JobColumns:
     def __len__(self) -> int:
         return len(self.job_ids)
 
+    def take(self, rows: IntArray) -> JobColumns:
+        picked = rows.tolist()
+        return JobColumns(self.job_ids[rows], self.durations[rows], self.not_before[rows],
+                          self.deadlines[rows], [self.regions[row] for row in picked])
+
     def __add__(self, other: JobColumns) -> JobColumns:
         return JobColumns(np.concatenate((self.job_ids, other.job_ids)),
                           np.concatenate((self.durations, other.durations)),
@@ -655,16 +660,19 @@ def plan(
         return Placements.empty()
     columns = jobs if isinstance(jobs, JobColumns) else JobColumns.from_requests(jobs)
     count = len(columns)
-    if windows is None:
-        windows = cleanest_windows(columns, forecasts, now)
-    elif len(windows.keys) != count:
+    if windows is not None and len(windows.keys) != count:
         raise ValueError("windows must have one row per job")
     job_ids, duration = columns.job_ids, columns.durations
     not_before, deadline = columns.not_before, columns.deadlines
     order = np.lexsort((job_ids, deadline - duration - now))
+    if windows is None:  # searched in placement order: nothing to permute
+        windows = cleanest_windows(columns.take(order), forecasts, now)
+        position, keys, starts = windows.position, windows.keys, windows.starts
+    else:
+        position, keys = windows.position[order], windows.keys[order]
+        starts = windows.starts[order]
     names = windows.names
-    job_ids, duration, position = job_ids[order], duration[order], windows.position[order]
-    keys, starts = windows.keys[order], windows.starts[order]
+    job_ids, duration = job_ids[order], duration[order]
     earliest = np.maximum(not_before[order], now)
     latest = np.maximum(deadline[order] - duration, earliest)
 
