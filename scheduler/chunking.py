@@ -359,8 +359,12 @@ def single_blocks(jobs: Sequence[ChunkJob], now: float) -> JobColumns:
     earliest = np.array([_earliest(job, now) for job in jobs], dtype=np.float64)
     running = np.array([job.running_since is not None for job in jobs], dtype=np.bool_)
     deadlines = np.where(running, earliest + durations, [job.deadline for job in jobs])
-    # The planner's latest start is deadline - duration: for a running job exactly now.
-    while (late := running & (deadlines - durations > earliest)).any():
+    # The planner's latest start is deadline - duration: for a running job exactly now
+    # (the sum may round up by an ulp).
+    for _ in range(4):
+        late = running & (deadlines - durations > earliest)
+        if not late.any():
+            break
         deadlines[late] = np.nextafter(deadlines[late], -np.inf)
     return JobColumns(np.array([job.job_id for job in jobs], dtype=np.int64), durations,
                       earliest, deadlines, [job.regions for job in jobs])

@@ -17,9 +17,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.chunking import EXACT_MAX_CELLS, ChunkJob, ChunkPlacement, plan_chunks
+from scheduler.chunking import (
+    EXACT_MAX_CELLS,
+    ChunkJob,
+    ChunkPlacement,
+    plan_chunks,
+    single_blocks,
+)
 from scheduler.intensity import Forecast
-from scheduler.placement import Busy, JobRequest, PlacementReason, plan
+from scheduler.placement import (
+    Busy,
+    Holds,
+    JobColumns,
+    JobRequest,
+    PlacementReason,
+    cleanest_windows,
+    plan,
+)
 
 UNIT = 300.0  # five minutes: every time in a scenario is a whole number of units
 HOUR = 3600.0
@@ -344,6 +358,39 @@ def test_chunks_never_put_a_region_over_its_slots(data: st.DataObject, step: flo
     for region in ("north", "south"):
         for moment in moments:
             assert held_at(placements, busy, region, moment) <= slots
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), st.integers(1, 3))
+def test_one_search_for_whole_and_chunked_jobs_plans_as_two_searches(
+    data: st.DataObject, slots: int,
+) -> None:
+    """A re-plan searches its whole jobs' windows and its interruptible jobs' single
+    blocks in one pass: every placement is what each planner finds searching alone."""
+    forecasts = {"north": two_valleys(HOUR), "south": two_valleys(UNIT)}
+    names = ("north", "south")
+    whole = [JobRequest(100 + i, data.draw(st.integers(1, 6)) * 1800.0,
+                        data.draw(st.integers(0, 4)) * HOUR, 12 * HOUR,
+                        names[: data.draw(st.integers(1, 2))])
+             for i in range(data.draw(st.integers(0, 6)))]
+    running_since = data.draw(st.sampled_from([None, -600.0]))
+    chunked = [ChunkJob(i, data.draw(st.integers(1, 8)) * 1800.0, 0.0, 12 * HOUR,
+                        names[data.draw(st.integers(0, 1)):], 1800.0,
+                        data.draw(st.sampled_from([None, 2])),
+                        running_since=running_since if i == 0 else None)
+               for i in range(data.draw(st.integers(1, 6)))]
+    now = 0.0
+    region_slots = dict.fromkeys(names, slots)
+    columns = JobColumns.from_requests(whole)
+    windows = cleanest_windows(columns + single_blocks(chunked, now), forecasts, now)
+    shared = plan(columns, forecasts, region_slots, now, windows=windows.rows(0, len(whole)))
+    alone = plan(columns, forecasts, region_slots, now)
+    assert list(shared) == list(alone)
+    held = Holds.from_placements(alone, columns.durations[
+        np.searchsorted(columns.job_ids, alone.job_ids)])
+    assert plan_chunks(chunked, forecasts, region_slots, now, held, windows.rows(
+        len(whole), len(whole) + len(chunked))) == plan_chunks(
+        chunked, forecasts, region_slots, now, held)
 
 
 def test_a_full_valley_sends_the_second_job_to_the_other_one() -> None:
