@@ -91,10 +91,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
 
-    # On SQLite the text conversion is done here in one C call each way: SQLAlchemy's
-    # (a format string in, a regular expression out, after the two methods above) was a
-    # third of writing a first plan for 100,000 jobs. The text is the same: SQLAlchemy's
-    # SQLite storage format is ISO 8601 with a space and microseconds.
+    # On SQLite the text conversion is done here, in one C call each way, instead of
+    # SQLAlchemy's format string in and regular expression out after the two methods
+    # above: a first plan of a large queue converts every job's times. The text is the
+    # same: SQLAlchemy's SQLite storage format is ISO 8601 with a space and microseconds.
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any]:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)  # type: ignore[return-value]

@@ -221,14 +221,16 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
     forecasts = (cache.forecasts(store, config, regions, now) if cache is not None else
                  load_forecasts(store, config, regions, now, from_epoch(max(deadlines))))
     epoch_now = to_epoch(now)
-    whole_columns = whole.columns(forecasts)
+    comparable = whole.comparable(forecasts)
+    whole_columns = whole.columns(comparable)
     chunk_jobs = _chunk_jobs(chunked, forecasts, epoch_now)
     windows = placement.cleanest_windows(
         whole_columns + chunking.single_blocks([job for job, _, _ in chunk_jobs], epoch_now),
         {r: f.forecast for r, f in forecasts.items()}, epoch_now)
     split = len(whole_columns)
-    moved, whole_holds = _replan_whole(store, config, now, whole, whole_columns, forecasts,
-                                       windows.rows(0, split), running)
+    moved, whole_holds = _replan_whole(store, config, now, whole.queued, comparable,
+                                       whole_columns, forecasts, windows.rows(0, split),
+                                       running)
     running_whole = [job for job in running if job.interruptible is None]
     busy = placement.Holds.from_busy([b for b in _busy(running_whole, now)
                                     if b.region in config.regions]) + whole_holds
@@ -277,9 +279,10 @@ class _WholeQueue:
         return {key: split_comparable(usable, forecasts)
                 for key, usable in self.configured.items() if usable}
 
-    def columns(self, forecasts: Mapping[str, RegionForecast]) -> placement.JobColumns:
+    def columns(self, comparable: Mapping[tuple[str, ...], tuple[list[str], list[str]]]
+                ) -> placement.JobColumns:
+        """The kept jobs as the planner reads them, each with its regions to plan over."""
         queued, kept = self.queued, self.kept
-        comparable = self.comparable(forecasts)
         return placement.JobColumns(
             np.array(queued.ids, dtype=np.int64)[kept],
             np.array(queued.durations, dtype=np.float64)[kept],
@@ -288,19 +291,20 @@ class _WholeQueue:
             [tuple(comparable[queued.regions[row]][0]) for row in kept.tolist()])
 
 
-def _replan_whole(store: Store, config: Config, now: datetime, whole: _WholeQueue,
+def _replan_whole(store: Store, config: Config, now: datetime, queued: UnstartedJobs,
+                  comparable: Mapping[tuple[str, ...], tuple[list[str], list[str]]],
                   columns: placement.JobColumns, forecasts: Mapping[str, RegionForecast],
                   windows: placement.CleanestWindows, running: Sequence[Job]
                   ) -> tuple[int, placement.Holds]:
-    """Re-place every whole job that has not started (``columns``, searched in
-    ``windows``); return how many moved and the slots their placements hold.
+    """Re-place every whole job that has not started (``columns``, the kept rows of
+    ``queued``, searched in ``windows``); return how many moved and the slots their
+    placements hold.
 
     The queue is read, placed and compared with its stored plans as columns: a re-plan of
     100,000 jobs touches Python objects only for the jobs whose plan changed.
     """
     if not len(columns):
         return 0, placement.Holds.from_busy([])
-    queued = whole.queued
     regions = [r for r in config.regions if r in windows.names]
     placements = placement.plan(
         columns, {r: f.forecast for r, f in forecasts.items()},
@@ -311,7 +315,7 @@ def _replan_whole(store: Store, config: Config, now: datetime, whole: _WholeQueu
     placed = np.searchsorted(ids, placements.job_ids)  # queued row of each placement
     vintages = _newest_vintages(placements, durations[placed], forecasts)
     holds = placement.Holds.from_placements(placements, durations[placed])
-    notes = _notes(queued, placed, placements, whole.comparable(forecasts), forecasts)
+    notes = _notes(queued, placed, placements, comparable, forecasts)
     changed = np.flatnonzero(~_unchanged(queued, placed, placements, vintages, notes))
     updates = []
     moves: list[tuple[int, PlanUpdate]] = []

@@ -577,8 +577,8 @@ class Store:
                        "planned_intensity, CAST(planned_vintage AS VARCHAR), plan_note, "
                        "plan_reason")
             for first in range(0, len(ids), _IDS_PER_QUERY):
-                # Ids written into the statement (integers only): binding 100,000 of them
-                # one by one cost more than the database's work.
+                # Ids written into the statement (integers only), not bound one by one:
+                # a first plan lists every job of the queue.
                 listed = ",".join(map(str, ids[first:first + _IDS_PER_QUERY]))
                 current.update((row[0], row) for row in connection.exec_driver_sql(
                     f"SELECT {columns} FROM jobs WHERE id IN ({listed})").fetchall())
@@ -602,9 +602,9 @@ class Store:
                 events.append((plan.job_id, at, row.state, JobState.PLANNED.value,
                                f"{verb}: {plan.describe()}"))
             mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-            # In id order: a re-plan lists jobs in placement order, and 100,000 updates at
-            # random places in the table took three times as long (pages read and written
-            # again and again once they no longer fit the cache).
+            # In id order: a re-plan lists jobs in placement order, and updates at random
+            # places in a large table read and write its pages again and again once they
+            # no longer fit SQLite's cache.
             rows.sort(key=itemgetter(-1))
             events.sort(key=itemgetter(0))
             if rows:
