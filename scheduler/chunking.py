@@ -275,7 +275,7 @@ def plan_chunks(
     order = [jobs[row] for row in rows]
     names = windows.names
     cells = {name: _Cells.of(forecasts.get(name, Forecast.empty())) for name in names}
-    singles = _single_blocks(order, rows, windows, cells)
+    singles = _single_blocks(order, rows, windows)
     best = [_cheapest(job, cells, single, now) for job, single in zip(order, singles.plans,
                                                                          strict=True)]
 
@@ -370,8 +370,8 @@ def single_blocks(jobs: Sequence[ChunkJob], now: float) -> JobColumns:
                       earliest, deadlines, [job.regions for job in jobs])
 
 
-def _single_blocks(order: Sequence[ChunkJob], rows: Sequence[int], windows: CleanestWindows,
-                   cells: Mapping[str, _Cells]) -> _Singles:
+def _single_blocks(order: Sequence[ChunkJob], rows: Sequence[int], windows: CleanestWindows
+                   ) -> _Singles:
     """Per job (``order``, row ``rows[i]`` of ``windows``), its cleanest single block over
     its regions, capacity ignored, ranked by the planner's rules."""
     picked = np.array(rows, dtype=np.int64)
