@@ -70,7 +70,7 @@ def job_rows(count: int, rng: random.Random) -> list[dict[str, Any]]:
             "power_watts": rng.choice((150.0, 300.0, 700.0)), "submitted_at": submitted,
             "planned_region": region, "planned_start": planned,
             "planned_intensity": rng.uniform(50, 400), "planned_vintage": submitted,
-            "plan_note": "cleanest covered window",
+            "plan_reason": 1, "plan_replayed": False,
             "signal": "marginal" if region == "west" else "average",
             "run_now_intensity": rng.uniform(100, 500), "run_region": region,
             "started_at": started, "ended_at": ended, "exit_code": 0, "pid": 10_000 + number,

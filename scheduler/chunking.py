@@ -11,7 +11,7 @@ or extended, but the run so far plus that chunk is at least ``min_chunk_s``, and
 never empty. The cost of a plan is its forecast emissions: the integral of the forecast
 over its chunks (intensity x seconds; power is the job's own, the same in every region).
 Times, forecasts (``placement.Forecast``), held slots (``placement.Holds``) and placement
-reasons (``placement.PlacementReason``) are the planner's.
+reasons (``records.PlacementReason``) are the planner's.
 
 What is exact and what is not:
 
@@ -73,7 +73,6 @@ from scheduler.placement import (
     CleanestWindows,
     Holds,
     JobColumns,
-    PlacementReason,
     _cleanest_with_room,
     _Occupancy,
     _prefix_that_fits,
@@ -81,6 +80,7 @@ from scheduler.placement import (
     _Region,
     cleanest_windows,
 )
+from scheduler.records import PlacementReason
 
 # Jobs whose window spans at most this many cells in every region are placed exactly.
 EXACT_MAX_CELLS = 12

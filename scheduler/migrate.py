@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # SQLAlchemy loads only when a migration is checked
 log = logging.getLogger("gridshift.migrate")
 
 # The newest revision in migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 # The PostgreSQL advisory lock that makes migrations take turns (see ``upgrade``).
 MIGRATION_LOCK_KEY = 0x6772_6964_7368_02
 

@@ -243,8 +243,9 @@ class Job(Base):
     # Job arrays: array_id is the id of the array's first job (as in Slurm).
     array_id: Mapped[int | None] = mapped_column(Integer, default=None)
     array_index: Mapped[int | None] = mapped_column(Integer, default=None)
-    # Why the job is placed where it is: placement.PlacementReason flags (migration 0005;
-    # NULL for jobs planned before it, whose plan_note alone says it).
+    # Why the job is placed where it is: records.PlacementReason flags (migration 0005;
+    # NULL for jobs planned before it, whose plan_note alone says it). With the plan_*
+    # columns of migration 0010 it is what `show` puts into words (records.plan_note).
     plan_reason: Mapped[int | None] = mapped_column(Integer, default=None)
     # Slurm regions (migration 0006): the Slurm job that runs this job, kept once it ended;
     # slurm_region is where a Slurm job is held for it (NULL once gridshift is done with
@@ -281,6 +282,14 @@ class Job(Base):
     # When the checkpoint signal was sent to the current run: its grace counts from here,
     # across a daemon restart.
     checkpoint_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    # The rest of a plan's note (migration 0010), beside plan_reason: the regions left out
+    # of the comparison (NULL: none), whether the region's intensity was replayed from
+    # bundled data, and an interruptible plan's number of chunks (NULL for a whole job).
+    # plan_note keeps only the words of jobs planned before these were stored.
+    plan_left_out: Mapped[list[Any] | None] = mapped_column(JSONList, default=None)
+    plan_replayed: Mapped[bool | None] = mapped_column(default=None)
+    plan_chunk_count: Mapped[int | None] = mapped_column(Integer, default=None)
 
     # The plan's figure changes at every re-plan until the job starts: computed by the
     # database in each SELECT from the plan's own columns, never stored (a job just

@@ -37,7 +37,7 @@ what the greedy would do, see ``_prefix_that_fits``). Only from the first job th
 not fit does the greedy go job by job; a job whose cleanest window is full searches the
 stretches of time that still have room, region by region, cleanest region first.
 Placements come back as columns (``Placements``), and their reasons as flags
-(``PlacementReason``), turned into words by ``describe`` only where they are shown.
+(``PlacementReason``), turned into words by ``records.describe`` only where they are shown.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntFlag
 from itertools import chain
 from operator import attrgetter
 
@@ -60,6 +59,7 @@ from scheduler.intensity import (
     IntArray,
     PrefixIntegral,
 )
+from scheduler.records import PlacementReason
 from scheduler.units import GRAMS_PER_KWH
 
 _max = np.maximum.reduce  # without ndarray.max's Python wrapper: called once per job
@@ -227,37 +227,6 @@ class Holds:
         region = mapped[self.region] if len(self.region) else self.region
         keep = (region >= 0) & (self.ends > self.starts)
         return region[keep], self.starts[keep], self.ends[keep]
-
-
-class PlacementReason(IntFlag):
-    """Why a job was placed where it was. A placement carries one of COVERED_WINDOW,
-    NO_COVERAGE or neither (every covered window was full, so it runs uncovered), plus
-    any of the flags after them; ``describe`` turns it into words, only when printed."""
-
-    COVERED_WINDOW = 1  # the cleanest fully covered window (with a free slot, if MOVED)
-    NO_COVERAGE = 2  # no region has forecasts covering a feasible window
-    MOVED_FOR_SLOT = 4  # its cleanest window was full: the best one with a free slot
-    WAITING_FOR_SLOT = 8  # no window had room anywhere: it waits at its cleanest window
-    CANNOT_MEET_DEADLINE = 16  # it cannot finish by its deadline: starts as early as it may
-
-
-def describe(reason: PlacementReason) -> str:
-    """The words for a placement's reason, as ``show`` prints and the store keeps them."""
-    moved = PlacementReason.MOVED_FOR_SLOT in reason
-    parts = []
-    if PlacementReason.CANNOT_MEET_DEADLINE in reason:
-        parts.append("cannot finish by its deadline: starts as early as possible")
-    if PlacementReason.COVERED_WINDOW in reason:
-        parts.append("cleanest covered window with a free slot" if moved
-                     else "cleanest covered window")
-    elif PlacementReason.NO_COVERAGE in reason:
-        parts.append("no region has forecasts covering a feasible window: earliest feasible "
-                     "start" + (" with a free slot" if moved else ""))
-    elif moved:
-        parts.append("every covered window is full: earliest window with a free slot")
-    if PlacementReason.WAITING_FOR_SLOT in reason:
-        parts.append("every feasible window is full: waits for a free slot")
-    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -925,11 +894,3 @@ def comparable_regions(regions: Sequence[str], units: Mapping[str, str]) -> list
         return [r for r in regions if known.get(r, GRAMS_PER_KWH) == GRAMS_PER_KWH]
     first = next(iter(known))
     return [r for r in regions if r == first or r not in known]
-
-
-def left_out_note(regions: Sequence[str]) -> str:
-    """What a plan's note adds for regions ``comparable_regions`` left out."""
-    if not regions:
-        return ""
-    return (f"; left out {', '.join(regions)}: a percentile index ranks times within its own "
-            f"region only")

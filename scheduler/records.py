@@ -5,9 +5,10 @@ Their own module, free of SQLAlchemy, so that the client can use them without im
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import IntFlag
 from typing import Any
 
 from scheduler.units import GRAMS_PER_KWH
@@ -20,6 +21,54 @@ INTERRUPTIBLE_MODES = (SUSPEND, CHECKPOINT)
 # An interruptible job's shortest chunk when its submitter does not say (submit, the
 # planner for jobs stored without one, the simulator's workloads).
 DEFAULT_MIN_CHUNK_S = 30 * 60
+
+
+class PlacementReason(IntFlag):
+    """Why a job was placed where it was. A placement carries one of COVERED_WINDOW,
+    NO_COVERAGE or neither (every covered window was full, so it runs uncovered), plus
+    any of the flags after them; ``describe`` turns it into words, only when printed."""
+
+    COVERED_WINDOW = 1  # the cleanest fully covered window (with a free slot, if MOVED)
+    NO_COVERAGE = 2  # no region has forecasts covering a feasible window
+    MOVED_FOR_SLOT = 4  # its cleanest window was full: the best one with a free slot
+    WAITING_FOR_SLOT = 8  # no window had room anywhere: it waits at its cleanest window
+    CANNOT_MEET_DEADLINE = 16  # it cannot finish by its deadline: starts as early as it may
+
+
+def describe(reason: PlacementReason) -> str:
+    """The words for a placement's reason, as ``show`` prints them."""
+    moved = PlacementReason.MOVED_FOR_SLOT in reason
+    parts = []
+    if PlacementReason.CANNOT_MEET_DEADLINE in reason:
+        parts.append("cannot finish by its deadline: starts as early as possible")
+    if PlacementReason.COVERED_WINDOW in reason:
+        parts.append("cleanest covered window with a free slot" if moved
+                     else "cleanest covered window")
+    elif PlacementReason.NO_COVERAGE in reason:
+        parts.append("no region has forecasts covering a feasible window: earliest feasible "
+                     "start" + (" with a free slot" if moved else ""))
+    elif moved:
+        parts.append("every covered window is full: earliest window with a free slot")
+    if PlacementReason.WAITING_FOR_SLOT in reason:
+        parts.append("every feasible window is full: waits for a free slot")
+    return "; ".join(parts)
+
+
+def plan_note(reason: int, left_out: Sequence[str] = (), replayed: bool = False,
+              chunk_count: int | None = None) -> str:
+    """A plan's note, the words ``show`` prints for how a job was placed: its reason, how
+    many chunks an interruptible job's plan has, the regions left out of the comparison
+    (``placement.comparable_regions``: a percentile index ranks times within its own region
+    only) and whether the region's intensity is replayed from bundled data (the demo)."""
+    words = describe(PlacementReason(reason))
+    if chunk_count is not None and chunk_count > 1:
+        words += f"; in {chunk_count} chunks"
+    if left_out:
+        words += (f"; left out {', '.join(left_out)}: a percentile index ranks times within "
+                  f"its own region only")
+    if replayed:
+        words += "; intensity replayed from bundled data"
+    return words
 
 
 @dataclass(frozen=True)

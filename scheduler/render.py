@@ -32,6 +32,7 @@ from enum import Enum
 from typing import IO, TYPE_CHECKING, Any
 
 from scheduler import accounting
+from scheduler.records import PlacementReason, plan_note
 from scheduler.timespec import format_duration, format_local, format_local_iso, iso_utc
 from scheduler.units import PERCENTILE
 
@@ -40,8 +41,10 @@ if TYPE_CHECKING:  # models imports SQLAlchemy, which the fast submit path never
     from scheduler.models import Job, JobEvent, JobRun
     from scheduler.records import ChunkPlan
 
-# The plan note of a job placed as asked: `submit` prints a note only for the others.
-USUAL_PLAN_NOTE = "cleanest covered window"
+# The plan reason of a job placed as asked (``plan_reason``'s text): `submit` prints the
+# plan's note only for the others, and for plans that left regions out or used replayed
+# data.
+USUAL_PLAN_REASON = "covered_window"
 STATE_ORDER = ("queued", "planned", "running", "paused", "succeeded", "failed", "cancelled",
                "lost")
 # An array's id cell lists at most this many index ranges (Slurm style), then "...".
@@ -112,6 +115,7 @@ class DocumentKey:
     column: str | None = None
     form: Form = Form.VALUE
     derive: Derive | None = None
+    reads: tuple[str, ...] = ()  # the jobs columns a derived key reads besides the keys
 
 
 def _stored(name: str, form: Form = Form.VALUE, column: str | None = None) -> DocumentKey:
@@ -128,6 +132,39 @@ def _planned_end(document: Mapping[str, Sequence[Any]], _: Config | None) -> lis
             for start, seconds, chunk_end in zip(document["planned_start"],
                                                  document["duration_s"],
                                                  document["chunk_end"], strict=True)]
+
+
+def _plan_note(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
+    return [_plan_words(reason, _text(left_out), replayed, chunks, words)
+            for reason, left_out, replayed, chunks, words in zip(
+                document["plan_reason"], document["plan_left_out"], document["plan_replayed"],
+                document["plan_chunk_count"], document["plan_note"], strict=True)]
+
+
+@functools.lru_cache(maxsize=1024)  # few distinct notes in a large queue
+def _plan_words(reason: int | None, left_out: str | None, replayed: Any, chunks: int | None,
+                stored_words: str | None) -> str | None:
+    """A plan's note in words (records.plan_note) from its stored parts; for a job planned
+    before they were stored (migration 0010), the words stored then."""
+    if reason is None or stored_words is not None:
+        return stored_words
+    return plan_note(reason, json.loads(left_out) if left_out else (), bool(replayed), chunks)
+
+
+def _text(value: Any) -> Any:
+    """A stored list as its JSON text (an ORM row holds the list itself)."""
+    return json.dumps(value) if isinstance(value, list) else value
+
+
+def _plan_reason(document: Mapping[str, Sequence[Any]], _: Config | None) -> list[Any]:
+    return [None if reason is None else _reason_names(reason)
+            for reason in document["plan_reason"]]
+
+
+@functools.lru_cache(maxsize=64)
+def _reason_names(reason: int) -> str:
+    """The reason flags' names, lower case, joined by "|": ``covered_window|moved_for_slot``."""
+    return "|".join(str(flag.name).lower() for flag in PlacementReason(reason))
 
 
 def _embodied(document: Mapping[str, Sequence[Any]], config: Config | None) -> list[Any]:
@@ -156,7 +193,10 @@ JOB_DOCUMENT: tuple[DocumentKey, ...] = (
     _stored("cwd"), _stored("duration_s"), _stored("not_before", Form.TIME),
     _stored("deadline", Form.TIME), _stored("regions", Form.LIST), _stored("power_watts"),
     _stored("signal"), _stored("planned_region"), _stored("planned_start", Form.TIME),
-    _stored("planned_intensity"), _stored("planned_vintage", Form.TIME), _stored("plan_note"),
+    _stored("planned_intensity"), _stored("planned_vintage", Form.TIME),
+    DocumentKey("plan_note", derive=_plan_note,
+                reads=("plan_reason", "plan_left_out", "plan_replayed", "plan_chunk_count",
+                       "plan_note")),
     _stored("run_now_intensity"), _stored("submitted_at", Form.TIME), _stored("run_region"),
     _stored("started_at", Form.TIME), _stored("ended_at", Form.TIME), _stored("exit_code"),
     _stored("pid"), _stored("log_path"), _stored("deadline_missed", Form.FLAG),
@@ -177,9 +217,17 @@ JOB_DOCUMENT: tuple[DocumentKey, ...] = (
     _stored("restart_overhead_s"), _stored("checkpoint_signal"),
     _stored("checkpoint_grace_s"), _stored("work_done_s"), _stored("run_count"),
     _stored("chunk_end", Form.TIME),
+    # Why the job is placed where it is (the note puts it into words): records.
+    # PlacementReason's names, null for a job planned before they were stored; the regions
+    # left out of the comparison (null for none); whether the region's intensity was
+    # replayed from bundled data (the demo).
+    DocumentKey("plan_reason", derive=_plan_reason, reads=("plan_reason",)),
+    _stored("plan_left_out", Form.LIST), _stored("plan_replayed", Form.MAYBE_FLAG),
 )
-# The jobs columns the document is read from, in its order.
-DOCUMENT_COLUMNS = tuple(key.column for key in JOB_DOCUMENT if key.column is not None)
+# The jobs columns the document is read from, in its order, then those derived keys read.
+DOCUMENT_COLUMNS = tuple(dict.fromkeys(
+    [*(key.column for key in JOB_DOCUMENT if key.column is not None),
+     *(name for key in JOB_DOCUMENT for name in key.reads)]))
 # What `show --json` and `report --json` (and --csv, as JSON text) add after the job
 # document: an interruptible job's planned chunks (``chunk_json``) and its runs
 # (``run_json``), in order; empty lists for any other job.
@@ -201,6 +249,8 @@ def job_json(job: Job, config: Config | None = None) -> dict[str, Any]:
     """The job document (``JOB_DOCUMENT``) of an ORM Job."""
     values = {key.column: [_typed(getattr(job, key.column, None), key.form)]
               for key in JOB_DOCUMENT if key.column is not None}
+    for name in DOCUMENT_COLUMNS:
+        values.setdefault(name, [getattr(job, name, None)])
     return {name: column[0] for name, column in document_columns(values, config).items()}
 
 
@@ -425,7 +475,8 @@ def print_submitted(document: Mapping[str, Any]) -> None:
                      f"{intensity(document.get('planned_intensity'))} g/kWh "
                      f"(run now: {intensity(document.get('run_now_intensity'))} g/kWh)\n")
     note = document.get("plan_note")
-    if note and note != USUAL_PLAN_NOTE:
+    if note and (document.get("plan_reason") != USUAL_PLAN_REASON
+                 or document.get("plan_left_out") or document.get("plan_replayed")):
         message(f"note: {note}")
 
 

@@ -8,6 +8,7 @@ placements back as conditional updates.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -22,7 +23,7 @@ from scheduler import chunking, intensity, placement
 from scheduler.config import REPLAY_BASIS, Config
 from scheduler.errors import StateConflict
 from scheduler.models import Job, JobState
-from scheduler.records import CHECKPOINT, DEFAULT_MIN_CHUNK_S, ChunkPlan
+from scheduler.records import CHECKPOINT, DEFAULT_MIN_CHUNK_S, ChunkPlan, PlacementReason
 from scheduler.store import (
     InterruptibleRow,
     NewJob,
@@ -183,9 +184,9 @@ def _newest_vintages(placements: placement.Placements, durations: npt.NDArray[np
     return newest
 
 
-def _replayed_note(series: Series) -> str:
-    """What a plan's note adds when its region's data is replayed (the offline demo)."""
-    return "; intensity replayed from bundled data" if series.basis == REPLAY_BASIS else ""
+def _replayed(series: Series) -> bool:
+    """Whether a region's data is replayed (the offline demo): a plan's note says so."""
+    return series.basis == REPLAY_BASIS
 
 
 def _same_time(stored: float | None, new: float) -> bool:
@@ -315,28 +316,30 @@ def _replan_whole(store: Store, config: Config, now: datetime, queued: Unstarted
     placed = np.searchsorted(ids, placements.job_ids)  # queued row of each placement
     vintages = _newest_vintages(placements, durations[placed], forecasts)
     holds = placement.Holds.from_placements(placements, durations[placed])
-    notes = _notes(queued, placed, placements, comparable, forecasts)
-    changed = np.flatnonzero(~_unchanged(queued, placed, placements, vintages, notes))
+    left_out, replayed = _note_parts(queued, placed, placements, comparable, forecasts)
+    changed = np.flatnonzero(~_unchanged(queued, placed, placements, vintages, left_out,
+                                         replayed))
     updates = []
     moves: list[tuple[int, PlanUpdate]] = []
     # The changed rows' columns as Python values at once: a first plan writes every job.
     names = placements.region_names
-    for job_row, job_id, region, start, mean, vintage, note, reason in zip(
+    for job_row, job_id, region, start, mean, vintage, dropped, replay, reason in zip(
             placed[changed].tolist(), placements.job_ids[changed].tolist(),
             placements.region_index[changed].tolist(), placements.starts[changed].tolist(),
             placements.intensities[changed].tolist(), vintages[changed].tolist(),
-            notes[changed].tolist(), placements.reasons[changed].tolist(), strict=True):
+            left_out[changed].tolist(), replayed[changed].tolist(),
+            placements.reasons[changed].tolist(), strict=True):
         update = PlanUpdate(
             job_id=job_id, region=names[region], start=from_epoch(start),
             intensity=None if math.isnan(mean) else mean,
-            vintage=None if math.isnan(vintage) else from_epoch(vintage),
-            note=note, reason=reason)
+            vintage=None if math.isnan(vintage) else from_epoch(vintage), reason=reason,
+            left_out=tuple(json.loads(dropped)) if dropped else (), replayed=replay)
         updates.append(update)
         if queued.planned_start[job_row] is not None and (
                 queued.planned_region[job_row] != update.region
                 or not _same_time(queued.planned_start[job_row], start)):
             moves.append((job_row, update))
-        elif reason & placement.PlacementReason.NO_COVERAGE:
+        elif reason & PlacementReason.NO_COVERAGE:
             log.info("job %d: %s", job_id, update.note)
     _log_moves(queued, moves)
     return store.save_plans(updates, now), holds
@@ -439,12 +442,19 @@ def _replan_chunked(store: Store, config: Config, now: datetime,
     moved = 0
     for chosen, chunk_intensity, vintage in zip(placements, means, vintages, strict=True):
         row = by_id[chosen.job_id]
-        note = _chunk_note(chosen, left_out[row.id], forecasts[chosen.region].series)
+        update = PlanUpdate(
+            job_id=row.id, region=chosen.region,
+            start=from_epoch(chosen.chunks[0][0]), intensity=chosen.intensity,
+            vintage=None if vintage is None else from_epoch(vintage),
+            reason=int(chosen.reason), left_out=tuple(left_out[row.id]),
+            replayed=_replayed(forecasts[chosen.region].series),
+            chunk_count=len(chosen.chunks))
         if _same_chunks(row, chosen) and (
                 row.state == JobState.RUNNING.value
                 or (row.state != JobState.QUEUED.value
-                    and (row.planned_intensity, row.plan_note, row.plan_reason)
-                    == (chosen.intensity, note, int(chosen.reason))
+                    and row.planned_intensity == chosen.intensity
+                    and (row.plan_reason, row.plan_left_out, row.plan_replayed,
+                         row.plan_chunk_count, row.plan_note_cleared) == update.stored_note()
                     and ((row.planned_vintage is None and vintage is None)
                          or (vintage is not None and _same_time(row.planned_vintage,
                                                                 vintage))))):
@@ -455,11 +465,6 @@ def _replan_chunked(store: Store, config: Config, now: datetime,
                                                              strict=True)]
         if row.state == JobState.RUNNING.value:
             continue
-        update = PlanUpdate(
-            job_id=row.id, region=chosen.region,
-            start=from_epoch(chosen.chunks[0][0]), intensity=chosen.intensity,
-            vintage=None if vintage is None else from_epoch(vintage), note=note,
-            reason=int(chosen.reason))
         if row.state == JobState.PAUSED.value:
             moved += _save_paused_plan(store, row, update, now)
         else:
@@ -490,7 +495,7 @@ def _save_paused_plan(store: Store, row: InterruptibleRow, update: PlanUpdate,
     job was resumed meanwhile (its next re-plan sees it running)."""
     fields = {"planned_region": update.region, "planned_start": update.start,
               "planned_intensity": update.intensity, "planned_vintage": update.vintage,
-              "plan_note": update.note, "plan_reason": update.reason}
+              **update.note_columns()}
     moved = row.planned_region != update.region or not _same_time(
         row.planned_start, to_epoch(update.start))
     try:
@@ -502,15 +507,6 @@ def _save_paused_plan(store: Store, row: InterruptibleRow, update: PlanUpdate,
     except StateConflict:
         return 0
     return int(moved)
-
-
-def _chunk_note(chosen: chunking.ChunkPlacement, left_out: Sequence[str],
-                series: Series) -> str:
-    """A chunked plan's note: the reason in words, how many chunks, regions left out."""
-    count = len(chosen.chunks)
-    return (placement.describe(chosen.reason)
-            + (f"; in {count} chunks" if count > 1 else "")
-            + placement.left_out_note(left_out) + _replayed_note(series))
 
 
 def _chunk_vintages(placements: Sequence[chunking.ChunkPlacement],
@@ -534,36 +530,33 @@ def _chunk_vintages(placements: Sequence[chunking.ChunkPlacement],
     return per_job
 
 
-def _notes(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
-           placements: placement.Placements,
-           comparable: Mapping[tuple[str, ...], tuple[list[str], list[str]]],
-           forecasts: Mapping[str, RegionForecast]) -> npt.NDArray[np.object_]:
-    """Per placement row, its note: the reason in words, the regions left out, replayed
-    data. Composed once per distinct (reason, region list, region)."""
+def _note_parts(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
+                placements: placement.Placements,
+                comparable: Mapping[tuple[str, ...], tuple[list[str], list[str]]],
+                forecasts: Mapping[str, RegionForecast]
+                ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.bool_]]:
+    """Per placement row, what its note holds besides the reason: the regions left out of
+    the comparison (JSON text as ``PlanUpdate.stored_note`` writes it, None for none),
+    and whether its region's data is replayed. Each once per region list, per region."""
     key_of: dict[tuple[str, ...], int] = {}
     region_lists = np.array([key_of.setdefault(key, len(key_of)) for key in queued.regions],
                             dtype=np.int64)[placed]
-    region_count = len(placements.region_names)
-    codes = ((placements.reasons * region_count + placements.region_index) * len(key_of)
-             + region_lists)
-    distinct, inverse = np.unique(codes, return_inverse=True)
-    lists = list(key_of)
-    texts = []
-    for code in distinct.tolist():
-        rest, list_index = divmod(code, len(key_of))
-        reason, region_index = divmod(rest, region_count)
-        region = placements.region_names[region_index]
-        texts.append(placement.describe(placement.PlacementReason(reason))
-                     + placement.left_out_note(comparable[lists[list_index]][1])
-                     + _replayed_note(forecasts[region].series))
-    notes: npt.NDArray[np.object_] = np.array(texts, dtype=object)[inverse]
-    return notes
+    keys = list(key_of)
+    left_out: npt.NDArray[np.object_] = np.full(len(keys), None, dtype=object)
+    for index in np.unique(region_lists).tolist():  # the placed jobs' lists only
+        if dropped := comparable[keys[index]][1]:
+            left_out[index] = json.dumps(list(dropped))
+    replayed = np.array([_replayed(forecasts[name].series)
+                         for name in placements.region_names], dtype=bool)
+    return left_out[region_lists], replayed[placements.region_index]
 
 
 def _unchanged(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
                placements: placement.Placements, vintages: npt.NDArray[np.float64],
-               notes: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
-    """Per placement row: whether the job is planned exactly so already."""
+               left_out: npt.NDArray[np.object_], replayed: npt.NDArray[np.bool_]
+               ) -> npt.NDArray[np.bool_]:
+    """Per placement row: whether the job is planned exactly so already (its note's
+    parts too; a job whose note is stored as words, from before migration 0010, is not)."""
     column = {name: i for i, name in enumerate(placements.region_names)}
     region = np.array([column.get(name, -1) if name is not None else -1
                        for name in queued.planned_region], dtype=np.int64)[placed]
@@ -585,7 +578,10 @@ def _unchanged(queued: UnstartedJobs, placed: npt.NDArray[np.int64],
         & same(floats(queued.planned_start), placements.starts, SAME_TIME_S)
         & same(floats(queued.planned_vintage), vintages, SAME_TIME_S)
         & same(floats(queued.planned_intensity), placements.intensities, 0.0)
-        & (np.array(queued.plan_note, dtype=object)[placed] == notes)
+        & (np.array(queued.plan_left_out, dtype=object)[placed] == left_out)
+        & (np.array([-1 if value is None else int(value) for value in queued.plan_replayed],
+                    dtype=np.int64)[placed] == replayed)
+        & np.array(queued.plan_note_cleared, dtype=bool)[placed]
     )
     return unchanged
 
@@ -708,9 +704,8 @@ def place_new(store: Store, config: Config, specs: Sequence[NewJob], now: dateti
             job_id=index, region=chosen.region, start=from_epoch(chosen.start),
             intensity=chosen.intensity if chosen.covered else None,
             vintage=None if math.isnan(vintages[row]) else from_epoch(vintages[row]),
-            note=placement.describe(chosen.reason) + placement.left_out_note(dropped[index])
-            + _replayed_note(forecasts[chosen.region].series),
-            reason=int(chosen.reason),
+            reason=int(chosen.reason), left_out=tuple(dropped[index]),
+            replayed=_replayed(forecasts[chosen.region].series),
         )
     chunked = [index for index, spec in enumerate(specs) if spec.interruptible is not None]
     if chunked:
@@ -753,8 +748,9 @@ def _place_new_chunked(
             job_id=index, region=chosen.region,
             start=from_epoch(chosen.chunks[0][0]), intensity=chosen.intensity,
             vintage=None if vintage is None else from_epoch(vintage),
-            note=_chunk_note(chosen, dropped[index], forecasts[chosen.region].series),
-            reason=int(chosen.reason),
+            reason=int(chosen.reason), left_out=tuple(dropped[index]),
+            replayed=_replayed(forecasts[chosen.region].series),
+            chunk_count=len(chosen.chunks),
             chunks=tuple(ChunkPlan(chosen.region, from_epoch(start), from_epoch(end),
                                    intensity)
                          for (start, end), intensity in zip(chosen.chunks, chunk_intensity,

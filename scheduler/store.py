@@ -73,7 +73,7 @@ from scheduler.models import (
     review_figures,
     scheduled_grams,
 )
-from scheduler.records import ChunkPlan, NewJob, PointRecord, RunEnd, Series
+from scheduler.records import ChunkPlan, NewJob, PointRecord, RunEnd, Series, plan_note
 
 BUSY_TIMEOUT_S = 60
 # Rows a report reads and converts at a time: large enough that per-page costs vanish,
@@ -280,7 +280,7 @@ class Store:
             "environment": None if new.environment is None else dict(new.environment),
             "umask": new.umask, "planned_region": plan.region, "planned_start": plan.start,
             "planned_intensity": plan.intensity, "planned_vintage": plan.vintage,
-            "plan_note": plan.note, "plan_reason": plan.reason, "deadline_missed": False,
+            **plan.note_columns(), "deadline_missed": False,
             "chunk_end": plan.chunks[0].end if plan.chunks else None,
             "array_id": None, "array_index": None, **_interruptible_values(new),
         }
@@ -423,7 +423,8 @@ class Store:
         query = (select(c.id, c.state, c.duration_s, _EpochSeconds(c.not_before),
                         _EpochSeconds(c.deadline), cast(c.regions, String), c.planned_region,
                         _EpochSeconds(c.planned_start), c.planned_intensity,
-                        _EpochSeconds(c.planned_vintage), c.plan_note, c.plan_reason)
+                        _EpochSeconds(c.planned_vintage), c.plan_reason, c.plan_left_out,
+                        c.plan_replayed, c.plan_note.is_(None))
                  .where(c.state.in_([s.value for s in UNSTARTED]), c.interruptible.is_(None))
                  .order_by(c.id))
         with self.reading() as session:
@@ -452,8 +453,9 @@ class Store:
                         c.min_chunk_s, c.max_pauses, c.restart_overhead_s, c.work_done_s,
                         c.run_count, c.run_region, _EpochSeconds(c.started_at),
                         c.planned_region, _EpochSeconds(c.planned_start),
-                        c.planned_intensity, _EpochSeconds(c.planned_vintage), c.plan_note,
-                        c.plan_reason)
+                        c.planned_intensity, _EpochSeconds(c.planned_vintage),
+                        c.plan_reason, c.plan_left_out, c.plan_replayed, c.plan_chunk_count,
+                        c.plan_note.is_(None))
                  .where(mine).order_by(c.id))
         chunks_query = (select(chunk.job_id, chunk.region, _EpochSeconds(chunk.start),
                                _EpochSeconds(chunk.end))
@@ -574,8 +576,8 @@ class Store:
             current: dict[int, Any] = {}
             ids = [int(plan.job_id) for plan in plans]
             columns = ("id, state, planned_region, CAST(planned_start AS VARCHAR), "
-                       "planned_intensity, CAST(planned_vintage AS VARCHAR), plan_note, "
-                       "plan_reason")
+                       "planned_intensity, CAST(planned_vintage AS VARCHAR), plan_reason, "
+                       "plan_left_out, plan_replayed, plan_chunk_count, plan_note IS NULL")
             for first in range(0, len(ids), _IDS_PER_QUERY):
                 # Ids written into the statement (integers only), not bound one by one:
                 # a first plan lists every job of the queue.
@@ -589,13 +591,13 @@ class Store:
                     continue
                 moved = row.planned_region != plan.region or not _same_stored_time(
                     row[3], plan.start)
+                note = plan.stored_note()
                 if row.state == JobState.PLANNED.value and not moved and (
-                        row.planned_intensity, row.plan_note, row.plan_reason
-                ) == (plan.intensity, plan.note, plan.reason) and _same_stored_time(
-                        row[5], plan.vintage):
+                        row.planned_intensity == plan.intensity and tuple(row[6:]) == note
+                        and _same_stored_time(row[5], plan.vintage)):
                     continue
                 rows.append((plan.region, stored_time(plan.start), plan.intensity,
-                             stored_time(plan.vintage), plan.note, plan.reason, plan.job_id))
+                             stored_time(plan.vintage), *note[:-1], plan.job_id))
                 if row.state == JobState.PLANNED.value and not moved:
                     continue
                 verb = "planned" if row.state == JobState.QUEUED.value else "re-planned"
@@ -613,7 +615,8 @@ class Store:
                     f"UPDATE jobs SET state = '{JobState.PLANNED.value}', "
                     f"planned_region = {mark}, planned_start = {mark}, "
                     f"planned_intensity = {mark}, planned_vintage = {mark}, "
-                    f"plan_note = {mark}, plan_reason = {mark} "
+                    f"plan_reason = {mark}, plan_left_out = {mark}, "
+                    f"plan_replayed = {mark}, plan_chunk_count = {mark}, plan_note = NULL "
                     f"WHERE id = {mark} AND state IN ({states})", rows)
             if events:
                 connection.exec_driver_sql(
@@ -1206,8 +1209,10 @@ class UnstartedJobs:
     planned_start: list[float | None]
     planned_intensity: list[float | None]
     planned_vintage: list[float | None]
-    plan_note: list[str | None]
     plan_reason: list[int | None]
+    plan_left_out: list[str | None]  # JSON text (PlanUpdate.stored_note)
+    plan_replayed: list[bool | None]
+    plan_note_cleared: list[bool]  # no words stored (planned since migration 0010)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -1236,8 +1241,11 @@ class InterruptibleRow:
     planned_start: float | None
     planned_intensity: float | None
     planned_vintage: float | None
-    plan_note: str | None
     plan_reason: int | None
+    plan_left_out: str | None  # JSON text (PlanUpdate.stored_note)
+    plan_replayed: bool | None
+    plan_chunk_count: int | None
+    plan_note_cleared: bool  # no words stored (planned since migration 0010)
     chunks: tuple[tuple[str, float, float], ...] = ()
     run_started: float | None = None
 
@@ -1272,11 +1280,29 @@ class PlanUpdate:
     start: datetime
     intensity: float | None
     vintage: datetime | None
-    note: str
-    reason: int | None = None  # placement.PlacementReason flags
+    reason: int  # records.PlacementReason flags
+    left_out: tuple[str, ...] = ()  # regions left out of the comparison
+    replayed: bool = False  # the region's intensity is replayed from bundled data
+    chunk_count: int | None = None  # an interruptible job's chunks; None for a whole job
     # An interruptible job's chunks, in order (the first is region/start above); add_jobs
     # stores them with the job. Empty for a job run as one block.
     chunks: tuple[ChunkPlan, ...] = ()
+
+    @property
+    def note(self) -> str:
+        return plan_note(self.reason, self.left_out, self.replayed, self.chunk_count)
+
+    def stored_note(self) -> tuple[Any, ...]:
+        """The note's columns as a re-plan reads them back: plan_reason, plan_left_out
+        (JSON text), plan_replayed, plan_chunk_count, and whether plan_note is NULL."""
+        return (self.reason, json.dumps(list(self.left_out)) if self.left_out else None,
+                self.replayed, self.chunk_count, True)
+
+    def note_columns(self) -> dict[str, Any]:
+        """The note's columns as an ORM write takes them."""
+        return {"plan_reason": self.reason, "plan_left_out": list(self.left_out) or None,
+                "plan_replayed": self.replayed, "plan_chunk_count": self.chunk_count,
+                "plan_note": None}
 
     def describe(self) -> str:
         shown = "no forecast" if self.intensity is None else f"{self.intensity:.0f} g/kWh"

@@ -37,7 +37,7 @@ def finished_job(store: Store, *, region: str = "north", submitted: datetime = T
                                deadline=submitted + 12 * HOUR, regions=[region],
                                power_watts=power_watts, signal="average"), submitted)
     store.save_plans([PlanUpdate(job.id, region, planned_start, planned_intensity, submitted,
-                                 "cleanest covered window")], submitted)
+                                 1)], submitted)
     store.transition(job.id, (JobState.PLANNED,), JobState.RUNNING, started, "launched",
                      run_region=region, started_at=started)
     store.transition(job.id, (JobState.RUNNING,), state, ended or started, "ended",

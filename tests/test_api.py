@@ -744,7 +744,7 @@ def _many_specs(workspace: Workspace, now: datetime, count: int) -> tuple[list[A
     spec = NewJob(name="sweep", argv=["python", "train.py", "--lr", "0.1"], cwd="/tmp", env={},
                   duration_s=600, not_before=now, deadline=now + HOUR, regions=["a", "b"],
                   power_watts=100.0, owner_uid=os.getuid(), owner_name="tester")
-    plan = PlanUpdate(0, "a", now, 300.0, now, "cleanest covered window", 1)
+    plan = PlanUpdate(0, "a", now, 300.0, now, 1)
     return [spec] * count, [plan] * count
 
 

@@ -30,10 +30,10 @@ from scheduler.placement import (
     Holds,
     JobColumns,
     JobRequest,
-    PlacementReason,
     cleanest_windows,
     plan,
 )
+from scheduler.records import PlacementReason
 
 UNIT = 300.0  # five minutes: every time in a scenario is a whole number of units
 HOUR = 3600.0

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from scheduler import render, replanning
 from scheduler.daemon import Daemon
 from scheduler.models import JobState
 from scheduler.store import NewJob, PointRecord
@@ -130,11 +131,12 @@ def test_a_percentile_index_is_never_ranked_against_grams_or_another_index(
     planned = store.get_job(mixed)
     assert (planned.planned_region, planned.planned_start, planned.planned_intensity) == (
         "grams", first_hour + 8 * HOUR, 60.0)
-    assert planned.plan_note is not None and "left out index: a percentile index" in (
-        planned.plan_note)
+    assert planned.plan_left_out == ["index"]
+    assert "left out index: a percentile index" in render.job_json(planned)["plan_note"]
     alone = store.get_job(indexes_only)
     assert (alone.planned_region, alone.planned_start) == ("index", first_hour + 4 * HOUR)
-    assert alone.plan_note is not None and "left out other_index" in alone.plan_note
+    assert alone.plan_left_out == ["other_index"]
+    assert "left out other_index" in render.job_json(alone)["plan_note"]
     store.close()
 
     preview = workspace.cli("plan", "--duration", "1h", "--within", "20h", "--region", "index",
@@ -144,3 +146,39 @@ def test_a_percentile_index_is_never_ranked_against_grams_or_another_index(
     shown = workspace.cli("plan", "--duration", "1h", "--within", "20h", "--region", "index",
                           "--region", "grams")
     assert shown.stdout.splitlines()[-1].startswith("not ranked: index (a percentile index")
+
+
+def test_a_plan_stored_as_words_before_0010_keeps_them_until_its_next_replan(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    """Jobs planned before migration 0010 have their note as words and no reason: `show`
+    prints those words, and the next re-plan stores the note's parts (the same words when
+    printed) without moving the job or recording an event."""
+    now = datetime.now(UTC)
+    first_hour = floor_hour(now)
+    workspace = csv_workspace({"here": hourly(first_hour, values_with_dip(6, 100.0))})
+    store = workspace.store()
+    daemon = Daemon(workspace.config(), store)
+    daemon.refresh(now)
+    job = store.add_job(NewJob(name="train", argv=["true"], cwd=str(workspace.root), env={},
+                               duration_s=3600, not_before=now, deadline=now + 20 * HOUR,
+                               regions=["here"], power_watts=100.0), now)
+    daemon.tick(now)
+    planned = render.job_json(store.get_job(job.id))
+    assert (planned["plan_note"], planned["plan_reason"]) == (
+        "cleanest covered window", "covered_window")
+
+    store.update_job_fields(job.id, plan_note="words of an older gridshift", plan_reason=None,
+                            plan_replayed=None)
+    legacy = render.job_json(store.get_job(job.id))
+    assert (legacy["plan_note"], legacy["plan_reason"]) == (
+        "words of an older gridshift", None)
+
+    assert replanning.replan(store, workspace.config(), now + timedelta(seconds=5)) == 0
+    rewritten = store.get_job(job.id)
+    assert (rewritten.plan_note, rewritten.plan_reason, rewritten.plan_replayed) == (
+        None, 1, False)
+    assert render.job_json(rewritten)["plan_note"] == "cleanest covered window"
+    assert rewritten.planned_start == first_hour + 6 * HOUR
+    assert len(store.job_events(job.id)) == 2  # queued, planned: no re-plan event
+    store.close()

@@ -25,11 +25,10 @@ from scheduler.placement import (
     Busy,
     JobRequest,
     Placement,
-    PlacementReason,
-    describe,
     plan,
     region_options,
 )
+from scheduler.records import PlacementReason, describe
 
 REGION_NAMES = ("north", "south", "west")
 HORIZON = 48  # forecasts cover at most [0, HORIZON); windows may run past it

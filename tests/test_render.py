@@ -54,7 +54,7 @@ def job_document(**changes: Any) -> dict[str, Any]:
         "regions": ["north", "south"], "power_watts": 300.0, "signal": "average",
         "planned_region": "north", "planned_start": (NOW + 5 * HOUR).isoformat(),
         "planned_intensity": 50.0, "planned_vintage": NOW.isoformat(),
-        "plan_note": render.USUAL_PLAN_NOTE, "run_now_intensity": 300.0,
+        "plan_note": "cleanest covered window", "run_now_intensity": 300.0,
         "submitted_at": NOW.isoformat(), "run_region": None, "started_at": None,
         "ended_at": None, "exit_code": None, "pid": None, "log_path": None,
         "deadline_missed": False, "end_reason": None,
@@ -63,6 +63,8 @@ def job_document(**changes: Any) -> dict[str, Any]:
         "intensity_estimated": None, "actuals_state": None, "scheduled_emissions_g": None,
         "actual_emissions_g": None, "run_now_emissions_g": None, "saved_g": None,
         "user": "alice", "uid": 1000, "array_id": None, "array_index": None,
+        "plan_reason": render.USUAL_PLAN_REASON, "plan_left_out": None,
+        "plan_replayed": False,
     }
     document.update(changes)
     return document
@@ -274,7 +276,8 @@ def test_list_of_100000_documents_prints_every_row(capsys: pytest.CaptureFixture
 
 
 def test_submit_line_and_note_are_inert(capsys: pytest.CaptureFixture[str]) -> None:
-    render.print_submitted(job_document(id=9, plan_note=f"moved {ESC_CLEAR}[b]"))
+    render.print_submitted(job_document(id=9, plan_note=f"moved {ESC_CLEAR}[b]",
+                                        plan_reason="covered_window|moved_for_slot"))
     printed = capsys.readouterr()
     assert printed.out == (f"job 9 queued: runs in north at {format_local(NOW + 5 * HOUR)}, "
                            "50 g/kWh (run now: 300 g/kWh)\n")

@@ -101,11 +101,11 @@ def test_a_month_of_refreshes_stays_bounded_and_keeps_what_jobs_used(
         now = START + timedelta(days=day + 1)
         if day == 2:  # a job planned from one vintage of day 2
             planned_job = a_job(store, now)
-            store.save_plans([PlanUpdate(planned_job, "north", now, 101.0, planned_vintage,
-                                         "test plan")], now)
+            store.save_plans([PlanUpdate(planned_job, "north", now, 101.0, planned_vintage, 1)],
+                             now)
         if day == 4:  # a job that ran on day 4, its emissions review still pending
             reviewed_job = a_job(store, now)
-            store.save_plans([PlanUpdate(reviewed_job, "north", now, 101.0, None, "plan")],
+            store.save_plans([PlanUpdate(reviewed_job, "north", now, 101.0, None, 1)],
                              now)
             store.transition(reviewed_job, (JobState.PLANNED,), JobState.RUNNING, now, "run",
                              started_at=now - timedelta(hours=20), run_region="north")

@@ -258,9 +258,9 @@ def test_save_plans_records_changes_only_and_skips_started_jobs(store: Store) ->
     started = store.add_job(new_job("started"), NOW)
     store.transition(started.id, (JobState.QUEUED,), JobState.PLANNED, NOW, "planned")
     store.transition(started.id, (JobState.PLANNED,), JobState.RUNNING, NOW, "launched")
-    plan = PlanUpdate(waiting.id, "gb", NOW + 2 * HOUR, 120.0, NOW, "cleanest covered window")
-    moved = PlanUpdate(waiting.id, "gb", NOW + 3 * HOUR, 110.0, NOW, "cleanest covered window")
-    late = PlanUpdate(started.id, "gb", NOW + 5 * HOUR, 90.0, NOW, "cleanest covered window")
+    plan = PlanUpdate(waiting.id, "gb", NOW + 2 * HOUR, 120.0, NOW, 1)
+    moved = PlanUpdate(waiting.id, "gb", NOW + 3 * HOUR, 110.0, NOW, 1)
+    late = PlanUpdate(started.id, "gb", NOW + 5 * HOUR, 90.0, NOW, 1)
 
     assert store.save_plans([plan, late], NOW) == 1
     assert store.save_plans([plan], NOW) == 0  # same place: no new event
