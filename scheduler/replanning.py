@@ -81,13 +81,19 @@ class PlanCache:
     the queue's length: each region's stored forecast (until a newer point is stored) and
     the slots the queue's placements hold (set by each re-plan, added to by each submit).
     Without a daemon, a submit reads both from the store instead (``PlanCache`` None).
-    Shared by the daemon's tick and its request threads."""
+    Shared by the daemon's tick and its request threads.
+
+    A re-plan reads the queue, then takes seconds to place it: the slots of jobs submitted
+    meanwhile are not in what it sets, so they are kept from ``replan_reading`` on and
+    added to it (a job stored just before the re-plan read the queue may then count twice
+    until the next re-plan: a slot left free for a while, never one given twice)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._newest_point: int | None = None
         self._forecasts: dict[str, RegionForecast] = {}
         self._planned: placement.Holds | None = None  # None until the first re-plan
+        self._added_during_replan: list[placement.Holds] | None = None
 
     def forecasts(self, store: Store, config: Config, regions: Sequence[str],
                   now: datetime) -> dict[str, RegionForecast]:
@@ -109,14 +115,26 @@ class PlanCache:
         with self._lock:
             return self._planned
 
-    def set_planned(self, holds: placement.Holds) -> None:
+    def replan_reading(self) -> None:
+        """A re-plan is about to read the queue: keep what submits add until it sets its
+        own placements' slots."""
         with self._lock:
-            self._planned = holds
+            self._added_during_replan = []
+
+    def set_planned(self, holds: placement.Holds) -> None:
+        """The slots a re-plan's placements hold, and those of the jobs submitted since
+        it read the queue."""
+        with self._lock:
+            for added in self._added_during_replan or ():
+                holds = holds + added
+            self._planned, self._added_during_replan = holds, None
 
     def add_planned(self, holds: placement.Holds) -> None:
         with self._lock:
             if self._planned is not None:
                 self._planned = self._planned + holds
+            if self._added_during_replan is not None:
+                self._added_during_replan.append(holds)
 
 
 def check_signals(config: Config, regions: Sequence[str]) -> str:
@@ -206,6 +224,8 @@ def replan(store: Store, config: Config, now: datetime, cache: PlanCache | None 
     Both sets' cleanest windows (capacity ignored) come from one search, which builds each
     region's windows of one duration once for both.
     """
+    if cache is not None:
+        cache.replan_reading()
     running = store.running_jobs()
     whole = _WholeQueue.read(store, config)
     chunked = _chunk_candidates(store.interruptible_for_planning(), config)

@@ -208,3 +208,46 @@ def test_a_submit_between_replans_plans_around_the_daemons_slots(
     assert third not in (first_hour + 5 * HOUR, first_hour + 6 * HOUR)
     assert third is not None and not (first_hour + 4 * HOUR < third < first_hour + 7 * HOUR)
     store.close()
+
+
+def test_a_submit_during_a_replan_keeps_its_slot_in_the_daemons_memory(
+    csv_workspace: Callable[..., Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-plan reads the queue, then places it: a job submitted in between is not in
+    what it places, and its slot must not be forgotten when the re-plan sets the slots it
+    found, or the next submit would be given the same slot (one slot, two jobs)."""
+    now = datetime.now(UTC)
+    first_hour = floor_hour(now)
+    values = [100.0 if hour in (5, 6) else 300.0 for hour in range(30)]
+    workspace = csv_workspace({"here": hourly(first_hour, values)}, slots=1)
+    store = workspace.store()
+    config = workspace.config()
+    daemon = Daemon(config, store)
+    daemon.refresh(now)
+    store.add_job(_new_job(workspace, now), now)
+    daemon.tick(now)
+    caller = jobs.Caller(os.getuid(), os.getgid(), "tester", admin=False)
+
+    def submit() -> datetime | None:
+        request = SubmitRequest(["true"], 3600, now, now + 20 * HOUR, str(workspace.root),
+                                0o022, {})
+        (job,) = jobs.submit(store, config, caller, request, now, daemon.plan_cache)
+        return job.planned_start
+
+    submitted_during: list[datetime | None] = []
+    place_queue = replanning._replan_whole
+
+    def submit_then_place(*arguments: object, **keywords: object) -> object:
+        submitted_during.append(submit())  # after the re-plan read the queue
+        return place_queue(*arguments, **keywords)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replanning, "_replan_whole", submit_then_place)
+    replanning.replan(store, config, now + timedelta(seconds=1), daemon.plan_cache)
+    monkeypatch.undo()
+
+    clean = {first_hour + 5 * HOUR, first_hour + 6 * HOUR}
+    (planned,) = [job for job in store.list_jobs() if job.planned_start != submitted_during[0]]
+    assert {planned.planned_start, submitted_during[0]} == clean
+    third = submit()  # both clean hours are taken: one by the re-plan, one by the submit
+    assert third is not None and not (first_hour + 4 * HOUR < third < first_hour + 7 * HOUR)
+    store.close()
