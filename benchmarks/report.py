@@ -3,7 +3,9 @@
 Run with ``.venv/bin/python benchmarks/report.py [--jobs N] [--keep DIR]``. The database
 is built in a temporary directory with bulk inserts (seeded, so every run is the same):
 jobs across 4 regions (one marginal), a year of runs, 90% already reviewed, the rest
-awaiting actuals, a few estimated, 3% past their deadline.
+awaiting actuals, a few estimated, 3% past their deadline. The store encodes each job's
+stored document (``models.JobDocument``) as it inserts the rows, as it does when a job
+finishes, so the build takes longer than the insert alone.
 
 Timed, each as a whole ``gridshift report`` command (a subprocess, so start-up, config,
 query, rendering and output all count; one process) writing to a file: the text table,

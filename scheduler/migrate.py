@@ -14,7 +14,9 @@ if TYPE_CHECKING:  # SQLAlchemy loads only when a migration is checked
 log = logging.getLogger("gridshift.migrate")
 
 # The newest revision in migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
+# The revision that added models.JobDocument: finished jobs are encoded after it.
+DOCUMENTS_REVISION = "0011"
 # The PostgreSQL advisory lock that makes migrations take turns (see ``upgrade``).
 MIGRATION_LOCK_KEY = 0x6772_6964_7368_02
 
@@ -85,3 +87,9 @@ def upgrade(engine: Engine) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     log.info("database migrated from revision %s to %s", before or "(empty)", HEAD_REVISION)
+    if before is not None and before < DOCUMENTS_REVISION:
+        # Encoded by the running code, which a migration script must not import.
+        from scheduler.store import Store
+
+        count = Store(engine).store_missing_documents()
+        log.info("stored the documents of %d finished jobs", count)

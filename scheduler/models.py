@@ -395,6 +395,25 @@ class JobRun(Base):
     actual_intensity: Mapped[float | None] = mapped_column(Float, default=None)
 
 
+class JobDocument(Base):
+    """The object of a job that started and finished, as a report writes it (``report
+    --json`` and ``--csv``): encoded once, when the job finishes or its review changes,
+    instead of at every report (``documents.stored_texts``). The keys that need the config (the
+    embodied share of SCI) are left out: a report writes ``head``, those keys, then
+    ``tail``. The store rewrites it with every write to the job or its runs, in the same
+    transaction; a finished job without one (finished before migration 0011, or written
+    by a writer that could not render it) is encoded when printed."""
+
+    __tablename__ = "job_documents"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True,
+                                        autoincrement=False)
+    json_head: Mapped[str] = mapped_column(Text)  # '{"id":1,...' up to the config's keys
+    json_tail: Mapped[str] = mapped_column(Text)  # '"user":...}' after them
+    csv_head: Mapped[str] = mapped_column(Text)  # the CSV row's cells before them
+    csv_tail: Mapped[str] = mapped_column(Text)  # and after them
+
+
 class ForecastPoint(Base):
     """One published value for one slot of one zone, as issued at one vintage.
 

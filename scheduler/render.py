@@ -116,6 +116,7 @@ class DocumentKey:
     form: Form = Form.VALUE
     derive: Derive | None = None
     reads: tuple[str, ...] = ()  # the jobs columns a derived key reads besides the keys
+    needs_config: bool = False  # derived from the config too: never stored (JobDocument)
 
 
 def _stored(name: str, form: Form = Form.VALUE, column: str | None = None) -> DocumentKey:
@@ -207,7 +208,9 @@ JOB_DOCUMENT: tuple[DocumentKey, ...] = (
     _stored("actual_intensity"), _stored("intensity_estimated", Form.MAYBE_FLAG),
     _stored("actuals_state"), _stored("scheduled_emissions_g"), _stored("actual_emissions_g"),
     _stored("run_now_emissions_g"), _stored("saved_g"),
-    DocumentKey("embodied_g", derive=_embodied), DocumentKey("sci_g", derive=_sci),
+    DocumentKey("embodied_g", derive=_embodied, needs_config=True,
+                reads=("run_region", "started_at", "ended_at", *accounting.HELD_READS)),
+    DocumentKey("sci_g", derive=_sci, needs_config=True, reads=("actual_emissions_g",)),
     _stored("user", column="owner_name"), _stored("uid", column="owner_uid"),
     _stored("array_id"), _stored("array_index"), _stored("slurm_job_id"),
     # Interruptible jobs (all null for a job run as one block): the settings, the progress
@@ -228,10 +231,33 @@ JOB_DOCUMENT: tuple[DocumentKey, ...] = (
 DOCUMENT_COLUMNS = tuple(dict.fromkeys(
     [*(key.column for key in JOB_DOCUMENT if key.column is not None),
      *(name for key in JOB_DOCUMENT for name in key.reads)]))
+# The keys derived from the config (next to each other), and those before and after them:
+# a stored document (models.JobDocument) holds the others, as the config may change.
+CONFIG_KEYS = tuple(key.name for key in JOB_DOCUMENT if key.needs_config)
+_FIRST_CONFIG_KEY = next(i for i, key in enumerate(JOB_DOCUMENT) if key.needs_config)
+HEAD_KEYS = tuple(key.name for key in JOB_DOCUMENT[:_FIRST_CONFIG_KEY])
+_TAIL_DOCUMENT = JOB_DOCUMENT[_FIRST_CONFIG_KEY + len(CONFIG_KEYS):]
+assert not any(key.needs_config for key in _TAIL_DOCUMENT), "config keys must be adjacent"
+# The jobs columns the config's keys read.
+CONFIG_READS = tuple(dict.fromkeys(name for key in JOB_DOCUMENT if key.needs_config
+                                   for name in key.reads))
 # What `show --json` and `report --json` (and --csv, as JSON text) add after the job
 # document: an interruptible job's planned chunks (``chunk_json``) and its runs
 # (``run_json``), in order; empty lists for any other job.
 JOB_PARTS = ("chunks", "runs")
+TAIL_KEYS = (*(key.name for key in _TAIL_DOCUMENT), *JOB_PARTS)
+
+
+def config_columns(stored: Mapping[str, Sequence[Any]], config: Config | None
+                   ) -> dict[str, Sequence[Any]]:
+    """The keys derived from the config (``CONFIG_KEYS``) of many jobs, a column at a time,
+    from their ``CONFIG_READS`` as ``document_columns`` takes them."""
+    document: dict[str, Sequence[Any]] = {}
+    readable = ChainMap(document, dict(stored))
+    for key in JOB_DOCUMENT:
+        if key.needs_config and key.derive is not None:
+            document[key.name] = key.derive(readable, config)
+    return document
 
 
 def _typed(value: Any, form: Form) -> Any:

@@ -13,10 +13,11 @@ never race.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import os
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -54,6 +55,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.functions import FunctionElement
 
+from scheduler import documents, render
 from scheduler.errors import GridshiftError, StateConflict, UnknownJob
 from scheduler.models import (
     FINISHED,
@@ -65,6 +67,7 @@ from scheduler.models import (
     ForecastPoint,
     Job,
     JobChunk,
+    JobDocument,
     JobEvent,
     JobRun,
     JobState,
@@ -183,9 +186,83 @@ class Store:
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """A write transaction that holds SQLite's write lock from its first statement
-        (PostgreSQL locks the rows it writes)."""
+        (PostgreSQL locks the rows it writes). The stored documents of the jobs it wrote
+        (``_touch``) are rewritten before it commits, so none is ever stale."""
         with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
             yield session
+            if touched := session.info.get(_TOUCHED_JOBS):
+                self._store_documents(session, sorted(touched))
+
+    # Stored documents (models.JobDocument) ----------------------------------------------
+
+    def _store_documents(self, session: Session, job_ids: Sequence[int]) -> None:
+        """Rewrite the stored documents of ``job_ids``: drop each, and encode it again
+        where the job is finished, having started (the jobs a report holds)."""
+        session.flush()
+        connection = session.connection()
+        for first in range(0, len(job_ids), _IDS_PER_QUERY):
+            ids = job_ids[first:first + _IDS_PER_QUERY]
+            connection.execute(delete(JobDocument).where(JobDocument.job_id.in_(ids)))
+            rows = [
+                {"job_id": job_id, "json_head": json_head, "json_tail": json_tail,
+                 "csv_head": csv_head, "csv_tail": csv_tail}
+                for job_id, (json_head, json_tail, csv_head, csv_tail)
+                in self._encoded_documents(session, ids, finished_only=True)]
+            if rows:
+                connection.execute(insert(JobDocument), rows)
+
+    def _encoded_documents(self, session: Session, job_ids: Sequence[int],
+                           finished_only: bool = False
+                           ) -> list[tuple[int, tuple[str, str, str, str]]]:
+        """(id, ``documents.stored_texts``) of each of ``job_ids`` (only those finished
+        after starting, where asked), encoded from its row and its parts as they are now."""
+        query = self._documents_query[finished_only]
+        rows = session.connection().execute(query, {"ids": list(job_ids)}).all()
+        if not rows:
+            return []
+        stored = dict(zip(render.DOCUMENT_COLUMNS, zip(*rows, strict=True), strict=True))
+        document = render.document_columns(stored, None)
+        ids = list(document["id"])
+        interruptible = [job_id for job_id, mode in zip(ids, document["interruptible"],
+                                                         strict=True) if mode is not None]
+        chunks, runs = (self.parts_of_jobs(interruptible, snapshot=session)
+                        if interruptible else ({}, {}))
+        document.update(render.parts_columns(ids, chunks, runs))
+        return list(zip(ids, documents.stored_texts(document), strict=True))
+
+    @functools.cached_property
+    def _documents_query(self) -> dict[bool, Any]:
+        """What ``_encoded_documents`` reads, built once (a write to a finished job runs it):
+        every job's, and finished jobs' only."""
+        query = (select(*(_report_column(name, self._sqlite)
+                          for name in render.DOCUMENT_COLUMNS))
+                 .select_from(Job.__table__)
+                 .where(_job_column("id").in_(bindparam("ids", expanding=True)))
+                 .order_by(_job_column("id")))
+        return {False: query, True: query.where(
+            _job_column("state").in_([s.value for s in FINISHED]),
+            _job_column("started_at").is_not(None))}
+
+    def store_missing_documents(self) -> int:
+        """Encode the stored document of every finished job that has none (jobs finished
+        before migration 0011); returns how many. ``gridshift db upgrade`` runs it."""
+        query = (select(Job.id).outerjoin(JobDocument, JobDocument.job_id == Job.id)
+                 .where(Job.state.in_([s.value for s in FINISHED]),
+                        Job.started_at.is_not(None), JobDocument.job_id.is_(None))
+                 .order_by(Job.id))
+        with self.reading() as session:
+            missing = list(session.scalars(query))
+        for first in range(0, len(missing), REPORT_PAGE_ROWS):
+            with self.writing() as session:
+                _touch(session, missing[first:first + REPORT_PAGE_ROWS])
+        return len(missing)
+
+    def documents_of_jobs(self, job_ids: Sequence[int], snapshot: Session | None = None
+                          ) -> dict[int, tuple[str, str, str, str]]:
+        """The texts a stored document would hold (``documents.stored_texts``) of each of
+        ``job_ids``, encoded now: a report's jobs that have none stored."""
+        with self._reading_in(snapshot) as session:
+            return dict(self._encoded_documents(session, job_ids))
 
     # Jobs -----------------------------------------------------------------------------
 
@@ -545,6 +622,7 @@ class Store:
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise UnknownJob(job_id)
             _rewrite_review_figures(session, job_id, fields)
+            _touch(session, [job_id])
 
     def save_review(self, job_id: int, fields: Mapping[str, Any]) -> dict[str, float | None]:
         """Store an emissions review's ``fields`` and with them the job's emissions
@@ -905,6 +983,7 @@ class Store:
                 .execution_options(synchronize_session=False))
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise UnknownJob(job_id)
+            _touch(session, [job_id])
 
     def parts_of_jobs(self, job_ids: Sequence[int], snapshot: Session | None = None
                       ) -> tuple[dict[int, list[ChunkPlan]], dict[int, list[JobRun]]]:
@@ -948,6 +1027,34 @@ class Store:
                  .order_by(_job_column("started_at"), _job_column("id")))
         with self._reading_in(snapshot) as session:
             # The DBAPI cursor's own tuples: SQLAlchemy's Row wrapping would double the cost.
+            cursor = session.connection().execute(query).cursor
+            while cursor is not None and (page := cursor.fetchmany(page_rows)):
+                yield page
+
+    def report_documents(
+        self,
+        formatted: str,
+        names: Sequence[str],
+        started_since: datetime | None,
+        started_until: datetime | None,
+        regions: Collection[str] = (),
+        page_rows: int = REPORT_PAGE_ROWS,
+        snapshot: Session | None = None,
+    ) -> Iterator[Sequence[Any]]:
+        """The jobs ``report_pages`` reads, in its order, as their stored documents: pages of
+        rows (id, head, tail, *``names``), head and tail the stored texts of ``formatted``
+        ("json" or "csv"; both NULL for a job without a stored document), ``names`` (jobs
+        columns) as ``report_pages`` reads them."""
+        head, tail = {"json": ("json_head", "json_tail"),
+                      "csv": ("csv_head", "csv_tail")}[formatted]
+        joined = text(f"{'jobs INDEXED BY ' + REPORT_ORDER_INDEX if self._sqlite else 'jobs'} "
+                      "LEFT JOIN job_documents ON job_documents.job_id = jobs.id")
+        query = (select(column("id"), column(head), column(tail),
+                        *(_report_column(name, self._sqlite) for name in names))
+                 .select_from(joined)
+                 .where(*_report_filter(started_since, started_until, regions))
+                 .order_by(_job_column("started_at"), _job_column("id")))
+        with self._reading_in(snapshot) as session:
             cursor = session.connection().execute(query).cursor
             while cursor is not None and (page := cursor.fetchmany(page_rows)):
                 yield page
@@ -1028,6 +1135,7 @@ class Store:
             session.connection().execute(insert(Job), list(rows))
             session.execute(update(Job).where(Job.id > before).values(review_figures())
                             .execution_options(synchronize_session=False))
+            _touch(session, session.scalars(select(Job.id).where(Job.id > before)))
         return len(rows)
 
 
@@ -1109,6 +1217,20 @@ def _transition_in(session: Session, job_id: int, expected: Collection[JobState]
     session.add(JobEvent(job_id=job_id, at=now, old_state=old_state,
                          new_state=new_state.value, reason=reason))
     _rewrite_review_figures(session, job_id, fields)
+    if new_state in FINISHED or old_state in _FINISHED_VALUES:
+        _touch(session, [job_id])
+
+
+# session.info's key for the ids of the jobs a write transaction wrote whose stored
+# document may change (see Store.writing).
+_TOUCHED_JOBS = "gridshift_touched_jobs"
+_FINISHED_VALUES = frozenset(s.value for s in FINISHED)
+
+
+def _touch(session: Session, job_ids: Iterable[int]) -> None:
+    """Mark jobs whose row or runs this write transaction changes: their stored documents
+    are rewritten before it commits."""
+    session.info.setdefault(_TOUCHED_JOBS, set()).update(job_ids)
 
 
 def _load_scheduled_grams(session: Session, jobs: Sequence[Job]) -> None:

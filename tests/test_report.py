@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sqlalchemy import delete, func, select
 
-from scheduler.models import JobRun
-from scheduler.records import ChunkPlan
+from scheduler.models import JobDocument, JobRun, JobState
+from scheduler.records import ChunkPlan, NewJob, RunEnd
 from scheduler.report import FIGURE_WIDTH_PX, PANEL_HEIGHT_PX
 from scheduler.report.building import build
 from scheduler.report.charts import ChartData, Span
-from scheduler.store import PointRecord
+from scheduler.store import PlanUpdate, PointRecord, Store
 from tests.conftest import Workspace, hourly, write_csv
 from tests.test_accounting import HOUR, T10, finished_job
 
@@ -318,3 +319,52 @@ def test_a_report_of_many_pages_keeps_every_job_and_its_totals(
     text = workspace.cli("report").stdout
     assert "Emissions report: 12000 finished job(s)" in text
     assert text.count("\ntrain-") == 0 and len(re.findall(r"\n\d+ +train-\d+ ", text)) == 12_000
+
+
+def _run_in_two_chunks(store: Store) -> int:
+    """An interruptible job taken through the store's run calls: two runs, then success."""
+    job = store.add_job(NewJob(name="chunked", argv=["python", "fit.py", "--lr", "0.1"],
+                               cwd="/", env={}, duration_s=7200, not_before=T10,
+                               deadline=T10 + 12 * HOUR, regions=["north"], power_watts=400.0,
+                               signal="average", interruptible="checkpoint",
+                               min_chunk_s=1800), T10)
+    store.save_plans([PlanUpdate(job.id, "north", T10, 200.0, T10, 1, chunk_count=2)], T10)
+    store.begin_run(job.id, (JobState.PLANNED,), T10, "launched", "north", run_region="north",
+                    started_at=T10)
+    store.end_run(job.id, (JobState.RUNNING,), JobState.PAUSED, T10 + HOUR, "checkpointed",
+                  RunEnd(T10 + HOUR, "checkpointed", 3600.0, 0.3, "rapl"))
+    store.begin_run(job.id, (JobState.PAUSED,), T10 + 2 * HOUR, "resumed", "north")
+    store.end_run(job.id, (JobState.RUNNING,), JobState.SUCCEEDED, T10 + 3 * HOUR, "ended",
+                  RunEnd(T10 + 3 * HOUR, "succeeded", 3600.0, 0.4, "rapl"),
+                  ended_at=T10 + 3 * HOUR, energy_kwh=0.7, energy_method="rapl")
+    return job.id
+
+
+def test_a_report_reads_each_finished_jobs_stored_document(workspace: Workspace) -> None:
+    """Each finished job's object and CSV row are stored when it finishes, and again with
+    every later write to it or its runs (its review). A report reads them and adds the
+    config's keys; a job without one (finished before they were stored) is encoded from
+    its row: the same bytes either way, equal to show --json's object."""
+    store = workspace.store()
+    chunked = _run_in_two_chunks(store)
+    store.update_job_fields(chunked, name="chunked, \"reviewed\" naïvely")
+    store.record_run_actual(chunked, 2, 123.5)  # reviewed after the job finished
+    with store.reading() as session:
+        assert session.scalar(select(func.count()).select_from(JobDocument)) == 5
+    as_json = workspace.cli("report", "--json").stdout
+    as_csv = workspace.cli("report", "--csv").stdout
+    job = next(j for j in workspace.cli("report", "--json").json()["jobs"]
+               if j["id"] == chunked)
+    assert [run["actual_intensity"] for run in job["runs"]] == [None, 123.5]
+    assert job["name"] == "chunked, \"reviewed\" naïvely"
+    shown = workspace.cli("show", str(chunked), "--json").json()
+    del shown["events"], shown["environment_names"]  # show's own keys
+    assert list(job.items()) == list(shown.items())
+
+    with store.writing() as session:
+        session.execute(delete(JobDocument))  # as before migration 0011
+    assert workspace.cli("report", "--json").stdout == as_json
+    assert workspace.cli("report", "--csv").stdout == as_csv
+    assert store.store_missing_documents() == 5  # what `db upgrade` runs after 0011
+    assert workspace.cli("report", "--json").stdout == as_json
+    store.close()

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from scheduler import accounting, render
+from scheduler import accounting, documents, render
 from scheduler.config import Config
 from scheduler.store import ReportSums, Store
 
@@ -147,18 +147,37 @@ class Report:
                                             snapshot=self.snapshot):
             yield dict(zip(names, zip(*rows, strict=True), strict=True))
 
-    def document_pages(self) -> Iterator[dict[str, Sequence[Any]]]:
-        """Pages of the jobs' documents (``render.document_columns``: lists as JSON text),
-        each followed by its ``render.JOB_PARTS`` (read for the page's interruptible jobs)."""
-        for stored in self.pages(render.DOCUMENT_COLUMNS):
-            document = dict(render.document_columns(stored, self.config))
-            ids = document["id"]
-            interruptible = [job_id for job_id, mode in zip(ids, document["interruptible"],
-                                                             strict=True) if mode is not None]
-            chunks, runs = (self.store.parts_of_jobs(interruptible, snapshot=self.snapshot)
-                            if interruptible else ({}, {}))
-            document.update(render.parts_columns(ids, chunks, runs))
-            yield document
+    def stored_pages(self, formatted: str) -> Iterator[str]:
+        """The jobs' objects ("json": comma-separated JSON objects) or rows ("csv": CSV
+        rows, each ending with a newline), a page at a time: the stored documents
+        (``models.JobDocument``) with the keys derived from the config; a job without one
+        is encoded from its row."""
+        names = render.CONFIG_READS if self._config_keys_known() else ()
+        joined = documents.joined_json if formatted == "json" else documents.joined_csv
+        at = 0 if formatted == "json" else 2  # in documents.stored_texts
+        for rows in self.store.report_documents(formatted, names, self.since, self.until,
+                                                self.regions, snapshot=self.snapshot):
+            ids, heads, tails, *columns = zip(*rows, strict=True)
+            if None in heads:
+                missing = [job_id for job_id, head in zip(ids, heads, strict=True)
+                           if head is None]
+                encoded = self.store.documents_of_jobs(missing, snapshot=self.snapshot)
+                heads = tuple(head if head is not None else encoded[job_id][at]
+                              for job_id, head in zip(ids, heads, strict=True))
+                tails = tuple(tail if tail is not None else encoded[job_id][at + 1]
+                              for job_id, tail in zip(ids, tails, strict=True))
+            if names:
+                config_values = render.config_columns(
+                    dict(zip(names, columns, strict=True)), self.config)
+            else:
+                config_values = {key: [None] * len(ids) for key in render.CONFIG_KEYS}
+            yield joined(heads, tails, config_values)
+
+    def _config_keys_known(self) -> bool:
+        """Whether any region states what the config's keys need (its hardware's embodied
+        emissions): else they are null for every job."""
+        return any(settings.embodied_gco2 is not None
+                   for settings in self.config.regions.values())
 
     def totals(self) -> dict[str, SignalTotals]:
         """Totals per signal, signals in the order of their first job."""
