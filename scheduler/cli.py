@@ -138,21 +138,22 @@ def list_jobs(
         query["limit"] = [str(limit)]
     response = call(ApiRequest("GET", "/jobs", query), stream=json_output)
     if json_output:
-        _write_streamed(response)
+        _write_streamed(response, b"]\n")
     else:
         render.print_jobs(response.document(), expand=expand)
 
 
-def _write_streamed(response: ApiResponse) -> None:
-    """A JSON body to stdout as it arrives (a list of 100,000 jobs is never held whole);
-    one cut short (the daemon failed midway) is a failure, not a silent truncation."""
+def _write_streamed(response: ApiResponse, ending: bytes) -> None:
+    """A body to stdout as it arrives (a list of 100,000 jobs is never held whole); one
+    cut short (the daemon failed midway), which does not end with ``ending``, is a
+    failure, not a silent truncation."""
     out = sys.stdout.buffer
     last = b""
     for chunk in response.chunks or iter((response.body,)):
         out.write(chunk)
-        last = (last + chunk)[-2:]
+        last = (last + chunk)[-len(ending):]
     out.flush()
-    if last != b"]\n":
+    if last != ending:
         raise GridshiftError("the answer was cut short (see the daemon's log)")
 
 
@@ -367,8 +368,12 @@ def report(
         body = call(ApiRequest("GET", "/report", {**query, "format": [form]})).body
         _write_file(path, body)
     form = "json" if json_output else "csv" if csv_output else "text"
-    response = call(ApiRequest("GET", "/report", {**query, "format": [form]}))
-    sys.stdout.buffer.write(response.body)
+    response = call(ApiRequest("GET", "/report", {**query, "format": [form]}),
+                    stream=form != "text")
+    if form == "text":
+        sys.stdout.buffer.write(response.body)
+    else:
+        _write_streamed(response, b"}\n" if form == "json" else b"\n")
     for path, _ in files:
         render.message(f"wrote {path}")
     _exit_at_once()

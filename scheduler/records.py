@@ -5,6 +5,7 @@ Their own module, free of SQLAlchemy, so that the client can use them without im
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +61,12 @@ def plan_note(reason: int, left_out: Sequence[str] = (), replayed: bool = False,
     many chunks an interruptible job's plan has, the regions left out of the comparison
     (``placement.comparable_regions``: a percentile index ranks times within its own region
     only) and whether the region's intensity is replayed from bundled data (the demo)."""
+    return _plan_note(reason, tuple(left_out), replayed, chunk_count)
+
+
+@functools.lru_cache(maxsize=1024)  # a re-plan words the same few notes for 100,000 jobs
+def _plan_note(reason: int, left_out: tuple[str, ...], replayed: bool,
+               chunk_count: int | None) -> str:
     words = describe(PlacementReason(reason))
     if chunk_count is not None and chunk_count > 1:
         words += f"; in {chunk_count} chunks"

@@ -777,3 +777,36 @@ def test_a_list_the_daemon_cuts_short_is_a_failure_not_a_truncated_document(
     assert result.returncode == 1
     assert result.stdout.startswith('[{"id":2},')
     assert "cut short" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("form", ["--csv", "--json"])
+def test_a_report_the_daemon_cuts_short_is_a_failure(workspace: Workspace, form: str) -> None:
+    """A daemon that dies while streaming `report --csv` or `--json` (chunked: its last,
+    empty chunk never comes): the CLI exits 1 with one line, after what it received."""
+    path = short_socket_path()
+    path.parent.mkdir(exist_ok=True)
+    config = workspace.config_path.read_text(encoding="utf-8")
+    old_socket = workspace.config().daemon.socket_path()
+    workspace.config_path.write_text(config.replace(str(old_socket), str(path)),
+                                     encoding="utf-8")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer_half() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\n"
+                           b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                           b"8\r\nid,name\n\r\n")  # a whole row: only the chunks tell
+        connection.close()
+
+    thread = threading.Thread(target=answer_half)
+    thread.start()
+    result = workspace.cli("report", form)
+    thread.join()
+    listener.close()
+    assert result.returncode == 1
+    assert result.stdout == "id,name\n"
+    assert result.stderr.count("\n") == 1
+

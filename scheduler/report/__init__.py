@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from scheduler.report.building import Report, SignalTotals, build
 from scheduler.report.charts import FIGURE_WIDTH_PX, PANEL_HEIGHT_PX, plot_png
-from scheduler.report.encoding import write_csv, write_json
+from scheduler.report.encoding import csv_pieces, json_pieces
 from scheduler.report.page import html_report
 from scheduler.report.table import write_text
 
 __all__ = ["FIGURE_WIDTH_PX", "PANEL_HEIGHT_PX", "Report", "SignalTotals", "build",
-           "html_report", "plot_png", "write_csv", "write_json", "write_text"]
+           "csv_pieces", "html_report", "json_pieces", "plot_png", "write_text"]

@@ -6,23 +6,21 @@ The job objects are those of ``show --json`` (``render.JOB_DOCUMENT`` and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import IO
+from collections.abc import Iterator, Mapping
 
 from scheduler import documents
 from scheduler.render import JOB_DOCUMENT, JOB_PARTS
 from scheduler.report.building import Report, SignalTotals
 
 
-def write_json(report: Report, out: IO[str]) -> None:
-    """One compact document: {"jobs": [...], "totals": {...}}, ASCII as json.dumps would
-    write it."""
-    out.write('{"jobs":[')
-    lead = ""
+def json_pieces(report: Report) -> Iterator[str]:
+    """One compact document, {"jobs": [...], "totals": {...}} and a newline, ASCII as
+    json.dumps would write it, in pieces: the first once the first page is read."""
+    lead = '{"jobs":['
     for page in report.stored_pages("json"):
-        out.write(lead + page)
+        yield lead + page
         lead = ","
-    out.write(json_tail(report.totals()))
+    yield ('{"jobs":[' if lead != "," else "") + json_tail(report.totals())
 
 
 def json_tail(totals: Mapping[str, SignalTotals]) -> str:
@@ -30,11 +28,14 @@ def json_tail(totals: Mapping[str, SignalTotals]) -> str:
                                        separators=(",", ":")) + "}\n")
 
 
-def write_csv(report: Report, out: IO[str]) -> None:
-    """One row per job with the keys of the JSON job objects; lists (an interruptible
-    job's chunks and runs too) as JSON text. Cells as the csv module writes them (minimal
-    quoting)."""
-    names = [*(key.name for key in JOB_DOCUMENT), *JOB_PARTS]
-    out.write(",".join(map(documents.csv_text, names)) + "\n")
-    for page in report.stored_pages("csv"):  # one write a page
-        out.write(page)
+def csv_pieces(report: Report) -> Iterator[str]:
+    """One row per job with the keys of the JSON job objects, after a header row; lists
+    (an interruptible job's chunks and runs too) as JSON text. Cells as the csv module
+    writes them (minimal quoting). In pieces: the header with the first page."""
+    header = ",".join(map(documents.csv_text, (*(key.name for key in JOB_DOCUMENT),
+                                               *JOB_PARTS))) + "\n"
+    for page in report.stored_pages("csv"):
+        yield header + page
+        header = ""
+    if header:
+        yield header
