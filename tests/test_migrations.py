@@ -233,3 +233,40 @@ def test_upgrade_to_0007_stores_the_review_figures_of_existing_jobs(tmp_path: Pa
             "SELECT actual_emissions_g, run_now_emissions_g, saved_g, forecast_error "
             "FROM jobs ORDER BY id").fetchall()
     assert stored == [(100.0, 150.0, 50.0, 40.0), (None, None, None, None)]
+
+
+def test_upgrade_to_0011_stores_the_documents_of_jobs_that_finished_before(
+        tmp_path: Path) -> None:
+    """A database at 0010 with a job that ran and finished and one cancelled before it
+    started: after the upgrade, the first has its stored document (what a report reads),
+    the second none (no report holds it)."""
+    from alembic import command
+
+    path = tmp_path / "old.db"
+    engine = make_engine(f"sqlite:///{path}")
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0010")
+    with sqlite3.connect(path) as connection:
+        for state, started in (("succeeded", "'2026-03-01 11:00:00.000000'"),
+                               ("cancelled", "NULL")):
+            connection.execute(
+                "INSERT INTO jobs (name, state, argv, cwd, env, duration_s, not_before, "
+                "deadline, regions, power_watts, submitted_at, deadline_missed, started_at, "
+                "plan_note) VALUES ('train', ?, '[\"python\", \"fit.py\"]', '/', '{}', 3600, "
+                "'2026-03-01 10:00:00.000000', '2026-03-02 10:00:00.000000', '[\"north\"]', "
+                f"500.0, '2026-03-01 10:00:00.000000', 0, {started}, 'older words')",
+                (state,))
+    upgrade(engine)
+    engine.dispose()
+    with sqlite3.connect(path) as connection:
+        stored = connection.execute(
+            "SELECT job_id, json_head, csv_head FROM job_documents").fetchall()
+    [(job_id, json_head, csv_head)] = stored
+    assert job_id == 1
+    assert json_head.startswith('{"id":1,"name":"train","state":"succeeded",'
+                                '"argv":["python","fit.py"],')
+    assert '"plan_note":"older words"' in json_head
+    assert csv_head.startswith('1,train,succeeded,"[""python"", ""fit.py""]",')
