@@ -1021,15 +1021,10 @@ class Store:
         seconds: values come unconverted, except that SQLite itself turns times into the
         ISO-8601 text of ``timespec.iso_utc``. Lists stay JSON text, booleans 0/1.
         """
-        query = (select(*(_report_column(name, self._sqlite) for name in names))
-                 .select_from(_jobs_in_report_order(self._sqlite))
-                 .where(*_report_filter(started_since, started_until, regions))
-                 .order_by(_job_column("started_at"), _job_column("id")))
-        with self._reading_in(snapshot) as session:
-            # The DBAPI cursor's own tuples: SQLAlchemy's Row wrapping would double the cost.
-            cursor = session.connection().execute(query).cursor
-            while cursor is not None and (page := cursor.fetchmany(page_rows)):
-                yield page
+        columns = [_report_column(name, self._sqlite) for name in names]
+        yield from self._report_rows(columns, _jobs_in_report_order(self._sqlite),
+                                     started_since, started_until, regions, page_rows,
+                                     snapshot)
 
     def report_documents(
         self,
@@ -1049,12 +1044,22 @@ class Store:
                       "csv": ("csv_head", "csv_tail")}[formatted]
         joined = text(f"{'jobs INDEXED BY ' + REPORT_ORDER_INDEX if self._sqlite else 'jobs'} "
                       "LEFT JOIN job_documents ON job_documents.job_id = jobs.id")
-        query = (select(column("id"), column(head), column(tail),
-                        *(_report_column(name, self._sqlite) for name in names))
-                 .select_from(joined)
+        columns = [column("id"), column(head), column(tail),
+                   *(_report_column(name, self._sqlite) for name in names)]
+        yield from self._report_rows(columns, joined, started_since, started_until, regions,
+                                     page_rows, snapshot)
+
+    def _report_rows(self, columns: Sequence[Any], source: Any,
+                     started_since: datetime | None, started_until: datetime | None,
+                     regions: Collection[str], page_rows: int, snapshot: Session | None
+                     ) -> Iterator[Sequence[Any]]:
+        """``columns`` of a report's jobs (from ``source``, which holds the jobs table), in
+        report order, as pages of the driver's own rows."""
+        query = (select(*columns).select_from(source)
                  .where(*_report_filter(started_since, started_until, regions))
                  .order_by(_job_column("started_at"), _job_column("id")))
         with self._reading_in(snapshot) as session:
+            # The DBAPI cursor's own tuples: SQLAlchemy's Row wrapping would double the cost.
             cursor = session.connection().execute(query).cursor
             while cursor is not None and (page := cursor.fetchmany(page_rows)):
                 yield page

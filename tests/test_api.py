@@ -748,10 +748,10 @@ def _many_specs(workspace: Workspace, now: datetime, count: int) -> tuple[list[A
     return [spec] * count, [plan] * count
 
 
-def test_a_list_the_daemon_cuts_short_is_a_failure_not_a_truncated_document(
-        workspace: Workspace) -> None:
-    """A daemon that dies while streaming `list --json`: the CLI exits 1 with one line,
-    after the part it received."""
+def _answered_by_a_daemon_that_dies(workspace: Workspace, answer: bytes,
+                                    *command: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI ``command`` against a fake daemon on the config's socket that sends
+    ``answer`` (headers and part of a body) and then closes the connection."""
     path = short_socket_path()
     path.parent.mkdir(exist_ok=True)
     config = workspace.config_path.read_text(encoding="utf-8")
@@ -765,15 +765,24 @@ def test_a_list_the_daemon_cuts_short_is_a_failure_not_a_truncated_document(
     def answer_half() -> None:
         connection, _ = listener.accept()
         connection.recv(65536)
-        connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
-                           b"Connection: close\r\n\r\n[{\"id\":2},")
+        connection.sendall(answer)
         connection.close()
 
     thread = threading.Thread(target=answer_half)
     thread.start()
-    result = workspace.cli("list", "--json")
+    result = workspace.cli(*command)
     thread.join()
     listener.close()
+    return result
+
+
+def test_a_list_the_daemon_cuts_short_is_a_failure_not_a_truncated_document(
+        workspace: Workspace) -> None:
+    """A daemon that dies while streaming `list --json`: the CLI exits 1 with one line,
+    after the part it received."""
+    result = _answered_by_a_daemon_that_dies(
+        workspace, b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                   b"Connection: close\r\n\r\n[{\"id\":2},", "list", "--json")
     assert result.returncode == 1
     assert result.stdout.startswith('[{"id":2},')
     assert "cut short" in result.stderr and result.stderr.count("\n") == 1
@@ -783,30 +792,10 @@ def test_a_list_the_daemon_cuts_short_is_a_failure_not_a_truncated_document(
 def test_a_report_the_daemon_cuts_short_is_a_failure(workspace: Workspace, form: str) -> None:
     """A daemon that dies while streaming `report --csv` or `--json` (chunked: its last,
     empty chunk never comes): the CLI exits 1 with one line, after what it received."""
-    path = short_socket_path()
-    path.parent.mkdir(exist_ok=True)
-    config = workspace.config_path.read_text(encoding="utf-8")
-    old_socket = workspace.config().daemon.socket_path()
-    workspace.config_path.write_text(config.replace(str(old_socket), str(path)),
-                                     encoding="utf-8")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(1)
-
-    def answer_half() -> None:
-        connection, _ = listener.accept()
-        connection.recv(65536)
-        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\n"
-                           b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                           b"8\r\nid,name\n\r\n")  # a whole row: only the chunks tell
-        connection.close()
-
-    thread = threading.Thread(target=answer_half)
-    thread.start()
-    result = workspace.cli("report", form)
-    thread.join()
-    listener.close()
+    result = _answered_by_a_daemon_that_dies(
+        workspace, b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\n"
+                   b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                   b"8\r\nid,name\n\r\n", "report", form)  # a whole row: only chunks tell
     assert result.returncode == 1
     assert result.stdout == "id,name\n"
     assert result.stderr.count("\n") == 1
-

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler import render, replanning
 from scheduler.daemon import Daemon
-from scheduler.models import JobState
-from scheduler.store import NewJob, PointRecord
+from scheduler.models import Job, JobState
+from scheduler.store import NewJob, PointRecord, Store
 from tests.conftest import Workspace, floor_hour, hourly, write_csv
 
 HOUR = timedelta(hours=1)
@@ -21,9 +21,9 @@ def values_with_dip(dip_hour: int, dip_value: float) -> list[float]:
     return [dip_value if hour == dip_hour else 300.0 for hour in range(30)]
 
 
-def test_unstarted_jobs_are_replanned_when_new_forecasts_or_jobs_arrive(
-    csv_workspace: Callable[..., Workspace]
-) -> None:
+def one_job_before_a_dip(csv_workspace: Callable[..., Workspace]
+                         ) -> tuple[datetime, datetime, Workspace, Store, Daemon, Job]:
+    """Region "here" with a dip 6 hours on, its forecast refreshed, one 1-hour job queued."""
     now = datetime.now(UTC)
     first_hour = floor_hour(now)
     workspace = csv_workspace({"here": hourly(first_hour, values_with_dip(6, 100.0))})
@@ -33,6 +33,13 @@ def test_unstarted_jobs_are_replanned_when_new_forecasts_or_jobs_arrive(
     job = store.add_job(NewJob(name="train", argv=["true"], cwd=str(workspace.root), env={},
                                duration_s=3600, not_before=now, deadline=now + 20 * HOUR,
                                regions=["here"], power_watts=100.0), now)
+    return now, first_hour, workspace, store, daemon, job
+
+
+def test_unstarted_jobs_are_replanned_when_new_forecasts_or_jobs_arrive(
+    csv_workspace: Callable[..., Workspace]
+) -> None:
+    now, first_hour, workspace, store, daemon, job = one_job_before_a_dip(csv_workspace)
 
     daemon.tick(now)  # a new job: planned into the dip
     planned = store.get_job(job.id)
@@ -154,15 +161,7 @@ def test_a_plan_stored_as_words_before_0010_keeps_them_until_its_next_replan(
     """Jobs planned before migration 0010 have their note as words and no reason: `show`
     prints those words, and the next re-plan stores the note's parts (the same words when
     printed) without moving the job or recording an event."""
-    now = datetime.now(UTC)
-    first_hour = floor_hour(now)
-    workspace = csv_workspace({"here": hourly(first_hour, values_with_dip(6, 100.0))})
-    store = workspace.store()
-    daemon = Daemon(workspace.config(), store)
-    daemon.refresh(now)
-    job = store.add_job(NewJob(name="train", argv=["true"], cwd=str(workspace.root), env={},
-                               duration_s=3600, not_before=now, deadline=now + 20 * HOUR,
-                               regions=["here"], power_watts=100.0), now)
+    now, first_hour, workspace, store, daemon, job = one_job_before_a_dip(csv_workspace)
     daemon.tick(now)
     planned = render.job_json(store.get_job(job.id))
     assert (planned["plan_note"], planned["plan_reason"]) == (

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from scheduler import jobs, replanning
 from scheduler.daemon import REPLAN_SETTLE, Daemon
 from scheduler.models import JobState
 from scheduler.records import SubmitRequest
-from scheduler.store import NewJob
+from scheduler.store import NewJob, Store
 from tests.conftest import Workspace, floor_hour, hourly, write_csv
 from tests.daemon_process import wait_for
 
@@ -177,37 +178,61 @@ def test_new_jobs_wait_for_submissions_to_pause_but_other_changes_replan_at_once
     store.close()
 
 
+@dataclass
+class OneSlotDaemon:
+    """A daemon over one region with one slot and two clean hours (5 and 6 after
+    ``first_hour``), one job already planned into one of them by a tick."""
+
+    workspace: Workspace
+    store: Store
+    daemon: Daemon
+    now: datetime
+    first_hour: datetime
+
+    @classmethod
+    def start(cls, csv_workspace: Callable[..., Workspace]) -> OneSlotDaemon:
+        now = datetime.now(UTC)
+        first_hour = floor_hour(now)
+        values = [100.0 if hour in (5, 6) else 300.0 for hour in range(30)]
+        workspace = csv_workspace({"here": hourly(first_hour, values)}, slots=1)
+        store = workspace.store()
+        daemon = Daemon(workspace.config(), store)
+        daemon.refresh(now)
+        store.add_job(_new_job(workspace, now), now)
+        daemon.tick(now)
+        return cls(workspace, store, daemon, now, first_hour)
+
+    @property
+    def clean_hours(self) -> set[datetime]:
+        return {self.first_hour + 5 * HOUR, self.first_hour + 6 * HOUR}
+
+    def submit(self, cache: replanning.PlanCache | None) -> datetime | None:
+        """Submit a 1-hour job as the API does; its planned start."""
+        caller = jobs.Caller(os.getuid(), os.getgid(), "tester", admin=False)
+        request = SubmitRequest(["true"], 3600, self.now, self.now + 20 * HOUR,
+                                str(self.workspace.root), 0o022, {})
+        (job,) = jobs.submit(self.store, self.workspace.config(), caller, request, self.now,
+                             cache)
+        return job.planned_start
+
+    def clear_of_clean_hours(self, start: datetime | None) -> bool:
+        """Whether a 1-hour job starting at ``start`` overlaps neither clean hour."""
+        return start is not None and not (
+            self.first_hour + 4 * HOUR < start < self.first_hour + 7 * HOUR)
+
+
 def test_a_submit_between_replans_plans_around_the_daemons_slots(
     csv_workspace: Callable[..., Workspace]
 ) -> None:
     """With one slot, a job submitted through the daemon (its planned slots in memory)
     goes after the one planned into the dip, exactly as a submit that reads the store."""
-    now = datetime.now(UTC)
-    first_hour = floor_hour(now)
-    values = [100.0 if hour in (5, 6) else 300.0 for hour in range(30)]
-    workspace = csv_workspace({"here": hourly(first_hour, values)}, slots=1)
-    store = workspace.store()
-    config = workspace.config()
-    daemon = Daemon(config, store)
-    daemon.refresh(now)
-    store.add_job(_new_job(workspace, now), now)
-    daemon.tick(now)
-    caller = jobs.Caller(os.getuid(), os.getgid(), "tester", admin=False)
-
-    def submit(cache: replanning.PlanCache | None) -> datetime | None:
-        request = SubmitRequest(["true"], 3600, now, now + 20 * HOUR, str(workspace.root),
-                                0o022, {})
-        (job,) = jobs.submit(store, config, caller, request, now, cache)
-        return job.planned_start
-
-    (planned,) = store.list_jobs()
-    first = planned.planned_start
-    second = submit(daemon.plan_cache)
-    assert {first, second} == {first_hour + 5 * HOUR, first_hour + 6 * HOUR}
-    third = submit(daemon.plan_cache)  # both clean hours are taken, in memory
-    assert third not in (first_hour + 5 * HOUR, first_hour + 6 * HOUR)
-    assert third is not None and not (first_hour + 4 * HOUR < third < first_hour + 7 * HOUR)
-    store.close()
+    setup = OneSlotDaemon.start(csv_workspace)
+    (planned,) = setup.store.list_jobs()
+    second = setup.submit(setup.daemon.plan_cache)
+    assert {planned.planned_start, second} == setup.clean_hours
+    third = setup.submit(setup.daemon.plan_cache)  # both clean hours are taken, in memory
+    assert setup.clear_of_clean_hours(third)
+    setup.store.close()
 
 
 def test_a_submit_during_a_replan_keeps_its_slot_in_the_daemons_memory(
@@ -216,38 +241,22 @@ def test_a_submit_during_a_replan_keeps_its_slot_in_the_daemons_memory(
     """A re-plan reads the queue, then places it: a job submitted in between is not in
     what it places, and its slot must not be forgotten when the re-plan sets the slots it
     found, or the next submit would be given the same slot (one slot, two jobs)."""
-    now = datetime.now(UTC)
-    first_hour = floor_hour(now)
-    values = [100.0 if hour in (5, 6) else 300.0 for hour in range(30)]
-    workspace = csv_workspace({"here": hourly(first_hour, values)}, slots=1)
-    store = workspace.store()
-    config = workspace.config()
-    daemon = Daemon(config, store)
-    daemon.refresh(now)
-    store.add_job(_new_job(workspace, now), now)
-    daemon.tick(now)
-    caller = jobs.Caller(os.getuid(), os.getgid(), "tester", admin=False)
-
-    def submit() -> datetime | None:
-        request = SubmitRequest(["true"], 3600, now, now + 20 * HOUR, str(workspace.root),
-                                0o022, {})
-        (job,) = jobs.submit(store, config, caller, request, now, daemon.plan_cache)
-        return job.planned_start
-
+    setup = OneSlotDaemon.start(csv_workspace)
     submitted_during: list[datetime | None] = []
     place_queue = replanning._replan_whole
 
     def submit_then_place(*arguments: object, **keywords: object) -> object:
-        submitted_during.append(submit())  # after the re-plan read the queue
+        submitted_during.append(setup.submit(setup.daemon.plan_cache))  # after the read
         return place_queue(*arguments, **keywords)  # type: ignore[arg-type]
 
     monkeypatch.setattr(replanning, "_replan_whole", submit_then_place)
-    replanning.replan(store, config, now + timedelta(seconds=1), daemon.plan_cache)
+    replanning.replan(setup.store, setup.workspace.config(),
+                      setup.now + timedelta(seconds=1), setup.daemon.plan_cache)
     monkeypatch.undo()
 
-    clean = {first_hour + 5 * HOUR, first_hour + 6 * HOUR}
-    (planned,) = [job for job in store.list_jobs() if job.planned_start != submitted_during[0]]
-    assert {planned.planned_start, submitted_during[0]} == clean
-    third = submit()  # both clean hours are taken: one by the re-plan, one by the submit
-    assert third is not None and not (first_hour + 4 * HOUR < third < first_hour + 7 * HOUR)
-    store.close()
+    (planned,) = [job for job in setup.store.list_jobs()
+                  if job.planned_start != submitted_during[0]]
+    assert {planned.planned_start, submitted_during[0]} == setup.clean_hours
+    third = setup.submit(setup.daemon.plan_cache)  # one clean hour each: re-plan, submit
+    assert setup.clear_of_clean_hours(third)
+    setup.store.close()

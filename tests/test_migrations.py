@@ -38,6 +38,19 @@ def migrated_url(url: str) -> Engine:
     return engine
 
 
+def at_revision(path: Path, revision: str) -> Engine:
+    """A new SQLite database at ``path`` migrated to ``revision`` only (an older one)."""
+    from alembic import command
+
+    engine = make_engine(f"sqlite:///{path}")
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    return engine
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     """Two empty databases on one backend (each backend in turn)."""
@@ -206,15 +219,8 @@ def test_upgrade_to_0007_stores_the_review_figures_of_existing_jobs(tmp_path: Pa
     """A database at 0006 with a reviewed job and one awaiting actuals: after the upgrade,
     the reviewed job's actual, run-now and saved grams and forecast error are stored, and
     the other's stay unknown."""
-    from alembic import command
-
     path = tmp_path / "old.db"
-    engine = make_engine(f"sqlite:///{path}")
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0006")
+    engine = at_revision(path, "0006")
     row = ("'train', 'succeeded', '[\"true\"]', '/', '{{}}', 3600, '2026-03-01 10:00:00.000000', "
            "'2026-03-02 10:00:00.000000', '[\"north\"]', 500.0, '2026-03-01 10:00:00.000000', "
            "0, {}, {}, {}, {}, {}")
@@ -240,15 +246,8 @@ def test_upgrade_to_0011_stores_the_documents_of_jobs_that_finished_before(
     """A database at 0010 with a job that ran and finished and one cancelled before it
     started: after the upgrade, the first has its stored document (what a report reads),
     the second none (no report holds it)."""
-    from alembic import command
-
     path = tmp_path / "old.db"
-    engine = make_engine(f"sqlite:///{path}")
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0010")
+    engine = at_revision(path, "0010")
     with sqlite3.connect(path) as connection:
         for state, started in (("succeeded", "'2026-03-01 11:00:00.000000'"),
                                ("cancelled", "NULL")):
