@@ -1387,9 +1387,11 @@ class _EpochSeconds(FunctionElement[float]):
 @compiles(_EpochSeconds, "sqlite")
 def _epoch_seconds_sqlite(element: _EpochSeconds, compiler: Any, **kw: Any) -> str:
     # Whole seconds from strftime, the stored fraction ('.ffffff', or '') added: exact,
-    # where julianday() would keep only milliseconds.
+    # where julianday() would keep only milliseconds. strftime is given the whole seconds
+    # alone: it rounds a fraction to milliseconds first, so '...:47.9997' made 48.
     stored = compiler.process(element.clauses, **kw)
-    return f"(CAST(strftime('%s', {stored}) AS REAL) + CAST(substr({stored}, 20) AS REAL))"
+    return (f"(CAST(strftime('%s', substr({stored}, 1, 19)) AS REAL)"
+            f" + CAST(substr({stored}, 20) AS REAL))")
 
 
 @compiles(_EpochSeconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -453,3 +454,19 @@ def test_sqlite_times_are_stored_as_sqlalchemy_stores_them(moment: datetime) -> 
     read = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)(stored)
     assert read == moment and read.tzinfo == UTC
     assert read == plain.result_processor(dialect, None)(stored).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("microsecond", [0, 499_999, 999_400, 999_500, 999_708, 999_999])
+def test_times_read_as_epoch_seconds_are_exact_to_the_microsecond(
+        store: Store, microsecond: int) -> None:
+    """What a re-plan reads of the queue (times as epoch seconds computed by the database)
+    is the stored instant: a time in the last half millisecond of a second once read a
+    whole second late on SQLite, and every re-plan then moved such jobs."""
+    not_before = NOW + timedelta(minutes=7, seconds=59, microseconds=microsecond)
+    job = store.add_job(replace(new_job(), not_before=not_before,
+                                deadline=not_before + 24 * HOUR), NOW)
+    queue = store.unstarted_for_planning()
+    [row] = [index for index, job_id in enumerate(queue.ids) if job_id == job.id]
+    assert queue.not_before[row] == pytest.approx(not_before.timestamp(), abs=1e-6)
+    assert queue.deadlines[row] == pytest.approx((not_before + 24 * HOUR).timestamp(),
+                                                 abs=1e-6)
