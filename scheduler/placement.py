@@ -716,17 +716,19 @@ def _prefix_that_fits(
     intervals are half-open); each region's events sum to zero, so one running sum serves
     all regions. A prefix keeps the events of its jobs and of the held intervals, so
     whether it fits is a mask and two running sums; the longest is found by bisection.
-    Held intervals that overlap no window of their region are left out first: they add
-    nothing inside any window, and a submit plans one job against 100,000 of them.
+    Where held intervals outnumber the jobs (a submit plans one job against 100,000 of
+    them), those that overlap no window of their region are left out first: they add
+    nothing inside any window.
     """
-    first_start = np.full(len(slots), np.inf)
-    last_end = np.full(len(slots), -np.inf)
-    np.minimum.at(first_start, column, start)
-    np.maximum.at(last_end, column, end)
-    overlapping = ((held_end > first_start[held_column])
-                   & (held_start < last_end[held_column]))
-    held_column, held_start, held_end = (
-        held_column[overlapping], held_start[overlapping], held_end[overlapping])
+    if len(held_column) > len(column):
+        first_start = np.full(len(slots), np.inf)
+        last_end = np.full(len(slots), -np.inf)
+        np.minimum.at(first_start, column, start)
+        np.maximum.at(last_end, column, end)
+        overlapping = ((held_end > first_start[held_column])
+                       & (held_start < last_end[held_column]))
+        held_column, held_start, held_end = (
+            held_column[overlapping], held_start[overlapping], held_end[overlapping])
     count, held = len(column), len(held_column)
     event_column = np.concatenate((column, column, held_column, held_column))
     time = np.concatenate((start, end, held_start, held_end))
