@@ -169,7 +169,7 @@ def main() -> None:
                        for first in range(0, queued, ARRAY_LIMIT))
             print(f"queued {queued} jobs in {-(-queued // ARRAY_LIMIT)} request(s) on the "
                   f"second daemon: {took:.2f} s")
-            settle(full_socket, 12.0 + queued / 2_000)
+            settle(full_socket, 12.0 + queued / 10_000)
             medians: dict[tuple[str, str], float] = {}
             for name in commands_for([], Path()):
                 timed_runs = runs if "array" not in name else max(3, runs // 4)

@@ -52,8 +52,7 @@ STOP_WAIT_S = 3.0
 ACTUALS_FIRST_DELAY = timedelta(minutes=2)
 # How often the main thread looks at the stop flag a signal handler set.
 STOP_POLL_S = 0.2
-# Changes other than new forecasts wait at most this long for the re-plan of the whole
-# queue while more keep coming (see Daemon._replan_due).
+# New jobs wait at most this long for the re-plan of the whole queue while more arrive.
 REPLAN_SETTLE = timedelta(seconds=30)
 # How often forecast vintages older than daemon.retention are pruned.
 PRUNE_EVERY = timedelta(hours=1)
@@ -194,8 +193,8 @@ class Daemon:
     _last_tick_done: float | None = None  # time.monotonic() when a tick last completed
     _last_status: str = ""
     _counted_at: tuple[int, int, int] | None = None  # change marker of the last job count
-    # Since when changes wait for a re-plan, and the change marker the last tick saw.
-    _changes_since: datetime | None = None
+    # Since when new jobs wait for a re-plan, and the change marker the last tick saw.
+    _submits_since: datetime | None = None
     _seen_marker: tuple[int, int, int] | None = None
     # Forecasts and planned slots between re-plans, for the API's submits (replanning.py).
     plan_cache: replanning.PlanCache = field(default_factory=replanning.PlanCache)
@@ -340,7 +339,7 @@ class Daemon:
                 # The forecast part as read before re-planning: points a refresh stored
                 # while it ran trigger the next one (its own writes are jobs and events).
                 self._last_marker = (marker[0], *self.store.change_marker()[1:])
-                self._changes_since = None
+                self._submits_since = None
             self._slurm.sync(now, submit=not self._stopping)
             if not self._stopping:
                 self._dispatch(now)
@@ -354,22 +353,20 @@ class Daemon:
     def _replan_due(self, marker: tuple[int, int, int], now: datetime) -> bool:
         """Whether this tick re-plans the queue, given that something changed.
 
-        New forecasts re-plan at once. Anything else (new jobs, launches, ends, cancels)
-        waits until the changes pause for a tick (or for REPLAN_SETTLE at most): each new
-        job was placed around the others when it was submitted, and a launch, an end or a
-        cancel only keeps or frees slots the plans already hold. A re-plan of 100,000 jobs
-        costs seconds: one per tick while jobs keep arriving, starting and ending would
-        keep the daemon busy most of the time, and its answers to submits slow with it.
+        New forecasts, ends, launches and cancels re-plan at once. New jobs alone wait
+        until submissions pause for a tick (or for REPLAN_SETTLE at most): each was placed
+        around the others when it was submitted, and a sweep of thousands of submissions
+        should cost one re-plan of a large queue, not one per tick while it arrives.
         """
         last = self._last_marker
-        if last is None or marker[0] != last[0]:
-            return True  # the first tick, or new forecast points
-        if self._changes_since is None:
-            self._changes_since, self._seen_marker = now, marker
+        if last is None or marker[1] == last[1]:
+            return True  # the first tick, or no new job
+        if self._submits_since is None:
+            self._submits_since, self._seen_marker = now, marker
             return False
         settled = marker == self._seen_marker
         self._seen_marker = marker
-        return settled or now - self._changes_since >= REPLAN_SETTLE
+        return settled or now - self._submits_since >= REPLAN_SETTLE
 
     def _report_status(self) -> None:
         """A one-line STATUS= for `systemctl status`, sent when it changes."""

@@ -17,7 +17,7 @@ from scheduler import jobs, replanning
 from scheduler.daemon import REPLAN_SETTLE, Daemon
 from scheduler.models import JobState
 from scheduler.records import SubmitRequest
-from scheduler.store import NewJob, PointRecord, Store
+from scheduler.store import NewJob, Store
 from tests.conftest import Workspace, floor_hour, hourly, write_csv
 from tests.daemon_process import wait_for
 
@@ -136,7 +136,7 @@ def test_a_replan_writes_only_what_changed_and_logs_each_move(
     store.close()
 
 
-def test_changes_wait_for_a_pause_before_a_replan_but_new_forecasts_replan_at_once(
+def test_new_jobs_wait_for_submissions_to_pause_but_other_changes_replan_at_once(
     csv_workspace: Callable[..., Workspace]
 ) -> None:
     now = datetime.now(UTC)
@@ -169,22 +169,12 @@ def test_changes_wait_for_a_pause_before_a_replan_but_new_forecasts_replan_at_on
     daemon.tick(moment)
     assert not any(queued(job_id) for job_id in arriving)
 
-    # A cancel waits for the changes to pause too.
+    # A cancel (no new job) re-plans on the next tick.
     store.transition(arriving[0], [JobState.PLANNED], JobState.CANCELLED, moment, "test")
     unplanned = store.add_job(_new_job(workspace, later), now).id
-    daemon.tick(moment + timedelta(seconds=1))  # changes: wait
-    assert queued(unplanned)
+    daemon.tick(moment + timedelta(seconds=1))  # new job: waits
     daemon.tick(moment + timedelta(seconds=2))  # settled
     assert not queued(unplanned)
-
-    # New forecast points re-plan on the tick that sees them, new jobs or not.
-    waiting = store.add_job(_new_job(workspace, later), now).id
-    newer = moment + timedelta(minutes=1)
-    store.add_points("here", "here", [PointRecord(start, end, value) for start, end, value
-                                      in hourly(floor_hour(now) - HOUR, [250.0] * 30)],
-                     newer)
-    daemon.tick(newer)
-    assert not queued(waiting)
     store.close()
 
 
@@ -216,12 +206,10 @@ class OneSlotDaemon:
     def clean_hours(self) -> set[datetime]:
         return {self.first_hour + 5 * HOUR, self.first_hour + 6 * HOUR}
 
-    def submit(self, cache: replanning.PlanCache | None,
-               not_before: datetime | None = None) -> datetime | None:
-        """Submit a 1-hour job as the API does (not before ``not_before``, default now);
-        its planned start."""
+    def submit(self, cache: replanning.PlanCache | None) -> datetime | None:
+        """Submit a 1-hour job as the API does; its planned start."""
         caller = jobs.Caller(os.getuid(), os.getgid(), "tester", admin=False)
-        request = SubmitRequest(["true"], 3600, not_before or self.now, self.now + 20 * HOUR,
+        request = SubmitRequest(["true"], 3600, self.now, self.now + 20 * HOUR,
                                 str(self.workspace.root), 0o022, {})
         (job,) = jobs.submit(self.store, self.workspace.config(), caller, request, self.now,
                              cache)
@@ -271,28 +259,4 @@ def test_a_submit_during_a_replan_keeps_its_slot_in_the_daemons_memory(
     assert {planned.planned_start, submitted_during[0]} == setup.clean_hours
     third = setup.submit(setup.daemon.plan_cache)  # one clean hour each: re-plan, submit
     assert setup.clear_of_clean_hours(third)
-    setup.store.close()
-
-
-def test_a_slot_freed_by_a_cancel_is_given_out_once_the_changes_pause(
-    csv_workspace: Callable[..., Workspace]
-) -> None:
-    """One slot, two clean hours, three jobs: the third waits outside them. Its slot-mate
-    is cancelled: the tick that sees the cancel waits for changes to pause, the next one
-    re-plans and moves the third job into the freed clean hour."""
-    setup = OneSlotDaemon.start(csv_workspace)
-    later = setup.now + HOUR  # nothing is due during the test
-    second = setup.submit(setup.daemon.plan_cache, later)
-    third_start = setup.submit(setup.daemon.plan_cache, later)
-    assert setup.clear_of_clean_hours(third_start)
-    setup.daemon.tick(setup.now + timedelta(seconds=1))  # the submits' changes: wait
-    setup.daemon.tick(setup.now + timedelta(seconds=2))  # settled: nothing moves
-    (third,) = [job for job in setup.store.list_jobs() if job.planned_start == third_start]
-    (cancelled,) = [job for job in setup.store.list_jobs() if job.planned_start == second]
-    setup.store.transition(cancelled.id, [JobState.PLANNED], JobState.CANCELLED,
-                           setup.now, "test")
-    setup.daemon.tick(setup.now + timedelta(seconds=3))
-    assert setup.store.get_job(third.id).planned_start == third_start
-    setup.daemon.tick(setup.now + timedelta(seconds=4))
-    assert setup.store.get_job(third.id).planned_start == second
     setup.store.close()
