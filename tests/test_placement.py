@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from scheduler.intensity import Forecast, PrefixIntegral, window_mean
 from scheduler.placement import (
     Busy,
+    HeldProfile,
+    Holds,
     JobRequest,
     Placement,
     plan,
@@ -608,3 +610,24 @@ def test_bad_requests_are_refused() -> None:
         JobRequest(1, 5.0, 0.0, 10.0, ())
     with pytest.raises(ValueError, match="overlap"):
         Forecast.from_lists([0, 5], [10, 20], [1, 2])
+
+
+@PROPERTY
+@given(scenario=scenarios(max_jobs=5, max_slots=2), extra=st.integers(0, 40))
+def test_a_held_profile_places_as_the_held_slots_do(scenario: Scenario, extra: int) -> None:
+    """A submit plans its few jobs against the daemon's ``HeldProfile`` (the step functions
+    of what is held) instead of every held slot: the same placements, reasons included,
+    whether the profile was made at once or one hold at a time."""
+    busy = [*scenario.busy, Busy(scenario.jobs[0].regions[0], float(extra),
+                                 float(extra + 3))]
+    holds = Holds.from_busy(busy)
+    one_by_one = HeldProfile()
+    for hold in busy:
+        one_by_one = one_by_one.plus(Holds.from_busy([hold]))
+    expected = plan(scenario.jobs, scenario.forecasts(), scenario.slots,
+                    float(scenario.now), holds)
+    for profile in (HeldProfile.of(holds), one_by_one):
+        placed = plan(scenario.jobs, scenario.forecasts(), scenario.slots,
+                      float(scenario.now), profile)
+        assert list(placed) == list(expected)
+
