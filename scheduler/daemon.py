@@ -465,16 +465,15 @@ class Daemon:
         settings = self.config.regions[region]
         log_dir = self.config.daemon.log_dir
         try:
-            identity = launcher.resolve_identity(job.owner_uid, job.owner_gid)
-            daemon_uid, daemon_name = launcher.daemon_user()
-            user_dir = (launcher.user_dir_name(identity.name, identity.uid) if identity
-                        else launcher.user_dir_name(daemon_name, daemon_uid))
-            env = self._environment(job, region, identity)
+            owner = launcher.run_as(job)
+            identity = owner.identity
+            env = launcher.job_environment(job, region, owner.home, self.config.secrets())
             if run is not None:
                 env["GRIDSHIFT_RUN"] = str(run)
                 if run > 1:
                     env["GRIDSHIFT_RESUME"] = "1"
-            launched, process = launcher.spawn_wrapper(job.id, log_dir, user_dir, identity)
+            launched, process = launcher.spawn_wrapper(job.id, log_dir, owner.user_dir,
+                                                       identity)
         except (OSError, launcher.LaunchRefused) as error:
             detail = error.strerror if isinstance(error, OSError) and error.strerror else error
             log.error("job %d: could not start: %s", job.id, detail)
@@ -516,21 +515,6 @@ class Daemon:
         if self.store.get_job(job.id).cancel_requested_at is not None:
             launcher.signal_job(launched.pid, launched.pid_started_at, signal.SIGTERM)
         return True
-
-    def _environment(self, job: Job, region: str, identity: launcher.Identity | None
-                     ) -> dict[str, str]:
-        return launcher.job_environment(
-            job.id, region, job.environment, job.env,
-            identity.home if identity is not None
-            else None if job.owner_uid is None else launcher.home_of(job.owner_uid),
-            None if job.array_id is None or job.array_index is None
-            else (job.array_id, job.array_index),
-            self._credentials())
-
-    def _credentials(self) -> list[str]:
-        """Every secret this daemon holds for its providers: never given to a job."""
-        return [secret for provider in self.config.providers.values()
-                for secret in provider.secrets()]
 
     def _pause(self, point: str, job_id: int) -> None:
         """The test hook of PAUSE_AT_ENV; does nothing unless a test set it."""
@@ -904,10 +888,12 @@ class Daemon:
         self._pause("after-resume-stored", job.id)
         launcher.signal_job(job.pid, job.pid_started_at, signal.SIGCONT)
         try:
-            identity = launcher.resolve_identity(job.owner_uid, job.owner_gid)
+            home = launcher.run_as(job).home
         except launcher.LaunchRefused:
-            identity = None  # only the meters' view of its GPUs depends on it
-        self._meters.start(job.id, job.pid, self._environment(job, region, identity), now)
+            home = None  # only the meters' view of its GPUs depends on the environment
+        self._meters.start(job.id, job.pid,
+                           launcher.job_environment(job, region, home, self.config.secrets()),
+                           now)
         log.info("job %d: resumed (run %d)", job.id, run)
         return True
 

@@ -28,6 +28,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -40,6 +41,9 @@ from scheduler.jobwrapper import (
     Spec,
 )
 from scheduler.timespec import from_epoch
+
+if TYPE_CHECKING:
+    from scheduler.models import Job
 
 # Process start times from psutil are floats rounded by the kernel's clock ticks.
 _START_TIME_TOLERANCE_S = 0.05
@@ -153,26 +157,44 @@ def resolve_identity(owner_uid: int | None, owner_gid: int | None) -> Identity |
     return Identity(owner_uid, gid, groups, entry.pw_name, entry.pw_dir)
 
 
-def job_environment(job_id: int, region: str, environment: Mapping[str, str] | None,
-                    overrides: Mapping[str, str], home: str | None,
-                    array: tuple[int, int] | None, hidden_values: Collection[str]
+@dataclass(frozen=True)
+class RunAs:
+    """Whom a job runs as and where its log goes, for both executors."""
+
+    identity: Identity | None  # None: the daemon's own user
+    user_dir: str  # its log directory's name under LOG_DIR
+    home: str | None  # its owner's home, given to a job whose environment has no HOME
+
+
+def run_as(job: Job) -> RunAs:
+    """Resolve the job's owner (raises ``LaunchRefused``, see ``resolve_identity``)."""
+    identity = resolve_identity(job.owner_uid, job.owner_gid)
+    if identity is not None:
+        return RunAs(identity, user_dir_name(identity.name, identity.uid), identity.home)
+    daemon_uid, daemon_name = daemon_user()
+    return RunAs(None, user_dir_name(daemon_name, daemon_uid),
+                 None if job.owner_uid is None else home_of(job.owner_uid))
+
+
+def job_environment(job: Job, region: str, home: str | None, hidden_values: Collection[str]
                     ) -> dict[str, str]:
-    """The job's whole environment: its captured ``environment`` (None: the daemon's),
-    the owner's HOME if it has none, ``overrides`` (--env), then gridshift's variables.
-    Whatever the daemon holds as a credential (by name, or by value from its config) is
-    dropped from the base, in every mode."""
-    base = dict(os.environ if environment is None else environment)
+    """The job's whole environment: its captured environment (none stored: the daemon's),
+    the owner's ``home`` if it has no HOME, its --env overrides, then gridshift's variables.
+    Whatever the daemon holds as a credential (by name, or by value from its config:
+    ``hidden_values``) is dropped from the base, in every mode."""
+    base = dict(os.environ if job.environment is None else job.environment)
     hidden = {value for value in hidden_values if value}
     env = {name: value for name, value in base.items()
            if name not in SECRET_NAMES and not name.startswith(TEST_ENV_PREFIX)
            and value not in hidden}
     if home is not None and "HOME" not in env:
         env["HOME"] = home
-    env.update(overrides)
-    env["GRIDSHIFT_JOB_ID"] = str(job_id)
+    env.update(job.env)
+    env["GRIDSHIFT_JOB_ID"] = str(job.id)
     env["GRIDSHIFT_REGION"] = region
-    if array is not None:
-        env["GRIDSHIFT_ARRAY_JOB_ID"], env["GRIDSHIFT_ARRAY_TASK_ID"] = map(str, array)
+    if job.array_id is not None and job.array_index is not None:
+        env["GRIDSHIFT_ARRAY_JOB_ID"] = str(job.array_id)
+        env["GRIDSHIFT_ARRAY_TASK_ID"] = str(job.array_index)
     return env
 
 

@@ -429,19 +429,11 @@ class SlurmExecutor:
         settings = self.config.regions[region]
         latest_start = job.deadline - timedelta(seconds=job.duration_s)
         try:
-            identity = launcher.resolve_identity(job.owner_uid, job.owner_gid)
-            daemon_uid, daemon_name = launcher.daemon_user()
-            user_dir = (launcher.user_dir_name(identity.name, identity.uid) if identity
-                        else launcher.user_dir_name(daemon_name, daemon_uid))
-            env = launcher.job_environment(
-                job.id, region, job.environment, job.env,
-                identity.home if identity is not None
-                else None if job.owner_uid is None else launcher.home_of(job.owner_uid),
-                None if job.array_id is None or job.array_index is None
-                else (job.array_id, job.array_index),
-                self.config.secrets())
-            log_path = launcher.prepare_log_dir(self.config.daemon.log_dir, job.id, user_dir,
-                                                identity)
+            owner = launcher.run_as(job)
+            identity = owner.identity
+            env = launcher.job_environment(job, region, owner.home, self.config.secrets())
+            log_path = launcher.prepare_log_dir(self.config.daemon.log_dir, job.id,
+                                                owner.user_dir, identity)
             os.close(launcher.open_log(log_path, identity))
         except (OSError, launcher.LaunchRefused) as error:
             detail = error.strerror if isinstance(error, OSError) and error.strerror else error
