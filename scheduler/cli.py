@@ -261,7 +261,7 @@ def daemon(
 
     stopflag.install()  # before the slow imports: an early SIGTERM is a clean stop
     from scheduler.daemon import configure_logging, run_daemon
-    from scheduler.slurm import check_commands
+    from scheduler.executors.slurm import check_commands
 
     configure_logging()
     config = current_config()

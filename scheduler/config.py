@@ -124,7 +124,7 @@ class RegionConfig:
     embodied_gco2: float | None = None
     lifetime: timedelta | None = None
     # "local" runs jobs on this machine (or through ``launcher``); "slurm" hands them to a
-    # Slurm cluster (scheduler/slurm.py) with the keys below.
+    # Slurm cluster (scheduler/executors/slurm.py) with the keys below.
     executor: str = "local"
     partition: str | None = None
     sbatch_args: tuple[str, ...] = ()

@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler import launcher, slurm
 from scheduler.config import MAX_POWER_WATTS, SECRET_ENV, Config
 from scheduler.errors import BadInput, PermissionDenied, StateConflict
+from scheduler.executors import launcher, slurm
 from scheduler.models import (
     FINISHED,
     MAX_NAME_CHARS,
@@ -34,6 +34,7 @@ from scheduler.models import (
 )
 from scheduler.records import (
     CHECKPOINT,
+    DEFAULT_CHECKPOINT_GRACE_S,
     DEFAULT_MIN_CHUNK_S,
     INTERRUPTIBLE_MODES,
     SUSPEND,
@@ -109,7 +110,6 @@ MAX_ARRAY_TASKS = 10_000
 # without them (no --max-pauses: no limit).
 DEFAULT_RESTART_OVERHEAD_S = 0
 DEFAULT_CHECKPOINT_SIGNAL = "SIGTERM"
-DEFAULT_CHECKPOINT_GRACE_S = 2 * 60
 # Far more pauses than any job has room for; it keeps the number a database integer.
 MAX_PAUSES = 1_000_000
 # Signals a process cannot catch: it could not save its state on them.

@@ -22,6 +22,9 @@ INTERRUPTIBLE_MODES = (SUSPEND, CHECKPOINT)
 # An interruptible job's shortest chunk when its submitter does not say (submit, the
 # planner for jobs stored without one, the simulator's workloads).
 DEFAULT_MIN_CHUNK_S = 30 * 60
+# How long a checkpoint-mode job may take to exit after its checkpoint signal, when its
+# submitter does not say (submit stores it; the executor reads it for jobs stored without).
+DEFAULT_CHECKPOINT_GRACE_S = 2 * 60
 
 
 class PlacementReason(IntFlag):

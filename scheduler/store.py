@@ -393,7 +393,7 @@ class Store:
                 connection.execute(update(Job).where(jobs.id == bindparam("chunk_id"))
                                    .values(chunk_end=bindparam("chunk_end")), firsts)
 
-    # Runs of interruptible jobs (scheduler/daemon.py) -------------------------------------
+    # Runs of interruptible jobs (scheduler/executors/local.py) ---------------------------
 
     def job_runs(self, job_id: int) -> list[JobRun]:
         """An interruptible job's runs, in order (empty for any other job)."""

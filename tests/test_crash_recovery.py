@@ -23,9 +23,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from scheduler import launcher
-from scheduler.daemon import RETURNED_TO_QUEUE
-from scheduler.jobwrapper import STARTED_SUFFIX, STARTING_SUFFIX, write_record
+from scheduler.executors import launcher
+from scheduler.executors.jobwrapper import STARTED_SUFFIX, STARTING_SUFFIX, write_record
+from scheduler.executors.local import RETURNED_TO_QUEUE
 from scheduler.models import JobState
 from scheduler.store import NewJob
 from tests.conftest import Workspace, floor_hour, hourly

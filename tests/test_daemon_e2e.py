@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from scheduler import launcher
+from scheduler.executors import launcher
 from scheduler.models import Job, JobState
 from scheduler.store import Store
 from tests.conftest import Workspace, create_workspace, write_csv

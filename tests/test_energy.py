@@ -364,5 +364,5 @@ def test_daemon_runs_jobs_despite_a_broken_meter_and_after_a_restart(
     slow = wait_for_end(restarted, ids[1])
     assert slow.state == JobState.SUCCEEDED
     assert slow.energy_method == "declared" and "restarted" in (slow.energy_note or "")
-    for process in first._children.values():  # a real restart would not hold these handles
+    for process in first.local.children.values():  # a real restart would not hold these handles
         process.wait()

@@ -21,8 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler.daemon import KILLED_AFTER_GRACE, RETURNED_TO_PAUSE, Daemon
+from scheduler.daemon import Daemon
 from scheduler.energy import EnergyMonitor
+from scheduler.executors.local import KILLED_AFTER_GRACE, RETURNED_TO_PAUSE
 from scheduler.models import FINISHED, Job, JobRun, JobState
 from scheduler.records import ChunkPlan, NewJob, RunEnd
 from tests.conftest import DEFAULT_DAEMON, Workspace

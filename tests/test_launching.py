@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from scheduler import launcher
+from scheduler.executors import launcher
 from scheduler.models import Job, JobState
 from scheduler.records import NewJob
 from tests.conftest import Workspace, floor_hour, hourly
@@ -381,8 +381,9 @@ def test_the_wrapper_refuses_arguments_and_runs_nothing_without_a_whole_spec(
     spec = json.dumps({"records": str(tmp_path / "job-1"), "argv": ["touch", str(marker)],
                        "cwd": str(tmp_path), "env": {}})
     for args, stdin, expected in (([], spec[:-5], 125), (["extra"], spec, 2)):
-        wrapper = subprocess.run([sys.executable, "-I", "-m", "scheduler.jobwrapper", *args],
-                                 input=stdin, text=True, capture_output=True, timeout=60)
+        wrapper = subprocess.run(
+            [sys.executable, "-I", "-m", "scheduler.executors.jobwrapper", *args],
+            input=stdin, text=True, capture_output=True, timeout=60)
         assert wrapper.returncode == expected
     assert not marker.exists() and not list(tmp_path.glob("job-1.*"))
 

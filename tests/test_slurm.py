@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import slurm
 from scheduler.config import load_config
 from scheduler.errors import ConfigError
-from scheduler.launcher import Identity
+from scheduler.executors import slurm
+from scheduler.executors.launcher import Identity
 from scheduler.models import Job, JobState
 from tests import slurm_cluster
 from tests.conftest import Workspace, create_workspace, write_csv

@@ -15,7 +15,7 @@ def start_wrapper(records: Path, argv: list[str], cwd: Path, log: IO[bytes] | in
                   env: dict[str, str] | None = None, **spec: Any) -> subprocess.Popen[bytes]:
     """The wrapper for one job whose records go to ``records``.* (a path prefix)."""
     process = subprocess.Popen(
-        [sys.executable, "-I", "-m", "scheduler.jobwrapper"], cwd="/",
+        [sys.executable, "-I", "-m", "scheduler.executors.jobwrapper"], cwd="/",
         env={"PATH": os.defpath}, stdin=subprocess.PIPE, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True)
     assert process.stdin is not None

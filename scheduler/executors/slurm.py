@@ -31,10 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scheduler import launcher
 from scheduler.config import Config, RegionConfig
 from scheduler.energy import Measurement, declared_energy
 from scheduler.errors import ConfigError, StateConflict
+from scheduler.executors import launcher
 from scheduler.models import FINISHED, Job, JobState
 from scheduler.store import Store
 from scheduler.units import JOULES_PER_KWH

@@ -1,6 +1,6 @@
 """The small process between the daemon and a job: it starts the command and records it.
 
-Run by the daemon as ``python -I -m scheduler.jobwrapper`` (an isolated interpreter: no
+Run by the daemon as ``python -I -m scheduler.executors.jobwrapper`` (an isolated interpreter: no
 PYTHON* variables, neither the job's cwd nor the user's site directory on sys.path) in its
 own process session, as the daemon's user, with cwd ``/``, stdout and stderr on the job's
 log (opened by the daemon), and the job's spec as one JSON document on stdin (see
@@ -57,7 +57,7 @@ STARTING_SUFFIX = ".starting"
 STARTED_SUFFIX = ".started"
 STATUS_SUFFIX = ".status"
 
-USAGE = "usage: python -I -m scheduler.jobwrapper < SPEC.json\n"
+USAGE = "usage: python -I -m scheduler.executors.jobwrapper < SPEC.json\n"
 _CHUNK = 65536
 _PR_SET_PDEATHSIG = 1
 

@@ -1,6 +1,6 @@
 """Start, watch, stop and re-adopt job processes.
 
-Every job runs under ``python -I -m scheduler.jobwrapper`` (see that module) in a new
+Every job runs under ``python -I -m scheduler.executors.jobwrapper`` (see that module) in a new
 process session (its own process group), never through a shell, with stdout and stderr in
 one log file the daemon opens: ``LOG_DIR/<user>/job-N.log``, owned by the job's user,
 0600, in a directory only the daemon can write. The wrapper's records (pid, "starting",
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from scheduler.config import SECRET_ENV
-from scheduler.jobwrapper import (
+from scheduler.executors.jobwrapper import (
     PID_SUFFIX,
     STARTED_SUFFIX,
     STARTING_SUFFIX,
@@ -56,7 +56,7 @@ SECRET_NAMES = frozenset(SECRET_ENV.values())
 # search path a job or an installation could change), in an isolated interpreter.
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 WRAPPER_MAIN = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-                f"from scheduler.jobwrapper import main; sys.exit(main(sys.argv[1:]))")
+                f"from scheduler.executors.jobwrapper import main; sys.exit(main(sys.argv[1:]))")
 
 
 class LaunchRefused(Exception):
